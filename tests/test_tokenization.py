@@ -1,0 +1,42 @@
+import pytest
+import tiktoken
+
+from modeling import tokenization
+from modeling.tokenization import GPT2Tokenizer, TokenizerUnavailableError, check_vocab_fits, save_hf_tokenizer
+
+
+def test_encode_decode_and_eot():
+    tok = GPT2Tokenizer()
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.eot_token_id == 50256 and tok.vocab_size == 50257
+    assert tok.encode_document("Hi") == [50256, *tok.encode("Hi")]
+    assert tok.decode(tok.encode("naïve café <|endoftext|>")) == "naïve café <|endoftext|>"
+    texts = ["one doc", "another, longer document."]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+
+
+def test_hf_tokenizer_folder_matches_tiktoken(tmp_path, shakespeare_path):
+    from transformers import AutoTokenizer
+
+    save_hf_tokenizer(tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    text = shakespeare_path.read_text()[:30000]
+    assert hf(text).input_ids == GPT2Tokenizer().encode(text)
+    assert hf.eos_token_id == 50256
+    assert hf("a<|endoftext|>b").input_ids == [64, 50256, 65]
+
+
+def test_missing_bpe_files_give_an_actionable_error(monkeypatch):
+    def offline(name):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/nonexistent/cache")
+    with pytest.raises(TokenizerUnavailableError, match="TIKTOKEN_CACHE_DIR='/nonexistent/cache'.*internet"):
+        tokenization.GPT2Tokenizer()
+
+
+def test_vocab_that_does_not_fit_is_rejected():
+    check_vocab_fits(50257, 50304)
+    with pytest.raises(ValueError, match="vocab_size=1000.*at least 50257"):
+        check_vocab_fits(50257, 1000)

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Tokenize FineWeb-Edu (default) or local files into uint16 token shards (build-nanogpt layout).
+
+Examples:
+    python scripts/prepare_data.py --output_dir data/edu_fineweb10B
+    python scripts/prepare_data.py --files input.txt --output_dir data/shakespeare --shard_tokens 100000 \\
+        --val_tokens 30000
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import HfArgumentParser  # noqa: E402
+
+from training.preparation import CorpusError, PrepareConfig, prepare  # noqa: E402
+from training.shards import ShardError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = HfArgumentParser(PrepareConfig, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        meta = prepare(config)
+    except (CorpusError, ShardError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    tokens = meta["tokens"]
+    skipped = f" ({meta['skipped_lines']} bad lines skipped)" if meta["skipped_lines"] else ""
+    print(f"{config.output_dir}: {len(meta['shards'])} shards, {tokens['train']:,} train + {tokens['val']:,} val "
+          f"tokens from {meta['documents']:,} documents{skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

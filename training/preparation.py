@@ -1,0 +1,352 @@
+"""Corpus -> token shards: FineWeb-Edu (streamed from the Hub) or local .txt/.jsonl/.json/.parquet files.
+
+Every document becomes ``[EOT, *tokens]``; tokens are packed into uint16 shards of ``shard_tokens`` tokens, the first
+(``val_tokens`` long) being validation, as in build-nanogpt. Preparation is resumable: each shard is written
+atomically, and ``meta.json`` records after every shard how many documents were consumed and how far into the
+document that straddles the boundary, so a re-run continues exactly where the last complete shard ended and
+produces byte-identical shards.
+"""
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from modeling.tokenization import GPT2Tokenizer, tokenizer_info
+
+from .shards import META_VERSION, SHARD_DTYPE, read_meta, shard_filename, write_meta, write_shard_atomic
+
+FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
+TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class PrepareConfig:
+    """What to tokenize and how to shard it (the fields of ``scripts/prepare_data.py``)."""
+
+    output_dir: str = field(metadata={"help": "Folder for the shards and meta.json (created; re-running resumes "
+                                              "an interrupted run)."})
+    files: list[str] = field(default_factory=list, metadata={
+        "help": "Local corpus: .txt, .jsonl/.json (a text field per record) or .parquet files, or folders of them. "
+                "When none are given, --dataset is streamed from the Hugging Face Hub."})
+    dataset: str = field(default=FINEWEB_EDU, metadata={"help": "Hub dataset streamed when no --files are given."})
+    dataset_config: str | None = field(default="sample-10BT", metadata={
+        "help": "Configuration of --dataset (FineWeb-Edu: sample-10BT, sample-100BT, ...)."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of --dataset."})
+    text_field: str = field(default="text", metadata={
+        "help": "Field (JSON) or column (parquet, Hub) holding the document text."})
+    name: str = field(default="edufineweb", metadata={
+        "help": "Shard name prefix: <name>_val_000000.npy, <name>_train_000001.npy, ..."})
+    shard_tokens: int = field(default=100_000_000, metadata={"help": "Tokens per shard (build-nanogpt: 100M)."})
+    val_tokens: int | None = field(default=None, metadata={
+        "help": "Tokens in the validation shard, the first one (default: --shard_tokens)."})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "Stop after this many tokens in total (samples, tests)."})
+    num_workers: int = field(default=max(1, os.cpu_count() or 1), metadata={
+        "help": "Tokenizer threads (tiktoken releases the GIL, so threads tokenize in parallel)."})
+    chunk_documents: int = field(default=256, metadata={"help": "Documents tokenized per batch."})
+    skip_bad_lines: bool = field(default=False, metadata={
+        "help": "Count and skip malformed JSON lines instead of stopping at the first one."})
+    txt_split: str = field(default="file", metadata={
+        "help": "How a .txt file becomes documents: file (the whole file), paragraph (split at blank lines), "
+                "line (one per line)."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self):
+        if self.shard_tokens <= 0:
+            raise ValueError(f"shard_tokens must be positive, got {self.shard_tokens}.")
+        if self.val_tokens is not None and self.val_tokens <= 0:
+            raise ValueError(f"val_tokens must be positive, got {self.val_tokens}.")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {self.max_tokens}.")
+        if self.txt_split not in ("file", "paragraph", "line"):
+            raise ValueError(f"txt_split must be file, paragraph or line, got {self.txt_split!r}.")
+
+    def shard_size(self, index: int) -> int:
+        return (self.val_tokens or self.shard_tokens) if index == 0 else self.shard_tokens
+
+    def source(self) -> dict:
+        """Identifies the input; a resumed run must see the same one."""
+        if self.files:
+            return {"files": [str(Path(f).resolve()) for f in self.files], "text_field": self.text_field,
+                    "txt_split": self.txt_split}
+        return {"dataset": self.dataset, "config": self.dataset_config, "split": self.dataset_split,
+                "text_field": self.text_field}
+
+    def layout(self) -> dict:
+        return {"name": self.name, "shard_tokens": self.shard_tokens, "val_tokens": self.val_tokens or
+                self.shard_tokens, "max_tokens": self.max_tokens, "skip_bad_lines": self.skip_bad_lines}
+
+
+class CorpusError(ValueError):
+    """Bad input corpus; the message names the file (and line) and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------- documents
+class BadLineCounter:
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.count = 0
+
+    def bad(self, message: str) -> None:
+        if not self.skip:
+            raise CorpusError(f"{message}. Fix the line or pass --skip_bad_lines to count and skip such lines.")
+        self.count += 1
+
+
+def _expand_files(paths: list[str]) -> list[Path]:
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise CorpusError(f"Input path {path} does not exist.")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+            if not found:
+                raise CorpusError(f"Input directory {path} holds no {'/'.join(TEXT_SUFFIXES)} files.")
+            files.extend(found)
+        elif path.suffix not in TEXT_SUFFIXES:
+            raise CorpusError(f"Input file {path} has an unsupported type; use {', '.join(TEXT_SUFFIXES)}.")
+        else:
+            files.append(path)
+    return files
+
+
+def _iter_txt(path: Path, mode: str) -> Iterator[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if mode == "file":
+        pieces = [text]
+    elif mode == "paragraph":
+        pieces = text.split("\n\n")
+    else:
+        pieces = text.splitlines()
+    yield from (piece for piece in pieces if piece.strip())
+
+
+def _iter_json_lines(path: Path, text_field: str, bad: BadLineCounter) -> Iterator[str]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                bad.bad(f"{path}:{number}: not valid JSON ({error.msg})")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                bad.bad(f"{path}:{number}: no string field {text_field!r} (found {keys}); "
+                        "choose the field with --text_field")
+                continue
+            yield record[text_field]
+
+
+def _iter_json(path: Path, text_field: str, bad: BadLineCounter) -> Iterator[str]:
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(1024).lstrip()
+    if not head.startswith("["):
+        yield from _iter_json_lines(path, text_field, bad)
+        return
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CorpusError(f"{path}:{error.lineno}: not valid JSON ({error.msg}).")
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+            bad.bad(f"{path}: record {number} has no string field {text_field!r}")
+            continue
+        yield record[text_field]
+
+
+def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
+    import datasets
+
+    table = datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=True)
+    if table.column_names is not None and text_field not in table.column_names:
+        raise CorpusError(f"{path}: no column {text_field!r} (columns: {table.column_names}); "
+                          "choose it with --text_field.")
+    for row in table:
+        yield row[text_field]
+
+
+def iter_local_documents(config: PrepareConfig, bad: BadLineCounter) -> Iterator[str]:
+    for path in _expand_files(config.files):
+        if path.suffix == ".txt":
+            yield from _iter_txt(path, config.txt_split)
+        elif path.suffix == ".jsonl":
+            yield from _iter_json_lines(path, config.text_field, bad)
+        elif path.suffix == ".json":
+            yield from _iter_json(path, config.text_field, bad)
+        else:
+            yield from _iter_parquet(path, config.text_field)
+
+
+def iter_hub_documents(config: PrepareConfig, start: int) -> Iterator[str]:
+    """Stream a Hub dataset (FineWeb-Edu by default); ``start`` documents are skipped server-side."""
+    import datasets
+
+    stream = datasets.load_dataset(config.dataset, name=config.dataset_config, split=config.dataset_split,
+                                   streaming=True)
+    if start:
+        stream = stream.skip(start)
+    for row in stream:
+        yield row[config.text_field]
+
+
+def iter_documents(config: PrepareConfig, start: int, bad: BadLineCounter) -> Iterator[str]:
+    """The corpus in a fixed order, from document number ``start`` on."""
+    if config.files:
+        return islice(iter_local_documents(config, bad), start, None)
+    return iter_hub_documents(config, start)
+
+
+# ----------------------------------------------------------------------------------------------- tokenizing
+def tokenize_documents(documents: Iterable[str], tokenizer: GPT2Tokenizer, chunk: int,
+                       workers: int) -> Iterator[np.ndarray]:
+    """``[EOT, *tokens]`` per document, in order. tiktoken releases the GIL, so its own thread pool
+    (``encode_ordinary_batch``) parallelises without pickling tokens between processes."""
+    iterator = iter(documents)
+    while batch := list(islice(iterator, chunk)):
+        for tokens in tokenizer.encode_batch(batch, num_threads=workers):
+            doc = np.empty(len(tokens) + 1, dtype=SHARD_DTYPE)
+            doc[0] = tokenizer.eot_token_id
+            doc[1:] = tokens
+            yield doc
+
+
+# ----------------------------------------------------------------------------------------------- shard writer
+class ShardWriter:
+    """Packs documents into fixed-size shards and records, after each shard, where the input stands."""
+
+    def __init__(self, config: PrepareConfig, out: Path, meta: dict):
+        self.config, self.out, self.meta = config, out, meta
+        progress = meta["progress"]
+        self.index = progress["shard_index"]
+        self.documents = progress["documents"]  # documents fully consumed before the current one
+        self.doc_offset = progress["doc_offset"]  # tokens of the current document already in earlier shards
+        self.total = progress["tokens"]
+        self.buffer = np.empty(config.shard_size(self.index), dtype=SHARD_DTYPE)
+        self.filled = 0
+
+    def add(self, doc: np.ndarray) -> bool:
+        """Append one document (from ``doc_offset`` on); returns False once ``max_tokens`` is reached."""
+        start = self.doc_offset
+        limit = self.config.max_tokens
+        while start < len(doc):
+            if limit is not None and self.total >= limit:
+                return False
+            take = min(len(doc) - start, len(self.buffer) - self.filled)
+            if limit is not None:
+                take = min(take, limit - self.total)
+            self.buffer[self.filled:self.filled + take] = doc[start:start + take]
+            self.filled += take
+            self.total += take
+            start += take
+            if self.filled == len(self.buffer):
+                finished = start == len(doc)
+                self.flush(documents=self.documents + int(finished), doc_offset=0 if finished else start)
+        self.documents += 1
+        self.doc_offset = 0
+        return limit is None or self.total < limit
+
+    def flush(self, documents: int, doc_offset: int) -> None:
+        if self.filled == 0:
+            return
+        split = "val" if self.index == 0 else "train"
+        name = shard_filename(self.config.name, split, self.index)
+        write_shard_atomic(self.out / name, self.buffer[: self.filled])
+        self.meta["shards"].append({"file": name, "split": split, "tokens": int(self.filled)})
+        self.index += 1
+        self.meta["progress"] = {"shard_index": self.index, "documents": documents, "doc_offset": doc_offset,
+                                 "tokens": self.total}
+        write_meta(self.out, self.meta)  # after the rename: a crash in between only redoes one identical shard
+        self.buffer = np.empty(self.config.shard_size(self.index), dtype=SHARD_DTYPE)
+        self.filled = 0
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CorpusError(f"Cannot write to output directory {out} ({error.strerror}); choose another "
+                          "--output_dir or fix its permissions.") from error
+    return out
+
+
+def _fresh_meta(config: PrepareConfig) -> dict:
+    return {"version": META_VERSION, "complete": False, "tokenizer": tokenizer_info(), "source": config.source(),
+            "layout": config.layout(), "dtype": "uint16", "shards": [], "documents": 0, "skipped_lines": 0,
+            "progress": {"shard_index": 0, "documents": 0, "doc_offset": 0, "tokens": 0}}
+
+
+def _resume_meta(config: PrepareConfig, out: Path) -> dict:
+    meta = read_meta(out)
+    if meta is None:
+        if any(out.glob(f"{config.name}_*.npy")):
+            raise CorpusError(f"{out} holds shards but no meta.json; use an empty --output_dir.")
+        return _fresh_meta(config)
+    if meta.get("source") != config.source() or meta.get("layout") != config.layout():
+        raise CorpusError(
+            f"{out} holds shards prepared from another source or with other settings "
+            f"(source {meta.get('source')}, layout {meta.get('layout')}); choose another --output_dir or delete it."
+        )
+    return meta
+
+
+def prepare(config: PrepareConfig) -> dict:
+    """Tokenize and shard the corpus into ``config.output_dir``; resumes an interrupted run. Returns meta."""
+    out = check_output_dir(config.output_dir)
+    meta = _resume_meta(config, out)
+    if meta["complete"]:
+        return meta
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+    # Shards past the recorded progress (a crash after a rename, before meta.json) are rewritten identically.
+    meta["shards"] = meta["shards"][: meta["progress"]["shard_index"]]
+
+    tokenizer = GPT2Tokenizer()
+    writer = ShardWriter(config, out, meta)
+    bad = BadLineCounter(config.skip_bad_lines)
+    documents = iter_documents(config, writer.documents, bad)
+    bar = tqdm(total=config.max_tokens, initial=writer.total, unit="tok", unit_scale=True, desc="tokenizing",
+               disable=not config.progress, dynamic_ncols=True)
+    for doc in tokenize_documents(documents, tokenizer, config.chunk_documents, config.num_workers):
+        before = writer.total
+        keep_going = writer.add(doc)
+        bar.update(writer.total - before)
+        bar.set_postfix(docs=writer.documents, shards=writer.index, refresh=False)
+        if not keep_going:
+            break
+    bar.close()
+    writer.flush(documents=writer.documents, doc_offset=0)
+    return _finish(meta, out, writer, bad, config)
+
+
+def _finish(meta: dict, out: Path, writer: ShardWriter, bad: BadLineCounter, config: PrepareConfig) -> dict:
+    if writer.total == 0:
+        where = ", ".join(config.files) if config.files else config.dataset
+        raise CorpusError(f"The corpus {where} produced no tokens (no non-empty documents).")
+    if not any(shard["split"] == "train" for shard in meta["shards"]):
+        raise CorpusError(
+            f"The corpus has only {writer.total} tokens, all in the validation shard (val_tokens="
+            f"{config.val_tokens or config.shard_tokens}); lower --val_tokens so some are left for training."
+        )
+    meta["documents"] = writer.documents
+    meta["skipped_lines"] = bad.count  # local files are re-read from the start on resume, so this is the total
+    meta["tokens"] = {split: sum(s["tokens"] for s in meta["shards"] if s["split"] == split)
+                      for split in ("val", "train")}
+    meta["complete"] = True
+    write_meta(out, meta)
+    return meta
+
+
+__all__ = ["CorpusError", "PrepareConfig", "prepare"]

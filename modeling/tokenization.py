@@ -56,7 +56,8 @@ class GPT2Tokenizer:
         return [self.eot_token_id, *self._enc.encode_ordinary(text)]
 
     def decode(self, ids) -> str:
-        return self._enc.decode([int(i) for i in ids])
+        """Text of ``ids``; ids past the tokenizer (a padded vocabulary's extra rows) are dropped."""
+        return self._enc.decode([int(i) for i in ids if int(i) < self.vocab_size])
 
 
 def read_bpe_file(name: str) -> bytes:

@@ -1,0 +1,300 @@
+import math
+
+import pytest
+import torch
+
+from training.cli import ConfigError, parse_run_config
+from training.data import ValidationSet
+from training.optimization import build_scheduler, warmup_cosine_factor
+from training.preparation import PrepareConfig, prepare
+from training.trainer import NonFiniteLossError, Trainer
+
+from .helpers import (ACCELERATE_LAUNCH, PoisonStep, StopAtStep, config_to_argv, grads_snapshot, load_final_weights, read_scalars,
+                      run_pretrain, tiny_run_config)
+
+
+@pytest.fixture(scope="session")
+def shakespeare_shards(tmp_path_factory, shakespeare_path):
+    out = tmp_path_factory.mktemp("shards")
+    prepare(PrepareConfig(output_dir=str(out), files=[str(shakespeare_path)], name="shakespeare",
+                          shard_tokens=100_000, val_tokens=8_192, progress=False))
+    return out
+
+
+def _train(config, **kwargs):
+    trainer = Trainer(config, **kwargs)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return trainer
+
+
+def test_tiny_run_learns(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=40, warmup_steps=5, max_lr=1e-2, min_lr=1e-3)
+    trainer = _train(config)
+    losses = [h["train/loss"] for h in trainer.state.log_history if "train/loss" in h]
+    assert len(losses) == 40
+    assert losses[0] == pytest.approx(math.log(50304), abs=0.15)
+    assert sum(losses[-5:]) / 5 < losses[0] - 2.5
+
+
+def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, eval_every=3, sample_every=6,
+                             sample_tokens=4, num_samples=1, callbacks=["grad_norm", "layer_ratios"],
+                             diagnostics_every=3, peak_flops=1e12)
+    _train(config)
+    scalars = read_scalars(tmp_path / "tensorboard")
+    for tag in ["train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "train/tokens_per_sec",
+                "train/step_time_ms", "train/mfu", "val/loss", "val/perplexity", "train/clipped_fraction",
+                "grad_ratio/h.0.mlp.c_fc.weight", "update_ratio/wte.weight", "grad_norm_block/h.1"]:
+        assert tag in scalars, tag
+    assert sorted(scalars["train/loss"]) == [1, 2, 3, 4, 5, 6]
+    assert sorted(scalars["val/loss"]) == [3, 6]
+    assert scalars["train/tokens_seen"][6] == 6 * 128
+    assert not any(tag.startswith(("grad_ratio/module.", "grad_ratio/_orig_mod", "grad_ratio/transformer"))
+                   for tag in scalars)
+    assert "update_ratio/lm_head.weight" not in scalars  # tied to wte, counted once
+    from training.analysis import read_run_texts
+
+    texts = read_run_texts(tmp_path / "tensorboard")
+    assert "samples" in texts and "config" in texts
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_lr_schedule_matches_the_seed_formula():
+    max_lr, min_lr, warmup, steps = 1.8e-3, 1.8e-4, 620, 1700
+
+    def seed_lr(it):  # the seed run's (build-nanogpt's) get_lr
+        if it < warmup:
+            return max_lr * (it + 1) / warmup
+        if it > steps:
+            return min_lr
+        ratio = (it - warmup) / (steps - warmup)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    scheduler = build_scheduler(optimizer, warmup, steps, max_lr, min_lr)
+    seen = {}
+    for it in range(steps + 1):
+        seen[it] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    midpoint = warmup + (steps - warmup) // 2
+    for it in (0, warmup - 1, warmup, midpoint, steps):
+        assert seen[it] == pytest.approx(seed_lr(it), rel=1e-9), it
+    assert seen[0] == pytest.approx(max_lr / warmup)
+    assert seen[warmup] == pytest.approx(max_lr)
+    assert seen[midpoint] == pytest.approx((max_lr + min_lr) / 2, rel=1e-6)
+    assert seen[steps] == pytest.approx(min_lr)
+    assert warmup_cosine_factor(5000, warmup, steps, 0.1) == pytest.approx(0.1)
+
+
+def test_logged_lr_and_tokens_follow_the_schedule(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=5, warmup_steps=2, max_lr=1e-3, min_lr=1e-4)
+    trainer = _train(config)
+    lrs = [h["train/lr"] for h in trainer.state.log_history if "train/lr" in h]
+    expected = [1e-3 * warmup_cosine_factor(i, 2, 5, 0.1) for i in range(5)]
+    assert lrs == pytest.approx(expected)
+    assert trainer.state.num_input_tokens_seen == 5 * 128
+
+
+class _Synthetic:
+    """A loader seam: fixed random tokens, read in the same order as DistributedTokenLoader reads a stream."""
+
+    def __init__(self, tokens, batch_size, seq_len):
+        self.tokens, self.B, self.T, self.pos, self.epoch = tokens, batch_size, seq_len, 0, 0
+
+    def next_batch(self):
+        span = self.tokens[self.pos:self.pos + self.B * self.T + 1]
+        self.pos += self.B * self.T
+        return span[:-1].view(self.B, self.T), span[1:].view(self.B, self.T)
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.pos = state["pos"]
+
+
+class _GradCapture(StopAtStep):
+    def __init__(self):
+        super().__init__(1)
+        self.grads, self.loss = None, None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, loss=None, **kwargs):
+        self.grads, self.loss = grads_snapshot(model), loss
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 50257, (16 * 32 * 2 + 1,))
+    results = []
+    for micro, name in ((4, "accum4"), (16, "accum1")):
+        config = tiny_run_config(tmp_path / name, micro_batch_size=micro, total_batch_tokens=16 * 32, max_steps=1, warmup_steps=0,
+                                 grad_clip=0.0)
+        capture = _GradCapture()
+        trainer = Trainer(config, callbacks=[capture], train_loader=_Synthetic(tokens, micro, 32))
+        assert trainer.grad_accum == 16 // micro
+        trainer.train()
+        trainer.close()
+        results.append(capture)
+    accumulated, big = results
+    assert accumulated.loss == pytest.approx(big.loss, abs=1e-5)
+    for name, grad in big.grads.items():
+        torch.testing.assert_close(accumulated.grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_exact_resume_after_sigkill(tmp_path, shakespeare_shards):
+    base = tiny_run_config(tmp_path / "straight", shakespeare_shards, max_steps=9, save_every=3, eval_every=3,
+                           callbacks=["grad_norm", "layer_ratios", "spike_detector:min_history=2"])
+    argv = config_to_argv(base)
+    run_pretrain(argv)
+    crashed = tmp_path / "crashed"
+    argv_crashed = argv + ["--output_dir", str(crashed)]
+    killed = run_pretrain(argv_crashed + ["--callbacks", "grad_norm", "layer_ratios",
+                                          "spike_detector:min_history=2", "tests.helpers.KillAtStep:step=5"],
+                          check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert sorted(p.name for p in (crashed / "checkpoints").iterdir()) == ["step_0000003"]
+    run_pretrain(argv_crashed + ["--resume_from_checkpoint", "latest"])
+    straight = read_scalars(tmp_path / "straight" / "tensorboard")
+    resumed = read_scalars(crashed / "tensorboard")
+    for tag in ("train/loss", "train/grad_norm", "val/loss", "update_ratio/h.1.attn.c_attn.weight",
+                "spikes/loss_z"):
+        assert resumed[tag] == straight[tag], tag  # bitwise: CPU, fp32
+    a, b = load_final_weights(tmp_path / "straight"), load_final_weights(crashed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_gloo_run_matches_one_process_with_double_accumulation(tmp_path, shakespeare_shards):
+    base = tiny_run_config(tmp_path / "one", shakespeare_shards, max_steps=4, total_batch_tokens=256,
+                           eval_every=4, callbacks=["layer_ratios"], diagnostics_every=2)
+    run_pretrain(config_to_argv(base))
+    run_pretrain(config_to_argv(base) + ["--output_dir", str(tmp_path / "two")],
+                 launcher=[*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no"])
+    one, two = read_scalars(tmp_path / "one" / "tensorboard"), read_scalars(tmp_path / "two" / "tensorboard")
+    assert one["run/num_processes"][0] == 1 and two["run/num_processes"][0] == 2
+    assert one["run/grad_accum_steps"][0] == 2 and two["run/grad_accum_steps"][0] == 1
+    for step in range(1, 5):
+        assert two["train/loss"][step] == pytest.approx(one["train/loss"][step], abs=2e-5)
+    assert two["val/loss"][4] == pytest.approx(one["val/loss"][4], abs=2e-5)
+    assert "update_ratio/h.0.mlp.c_fc.weight" in two
+    assert not any("module." in tag or "_orig_mod" in tag for tag in two)
+    assert two["train/tokens_seen"][4] == one["train/tokens_seen"][4] == 4 * 256
+
+
+def test_cpu_flag_with_two_processes_silently_runs_one(tmp_path, shakespeare_shards):
+    base = tiny_run_config(tmp_path, shakespeare_shards, max_steps=1)
+    run_pretrain(config_to_argv(base), launcher=[*ACCELERATE_LAUNCH, "--cpu", "--num_processes", "2",
+                                                 "--num_machines", "1", "--mixed_precision", "no",
+                                                 "--dynamo_backend", "no"])
+    assert read_scalars(tmp_path / "tensorboard")["run/num_processes"][0] == 1
+
+
+def test_nonfinite_loss_stops_and_names_the_step_and_checkpoint(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=8, save_every=2)
+    trainer = Trainer(config, callbacks=[PoisonStep(5, permanent=True)])
+    with pytest.raises(NonFiniteLossError, match=r"Step 5: loss=nan.*step_0000004"):
+        trainer.train()
+    trainer.close()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
+
+
+def test_nonfinite_loss_can_be_skipped(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, on_nonfinite="skip")
+    trainer = _train(config, callbacks=[PoisonStep(3)])
+    assert trainer.skipped_updates == 1
+    assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
+    losses = [h["train/loss"] for h in trainer.state.log_history if "train/loss" in h]
+    assert math.isnan(losses[2]) and all(math.isfinite(v) for i, v in enumerate(losses) if i != 2)
+
+
+def test_checkpoints_are_loadable_and_pruned(tmp_path, shakespeare_shards):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=2, keep_last=2)
+    (tmp_path / "checkpoints" / "step_0000001.tmp").mkdir(parents=True)  # a save interrupted earlier
+    trainer = _train(config)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000004", "step_0000006"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    assert model.config.model_type == "nanogpt"
+    ids = torch.randint(0, 50257, (1, 8))
+    torch.testing.assert_close(model(ids).logits, trainer.raw_model(ids).logits)
+    assert AutoTokenizer.from_pretrained(tmp_path / "final")("Hello world").input_ids == [15496, 995]
+    assert (tmp_path / "checkpoints" / "step_0000006" / "model" / "model.safetensors").exists()
+
+
+def test_bad_configuration_errors(tmp_path, shakespeare_shards):
+    with pytest.raises(ValueError, match=r"total_batch_tokens \(1000\) is not divisible.*4\) x seq_len \(32\)"):
+        Trainer(tiny_run_config(tmp_path, shakespeare_shards, total_batch_tokens=1000))
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("train:\n  max_lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown field 'max_lrr' in section 'train'"):
+        parse_run_config(["--config", str(preset)])
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(tiny_run_config(tmp_path, tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match=r"min_lr \(0.1\) is larger than max_lr \(0.01\)"):
+        parse_run_config(["--max_lr", "0.01", "--min_lr", "0.1"])
+    with pytest.raises(ConfigError, match="No training data"):
+        Trainer(tiny_run_config(tmp_path))
+    with pytest.raises(ValueError, match="vocab_size=1000"):
+        Trainer(tiny_run_config(tmp_path, shakespeare_shards, vocab_size=1000))
+
+
+def test_offline_download_fails_at_once_saying_what_to_pass(tmp_path):
+    config = tiny_run_config(tmp_path, download_url="http://127.0.0.1:9/input.txt")
+    with pytest.raises(ConfigError, match=r"downloading http://127.0.0.1:9/input.txt failed.*Pass --data PATH"):
+        Trainer(config)
+
+
+def test_corpus_given_as_data_is_prepared_on_the_fly(tmp_path, fineweb_path):
+    config = tiny_run_config(tmp_path, fineweb_path, max_steps=2, val_tokens=4096, eval_every=2, eval_tokens=512)
+    trainer = _train(config)
+    assert list((tmp_path / "data" / "shards").glob("*_train_*.npy"))
+    assert trainer.state.best_metric is not None
+
+
+def test_pretrain_help_documents_every_field():
+    from training.arguments import ARGUMENT_CLASSES
+
+    result = run_pretrain(["--help"])
+    for cls in ARGUMENT_CLASSES:
+        for name in cls.__dataclass_fields__:
+            assert f"--{name}" in result.stdout, name
+    assert "--config" in result.stdout
+
+
+def test_pretrain_script_reports_config_errors_cleanly(tmp_path):
+    result = run_pretrain(["--total_batch_tokens", "1000", "--seq_len", "32", "--micro_batch_size", "4", "--cpu",
+                           "--data", str(tmp_path)], check=False)
+    assert result.returncode == 2 and "not divisible" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_validation_loss_is_the_mean_over_the_fixed_tokens(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=1, eval_every=1, eval_tokens=1024)
+    trainer = _train(config)
+    val = ValidationSet(shakespeare_shards, max_tokens=1024)
+    model = trainer.raw_model.eval()
+    with torch.no_grad():
+        x = val.tokens[:1024].view(-1, 32)
+        y = val.tokens[1:1025].view(-1, 32)
+        direct = torch.nn.functional.cross_entropy(model(x).logits.reshape(-1, 50304), y.reshape(-1)).item()
+    assert trainer.state.log_history[-1]["val/loss"] == pytest.approx(direct, abs=1e-5)
+
+
+def test_presets_parse(tmp_path):
+    seed = parse_run_config(["--config", "configs/gpt2-124m-seed.yaml"])
+    assert seed.train.total_batch_tokens == 589_824 and seed.train.micro_batch_size == 16
+    assert seed.train.seq_len == 1024 and seed.train.max_steps == 1700
+    assert (seed.train.max_lr, seed.train.min_lr, seed.train.warmup_steps) == (1.8e-3, 1.8e-4, 620)
+    assert seed.train.weight_decay == 0.1 and seed.train.grad_clip == 1.0 and seed.train.eval_every == 25
+    assert seed.train.grad_accum_steps(3) == 12  # 16 x 1024 x 12 x 3 GPUs
+    assert seed.model.vocab_size == 50304 and seed.model.n_layer == 12
+    nano = parse_run_config(["--config", "configs/gpt2-124m-build-nanogpt.yaml"])
+    assert nano.train.total_batch_tokens == 524_288 and nano.train.micro_batch_size == 64
+    assert (nano.train.max_lr, nano.train.min_lr, nano.train.warmup_steps, nano.train.max_steps) == (
+        6e-4, 6e-5, 715, 19_073)
+    tiny = parse_run_config(["--config", "configs/cpu-tiny.yaml", "--max_steps", "7"])
+    assert tiny.train.max_steps == 7 and tiny.train.cpu

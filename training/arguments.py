@@ -1,0 +1,195 @@
+"""Typed run configuration: model, data, training and logging arguments (one dataclass each).
+
+Parsed by transformers' ``HfArgumentParser`` from a YAML preset plus command-line overrides
+(``training.cli.parse_run_config``); every field's ``help`` is what ``--help`` prints. Hardware (number of GPUs,
+mixed precision, DDP/FSDP) lives in ``accelerate_config.yaml``, not here.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+def _help(text: str, **kwargs) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class ModelArguments:
+    """The network. Defaults are GPT-2 124M with the padded 50304 vocabulary."""
+
+    n_layer: int = _help("Transformer blocks.", default=12)
+    n_head: int = _help("Attention heads per block (must divide n_embd).", default=12)
+    n_embd: int = _help("Width of the residual stream.", default=768)
+    vocab_size: int = _help("Embedding rows; >= 50257 for the GPT-2 tokenizer (50304 pads to a multiple of 128).",
+                            default=50304)
+    dropout: float = _help("Dropout on embeddings, attention and residual branches (0 for pretraining).",
+                           default=0.0)
+    bias: bool = _help("Biases in Linear layers and LayerNorms, as in GPT-2.", default=True)
+    attn_implementation: str = _help("Attention kernel: sdpa (default), eager, or any name registered in "
+                                     "transformers' ALL_ATTENTION_FUNCTIONS.", default="sdpa")
+    init_from: str | None = _help("Start from weights instead of random init: a checkpoint folder of ours, or a "
+                                  "GPT-2 Hub id/folder such as 'gpt2' (converted, vocab padded).", default=None)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, ~30% slower).",
+                                         default=False)
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}).")
+
+
+@dataclass
+class DataArguments:
+    """Where tokens come from."""
+
+    data: str | None = _help(
+        "Training data: a folder of token shards (scripts/prepare_data.py), or a corpus (.txt/.jsonl/.json/"
+        ".parquet file or folder) that is tokenized into <output_dir>/data on the fly.", default=None)
+    download_url: str | None = _help(
+        "When no --data is given, download this text corpus (cpu-tiny: tiny shakespeare) and use it.", default=None)
+    text_field: str = _help("Text field of JSON records / parquet column when preparing on the fly.",
+                            default="text")
+    val_tokens: int = _help("Tokens of the validation shard made when preparing on the fly.", default=100_000)
+    shard_tokens: int = _help("Tokens per shard made when preparing on the fly.", default=10_000_000)
+    shuffle: bool = _help("Permute shard order and documents within shards every epoch (from data_seed).",
+                          default=False)
+    data_seed: int = _help("Seed of the shuffling.", default=1337)
+
+
+@dataclass
+class TrainArguments:
+    """Optimisation, schedule and what happens every N steps."""
+
+    output_dir: str = _help("Run directory: checkpoints, TensorBoard logs, resolved config, final model.",
+                            default="runs/gpt2")
+    seq_len: int = _help("Context length T (also the model's n_positions).", default=1024)
+    micro_batch_size: int = _help("Sequences per forward pass per process (B).", default=16)
+    total_batch_tokens: int = _help(
+        "Tokens per optimizer step over all processes; gradient accumulation = total_batch_tokens / "
+        "(micro_batch_size * seq_len * num_processes), which must divide exactly.", default=524_288)
+    max_steps: int = _help("Optimizer steps to run.", default=19_073)
+    max_lr: float = _help("Peak learning rate, reached after warmup.", default=6e-4)
+    min_lr: float = _help("Final learning rate of the cosine decay.", default=6e-5)
+    warmup_steps: int = _help("Linear warmup steps (from max_lr/warmup_steps up to max_lr).", default=715)
+    weight_decay: float = _help("AdamW weight decay, applied to parameters with dim >= 2 only.", default=0.1)
+    adam_beta1: float = _help("AdamW beta1.", default=0.9)
+    adam_beta2: float = _help("AdamW beta2.", default=0.95)
+    adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
+    grad_clip: float = _help("Clip the global gradient norm to this value (0 disables clipping).", default=1.0)
+    seed: int = _help("Seed for model init and every random number generator.", default=1337)
+    compile: bool = _help("torch.compile the training forward (evaluation and generation use the eager model).",
+                          default=False)
+    mixed_precision: str | None = _help("no | bf16 | fp16; default: what accelerate launch / its config says.",
+                                        default=None)
+    cpu: bool = _help("Train on CPU even when a GPU is present (multi-process CPU runs use gloo).", default=False)
+    eval_every: int = _help("Validation loss every N steps (and at the end); 0 disables.", default=250)
+    eval_tokens: int = _help("Validation tokens per evaluation (the same tokens every time).", default=10_485_760)
+    hellaswag_every: int = _help("HellaSwag accuracy every N steps; 0 disables.", default=0)
+    hellaswag_path: str | None = _help("Local hellaswag_val.jsonl; downloaded when empty and online.", default=None)
+    hellaswag_limit: int | None = _help("Evaluate only the first N HellaSwag examples.", default=None)
+    sample_every: int = _help("Generate text samples every N steps (logged to TensorBoard); 0 disables.",
+                              default=250)
+    sample_prompt: str = _help("Prompt of the text samples.", default="Hello, I'm a language model,")
+    sample_tokens: int = _help("New tokens per text sample.", default=32)
+    num_samples: int = _help("Text samples per sampling step.", default=4)
+    save_every: int = _help("Checkpoint every N steps (and at the end); 0 saves only at the end.", default=1000)
+    keep_last: int = _help("Checkpoints kept (older ones are deleted); 0 keeps all.", default=3)
+    resume_from_checkpoint: str | None = _help("'latest' (newest in <output_dir>/checkpoints) or a checkpoint path.",
+                                               default=None)
+    target_val_loss: float | None = _help("Stop once the validation loss is at or below this value.", default=None)
+    on_nonfinite: str = _help("A NaN/inf loss or gradient norm: 'stop' (keep the last good checkpoint) or 'skip' "
+                              "the update and continue.", default="stop")
+    callbacks: list[str] = _help(
+        "Callbacks by name, with arguments as name:key=value,key=value (e.g. spike_detector:z_threshold=4). "
+        "Built in: grad_norm, layer_ratios, histograms, spike_detector, early_stopping.",
+        default_factory=lambda: ["grad_norm", "layer_ratios"])
+    push_to_hub: str | None = _help("Hub repo id (user/name) to push the final model to.", default=None)
+    # transformers.TrainingArguments names that HF callbacks read (EarlyStoppingCallback and friends).
+    metric_for_best_model: str = _help("Metric HF-style callbacks track (eval_loss = validation loss).",
+                                       default="eval_loss")
+    greater_is_better: bool = _help("Whether a larger metric_for_best_model is better.", default=False)
+    load_best_model_at_end: bool = _help("Kept for HF callbacks; this trainer always ends with the last weights.",
+                                         default=False)
+
+    def __post_init__(self):
+        problems = []
+        if self.min_lr > self.max_lr:
+            problems.append(f"min_lr ({self.min_lr}) is larger than max_lr ({self.max_lr})")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be >= 0 (got {self.warmup_steps})")
+        for name in ("seq_len", "micro_batch_size", "total_batch_tokens", "max_steps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        if self.on_nonfinite not in ("stop", "skip"):
+            problems.append(f"on_nonfinite must be 'stop' or 'skip' (got {self.on_nonfinite!r})")
+        if problems:
+            raise ValueError("Invalid training arguments: " + "; ".join(problems) + ".")
+
+    def grad_accum_steps(self, num_processes: int) -> int:
+        per_micro_step = self.micro_batch_size * self.seq_len * num_processes
+        if self.total_batch_tokens % per_micro_step:
+            raise ValueError(
+                f"total_batch_tokens ({self.total_batch_tokens}) is not divisible by micro_batch_size "
+                f"({self.micro_batch_size}) x seq_len ({self.seq_len}) x num_processes ({num_processes}) = "
+                f"{per_micro_step}; change one of them (e.g. total_batch_tokens="
+                f"{max(1, round(self.total_batch_tokens / per_micro_step)) * per_micro_step})."
+            )
+        return self.total_batch_tokens // per_micro_step
+
+    # HF TrainingArguments-compatible views, for callbacks written against the HF Trainer.
+    @property
+    def eval_strategy(self) -> str:
+        return "steps" if self.eval_every else "no"
+
+    @property
+    def eval_steps(self) -> int:
+        return self.eval_every
+
+    @property
+    def save_steps(self) -> int:
+        return self.save_every
+
+
+@dataclass
+class LoggingArguments:
+    """What goes to TensorBoard and how often."""
+
+    log_every: int = _help("Log train scalars every N steps.", default=1)
+    diagnostics_every: int = _help("Per-layer gradient / weight / update statistics every N steps (0 disables).",
+                                   default=25)
+    histogram_every: int = _help("Weight, gradient and update histograms every N steps (with the 'histograms' "
+                                 "callback).", default=250)
+    peak_flops: float | None = _help("Peak FLOP/s of one device for MFU; default: looked up for known GPUs "
+                                     "(A100/H100/H200 bf16), none on CPU.", default=None)
+    progress_bar: bool = _help("Show a tqdm progress bar on the main process.", default=True)
+    run_name: str | None = _help("Name shown in TensorBoard (default: the output_dir's name).", default=None)
+
+
+@dataclass
+class RunConfig:
+    """All arguments of one run."""
+
+    model: ModelArguments
+    data: DataArguments
+    train: TrainArguments
+    logging: LoggingArguments
+
+    def to_dict(self) -> dict:
+        return {"model": asdict(self.model), "data": asdict(self.data), "train": asdict(self.train),
+                "logging": asdict(self.logging)}
+
+    def flat(self) -> dict:
+        """Scalars only, for TensorBoard hparams."""
+        out = {}
+        for group, values in self.to_dict().items():
+            for key, value in values.items():
+                if isinstance(value, (int, float, str, bool)) and not (isinstance(value, float) and math.isnan(value)):
+                    out[f"{group}/{key}"] = value
+                elif value is not None:
+                    out[f"{group}/{key}"] = str(value)
+        return out
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainArguments, LoggingArguments)

@@ -1,0 +1,130 @@
+"""Construction of a run's parts, one small function each: accelerator, model, data, callbacks."""
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration
+
+from modeling import GPTConfig, GPTForCausalLM
+from modeling.tokenization import check_vocab_fits
+
+from .arguments import RunConfig
+from .callbacks import FlowCallback, build_callback
+from .cli import ConfigError
+from .data import DistributedTokenLoader, ValidationSet
+from .preparation import PrepareConfig, prepare
+from .shards import find_shards
+
+
+def build_accelerator(config: RunConfig) -> Accelerator:
+    """DDP / mixed precision come from ``accelerate launch`` (its config file); gradient accumulation is derived
+    from the batch sizes and the number of processes."""
+    train = config.train
+    state = PartialState(cpu=train.cpu)
+    accum = train.grad_accum_steps(state.num_processes)
+    project = ProjectConfiguration(project_dir=train.output_dir, logging_dir=train.output_dir)
+    return Accelerator(cpu=train.cpu, mixed_precision=train.mixed_precision, gradient_accumulation_steps=accum,
+                       log_with="tensorboard", project_config=project)
+
+
+def enable_tf32(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+
+
+def build_model(config: RunConfig) -> GPTForCausalLM:
+    model_args, train = config.model, config.train
+    if model_args.init_from:
+        model = load_initial_weights(model_args.init_from)
+        if model.config.n_positions < train.seq_len:
+            raise ConfigError(f"--init_from {model_args.init_from} has a context of {model.config.n_positions} "
+                              f"tokens, shorter than seq_len={train.seq_len}.")
+    else:
+        model = GPTForCausalLM(GPTConfig(
+            vocab_size=model_args.vocab_size, n_positions=train.seq_len, n_embd=model_args.n_embd,
+            n_layer=model_args.n_layer, n_head=model_args.n_head, bias=model_args.bias, dropout=model_args.dropout,
+            attn_implementation=model_args.attn_implementation))
+    model.set_attn_implementation(model_args.attn_implementation)
+    if model_args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def load_initial_weights(source: str) -> GPTForCausalLM:
+    """Our checkpoint folder, or a GPT-2 model (Hub id / folder) converted with a padded vocabulary."""
+    from transformers import AutoConfig
+
+    from modeling.weight_conversion import from_gpt2
+
+    if AutoConfig.from_pretrained(source).model_type == GPTConfig.model_type:
+        return GPTForCausalLM.from_pretrained(source)
+    return from_gpt2(source)
+
+
+def check_tokenizer_fits(model: GPTForCausalLM, tokenizer_vocab_size: int) -> None:
+    check_vocab_fits(tokenizer_vocab_size, model.config.vocab_size, what="the model (--vocab_size)")
+
+
+def download_corpus(url: str, folder: Path) -> Path:
+    """Fetch a text corpus once (nanoGPT's tiny shakespeare); a clear error when offline."""
+    target = folder / Path(url).name
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            payload = response.read()
+    except (urllib.error.URLError, OSError) as error:
+        raise ConfigError(
+            f"No --data was given and downloading {url} failed ({getattr(error, 'reason', error)}). Pass --data "
+            "PATH: a .txt/.jsonl/.json/.parquet corpus or a folder of token shards (scripts/prepare_data.py), "
+            "for example a local copy of tinyshakespeare.txt."
+        ) from error
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_bytes(payload)
+    tmp.rename(target)
+    return target
+
+
+def resolve_data_dir(config: RunConfig, accelerator: Accelerator) -> Path:
+    """A folder of shards: ``--data`` itself, or shards prepared from the corpus ``--data`` names (or from
+    ``--download_url``) into ``<output_dir>/data``. The main process prepares; the others wait."""
+    data, out = config.data, Path(config.train.output_dir)
+    if data.data is None and data.download_url is None:
+        raise ConfigError("No training data: pass --data PATH (a folder of shards from scripts/prepare_data.py, or "
+                          "a .txt/.jsonl/.json/.parquet corpus).")
+    with accelerator.main_process_first():
+        source = Path(data.data) if data.data else download_corpus(data.download_url, out / "data" / "download")
+        if not source.exists():
+            raise ConfigError(f"--data {source} does not exist; pass a folder of token shards or a corpus file.")
+        if source.is_dir() and find_shards(source, "train"):
+            return source
+        prepared = out / "data" / "shards"
+        prepare(PrepareConfig(output_dir=str(prepared), files=[str(source)], text_field=data.text_field,
+                              name=source.stem.replace("_", "-") or "corpus", shard_tokens=data.shard_tokens,
+                              val_tokens=data.val_tokens, progress=accelerator.is_main_process))
+        return prepared
+
+
+def build_data(config: RunConfig, accelerator: Accelerator, vocab_size: int):
+    data_dir = resolve_data_dir(config, accelerator)
+    train = config.train
+    loader = DistributedTokenLoader(data_dir, train.micro_batch_size, train.seq_len, accelerator.process_index,
+                                    accelerator.num_processes, vocab_size=vocab_size, shuffle=config.data.shuffle,
+                                    seed=config.data.data_seed)
+    val_set = ValidationSet(data_dir, vocab_size=vocab_size, max_tokens=train.eval_tokens) if train.eval_every \
+        else None
+    return loader, val_set
+
+
+def build_callbacks(config: RunConfig, extra=None) -> list:
+    """The flow callback first (the schedule), then the configured ones by name, then the caller's objects."""
+    callbacks = [FlowCallback(log_every=config.logging.log_every)]
+    callbacks += [build_callback(spec) for spec in config.train.callbacks]
+    callbacks += list(extra or [])
+    return callbacks

@@ -1,0 +1,79 @@
+"""Command line + YAML presets -> ``RunConfig`` with transformers' ``HfArgumentParser``.
+
+A preset is YAML with one section per argument group::
+
+    model: {n_layer: 12, n_head: 12, n_embd: 768}
+    train: {max_lr: 6.0e-4, max_steps: 19073}
+
+Command-line flags (``--max_lr 3e-4``) override the preset; unknown keys are errors that name the file.
+"""
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+from .arguments import ARGUMENT_CLASSES, RunConfig
+
+SECTIONS = dict(zip(("model", "data", "train", "logging"), ARGUMENT_CLASSES))
+
+
+class ConfigError(ValueError):
+    """A bad preset file or option; the message names it."""
+
+
+def build_parser(description: str | None = None) -> HfArgumentParser:
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML preset (configs/*.yaml); command-line flags override its values.")
+    return parser
+
+
+def load_preset(path: str | Path) -> dict:
+    """Flatten a sectioned YAML preset into field -> value, rejecting unknown sections and fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist; see configs/ for the presets.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Config file {path} is not valid YAML: {error}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections ({', '.join(SECTIONS)}).")
+    flat = {}
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section {section!r}; use {', '.join(SECTIONS)}.")
+        known = {f.name for f in fields(SECTIONS[section])}
+        for key, value in (values or {}).items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown field {key!r} in section {section!r}; known fields: "
+                                  f"{', '.join(sorted(known))}.")
+            flat[key] = value
+    return flat
+
+
+def parse_run_config(argv: list[str] | None = None, description: str | None = None) -> RunConfig:
+    parser = build_parser(description)
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_preset(known.config))
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    model, data, train, logging = parsed[:4]
+    return RunConfig(model=model, data=data, train=train, logging=logging)
+
+
+def save_run_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """A run's saved ``config.yaml`` back into a ``RunConfig``."""
+    raw = yaml.safe_load(Path(path).read_text())
+    return RunConfig(**{name: cls(**raw[name]) for name, cls in SECTIONS.items()})

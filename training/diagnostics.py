@@ -1,0 +1,209 @@
+"""Training-dynamics callbacks: gradient norms, per-layer gradient/weight and update/weight ratios, histograms,
+and a loss-spike detector.
+
+Why both ratios: AdamW divides each step by a running RMS of the gradient, so a small raw gradient (or a small
+std(grad)/std(weight)) does not mean small updates. The update-to-weight ratio, std(Δw)/std(w) of the change the
+optimizer actually made, is what says whether a layer learns; ~1e-3 per step is the usual healthy region.
+
+All statistics are computed on the main process, at the optimizer step, from gradients that accumulation and DDP
+have already summed/averaged (identical on every rank), after clipping: what the optimizer receives. The total
+gradient norm (``train/grad_norm``) is the one before clipping. Parameter names are the model's own, without
+``module.`` / ``_orig_mod.`` / ``transformer.`` prefixes; the tied ``wte``/``lm_head`` matrix appears once.
+"""
+
+import math
+from collections import deque
+
+import torch
+from transformers import TrainerCallback
+
+_PREFIXES = ("module.", "_orig_mod.", "transformer.")
+
+
+def clean_name(name: str) -> str:
+    """``module._orig_mod.transformer.h.0.mlp.c_fc.weight`` -> ``h.0.mlp.c_fc.weight``."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name.replace("._orig_mod.", ".").replace(".module.", ".")
+
+
+def named_matrices(model: torch.nn.Module):
+    """(clean name, parameter) for trainable parameters with dim >= 2 (weights and embeddings; a LayerNorm gain
+    starts with std 0, so a ratio to its std is meaningless)."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and param.dim() >= 2:
+            yield clean_name(name), param
+
+
+def block_of(name: str) -> str:
+    """``h.3.attn.c_proj.weight`` -> ``h.3``; embeddings and ``ln_f`` are their own group."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "h" else parts[0]
+
+
+def measured(state, every: int) -> bool:
+    """Is the optimizer step now in progress (``global_step + 1``) one to measure? The first always is."""
+    step = state.global_step + 1
+    return every > 0 and (step == 1 or step % every == 0)
+
+
+def _every_from(trainer, every):
+    return every if every is not None else (trainer.config.logging.diagnostics_every if trainer else 0)
+
+
+class GradNormCallback(TrainerCallback):
+    """Fraction of steps clipped (every step) and per-block / per-parameter gradient norms (at a cadence)."""
+
+    def __init__(self, every: int | None = None):
+        self.every = every
+        self.steps = 0
+        self.clipped = 0
+
+    def on_pre_optimizer_step(self, args, state, control, grad_norm=None, trainer=None, model=None, **kwargs):
+        if grad_norm is None or not math.isfinite(grad_norm):
+            return
+        self.steps += 1
+        self.clipped += int(args.grad_clip > 0 and grad_norm > args.grad_clip)
+        if trainer is not None:
+            trainer.add_step_metrics({"train/clipped_fraction": self.clipped / self.steps,
+                                      "train/clipped": float(args.grad_clip > 0 and grad_norm > args.grad_clip)})
+        if state.is_world_process_zero and trainer is not None and measured(state, _every_from(trainer, self.every)):
+            trainer.log_metrics(self.layer_norms(model), step=state.global_step + 1)
+
+    @staticmethod
+    def layer_norms(model: torch.nn.Module) -> dict[str, float]:
+        metrics, blocks = {}, {}
+        for name, param in model.named_parameters():
+            if param.grad is None:
+                continue
+            name = clean_name(name)
+            squared = param.grad.detach().float().pow(2).sum()
+            metrics[f"grad_norm_param/{name}"] = squared.sqrt().item()
+            blocks[block_of(name)] = blocks.get(block_of(name), 0.0) + squared.item()
+        metrics.update({f"grad_norm_block/{block}": math.sqrt(value) for block, value in blocks.items()})
+        return metrics
+
+    def state_dict(self):
+        return {"steps": self.steps, "clipped": self.clipped}
+
+    def load_state_dict(self, state):
+        self.steps, self.clipped = state["steps"], state["clipped"]
+
+
+class LayerRatioCallback(TrainerCallback):
+    """std(grad)/std(w) (the seed's ratio) and std(Δw)/std(w) (the update ratio) per weight matrix.
+
+    A copy of the weights is taken only on measured steps, just before the optimizer step, and freed after it.
+    """
+
+    def __init__(self, every: int | None = None):
+        self.every = every
+        self._before: dict[str, torch.Tensor] | None = None
+
+    def on_pre_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+        self._before = None
+        if not state.is_world_process_zero or trainer is None or not measured(state, _every_from(trainer, self.every)):
+            return
+        metrics, before = {}, {}
+        for name, param in named_matrices(model):
+            weight = param.detach().float()
+            if param.grad is not None:
+                metrics[f"grad_ratio/{name}"] = (param.grad.detach().float().std() / weight.std()).item()
+            before[name] = weight.clone()
+        self._before = before
+        trainer.log_metrics(metrics, step=state.global_step + 1)
+
+    def on_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+        if self._before is None:
+            return
+        metrics = {f"update_ratio/{name}": self.update_ratio(self._before[name], param)
+                   for name, param in named_matrices(model) if name in self._before}
+        self._before = None
+        trainer.log_metrics(metrics, step=state.global_step + 1)
+
+    @staticmethod
+    def update_ratio(before: torch.Tensor, param: torch.Tensor) -> float:
+        return ((param.detach().float() - before).std() / before.std()).item()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._before = None  # a skipped update never reached on_optimizer_step
+
+
+class HistogramCallback(TrainerCallback):
+    """TensorBoard histograms of weights, gradients and updates per weight matrix, every ``every`` steps."""
+
+    def __init__(self, every: int | None = None):
+        self.every = every
+        self._before = None
+
+    def _cadence(self, trainer):
+        return self.every if self.every is not None else trainer.config.logging.histogram_every
+
+    def on_pre_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+        self._before = None
+        if not state.is_world_process_zero or trainer is None or not measured(state, self._cadence(trainer)):
+            return
+        step = state.global_step + 1
+        self._before = {}
+        for name, param in named_matrices(model):
+            trainer.log_histogram(f"weights/{name}", param, step)
+            if param.grad is not None:
+                trainer.log_histogram(f"gradients/{name}", param.grad, step)
+            self._before[name] = param.detach().float().clone()
+
+    def on_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+        if self._before is None:
+            return
+        for name, param in named_matrices(model):
+            trainer.log_histogram(f"updates/{name}", param.detach().float() - self._before[name],
+                                  state.global_step + 1)
+        self._before = None
+
+
+class SpikeDetectorCallback(TrainerCallback):
+    """Flags steps whose loss or gradient norm is ``z_threshold`` standard deviations above the running window
+    (llm.c's outlier detector); with ``skip_updates`` the optimizer step of such a step is skipped."""
+
+    def __init__(self, window: int = 128, z_threshold: float = 5.0, skip_updates: bool = False, min_history: int = 16):
+        self.window, self.z_threshold = window, z_threshold
+        self.skip_updates, self.min_history = skip_updates, min_history
+        self.losses: deque = deque(maxlen=window)
+        self.norms: deque = deque(maxlen=window)
+        self.spikes: list[dict] = []
+
+    @staticmethod
+    def zscore(history, value: float) -> float:
+        mean = sum(history) / len(history)
+        std = math.sqrt(sum((v - mean) ** 2 for v in history) / len(history))
+        return (value - mean) / std if std > 0 else 0.0
+
+    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, trainer=None, **kwargs):
+        if loss is None or grad_norm is None or not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            return
+        z_loss = z_norm = 0.0
+        if len(self.losses) >= self.min_history:
+            z_loss, z_norm = self.zscore(self.losses, loss), self.zscore(self.norms, grad_norm)
+        spike = max(z_loss, z_norm) > self.z_threshold
+        if spike:
+            self.spikes.append({"step": state.global_step + 1, "loss": loss, "grad_norm": grad_norm,
+                                "loss_z": z_loss, "grad_norm_z": z_norm, "skipped": self.skip_updates})
+            control.should_skip_update = control.should_skip_update or self.skip_updates
+        if not (spike and self.skip_updates):  # a skipped outlier does not shift the baseline
+            self.losses.append(loss)
+            self.norms.append(grad_norm)
+        if trainer is not None:
+            trainer.add_step_metrics({"spikes/loss_z": z_loss, "spikes/grad_norm_z": z_norm,
+                                      "spikes/is_spike": float(spike), "spikes/count": float(len(self.spikes))})
+        return control
+
+    def state_dict(self):
+        return {"losses": list(self.losses), "norms": list(self.norms), "spikes": list(self.spikes)}
+
+    def load_state_dict(self, state):
+        self.losses = deque(state["losses"], maxlen=self.window)
+        self.norms = deque(state["norms"], maxlen=self.window)
+        self.spikes = list(state["spikes"])

@@ -1,0 +1,333 @@
+"""The Accelerate training loop.
+
+The loop does the mechanics of one optimizer step (gradient-accumulated forward/backward, clipping, the
+optimizer and schedule step, bookkeeping) and carries out what the callbacks decided through ``control``
+(log, evaluate, run HellaSwag, sample, save, skip an update, stop). When to do those things lives in
+``callbacks.FlowCallback``, not here.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import TrainerState
+
+from modeling.tokenization import GPT2Tokenizer, save_hf_tokenizer
+
+from .arguments import RunConfig
+from .builders import (build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits,
+                       enable_tf32)
+from .callbacks import GPTTrainerControl, RunCallbackHandler
+from .checkpointing import CheckpointManager, write_json
+from .cli import save_run_config
+from .evaluation import generate_samples, validation_loss
+from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf and the run was told to stop."""
+
+
+class TrainingProgress:
+    """Everything about the run's position that is not model/optimizer/RNG: saved with ``save_state``."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        t = self.trainer
+        return {"global_step": t.state.global_step, "tokens_seen": t.state.num_input_tokens_seen,
+                "best_metric": t.state.best_metric, "best_global_step": t.state.best_global_step,
+                "log_history": list(t.state.log_history), "skipped_updates": t.skipped_updates,
+                "callbacks": t.callbacks.callback_states()}
+
+    def load_state_dict(self, state: dict) -> None:
+        t = self.trainer
+        t.state.global_step = state["global_step"]
+        t.state.num_input_tokens_seen = state["tokens_seen"]
+        t.state.best_metric, t.state.best_global_step = state["best_metric"], state["best_global_step"]
+        t.state.log_history = list(state["log_history"])
+        t.skipped_updates = state["skipped_updates"]
+        t.callbacks.load_callback_states(state["callbacks"])
+
+
+class Trainer:
+    """Pretrains a ``GPTForCausalLM``. ``model``, ``train_loader``, ``val_set`` and ``callbacks`` can be passed
+    in (tests, notebooks); otherwise they are built from ``config``."""
+
+    def __init__(self, config: RunConfig, callbacks=None, model=None, train_loader=None, val_set=None):
+        self.config = config
+        self.args = config.train
+        self.accelerator = build_accelerator(config)
+        self.device = self.accelerator.device
+        enable_tf32(self.device)
+        set_seed(self.args.seed)
+        self.grad_accum = self.accelerator.gradient_accumulation_steps
+        self.output_dir = Path(self.args.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+        self.tokenizer = GPT2Tokenizer()
+        self.raw_model = model if model is not None else build_model(config)
+        check_tokenizer_fits(self.raw_model, self.tokenizer.vocab_size)
+        self.raw_model.to(self.device)
+        if train_loader is None:
+            train_loader, built_val = build_data(config, self.accelerator, self.raw_model.config.vocab_size)
+            val_set = val_set if val_set is not None else built_val
+        self.train_loader, self.val_set = train_loader, val_set
+
+        self.optimizer = build_optimizer(self.raw_model, self.args.max_lr, self.args.weight_decay,
+                                         (self.args.adam_beta1, self.args.adam_beta2), self.args.adam_epsilon,
+                                         self.device.type)
+        self.scheduler = build_scheduler(self.optimizer, self.args.warmup_steps, self.args.max_steps,
+                                         self.args.max_lr, self.args.min_lr)
+        self.model, self.optimizer = self.accelerator.prepare(self.raw_model, self.optimizer)
+        if self.args.compile:
+            # Only the training forward is compiled; evaluation and generate use raw_model (same parameters).
+            self.model = torch.compile(self.model)
+
+        self.state = TrainerState(max_steps=self.args.max_steps, logging_steps=config.logging.log_every,
+                                  eval_steps=self.args.eval_every, save_steps=self.args.save_every,
+                                  train_batch_size=self.args.micro_batch_size, log_history=[],
+                                  is_local_process_zero=self.accelerator.is_local_main_process,
+                                  is_world_process_zero=self.accelerator.is_main_process)
+        self.control = GPTTrainerControl()
+        self.callbacks = RunCallbackHandler(build_callbacks(config, callbacks), self.raw_model, None,
+                                            self.optimizer, self.scheduler)
+        self.skipped_updates = 0
+        self.progress = TrainingProgress(self)
+        self.accelerator.register_for_checkpointing(self.scheduler, self.train_loader, self.progress)
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", self.args.keep_last)
+
+        self.tokens_per_step = self.args.micro_batch_size * self.args.seq_len * self.grad_accum * \
+            self.accelerator.num_processes
+        self.flops_per_token = model_flops_per_token(self.raw_model, self.args.seq_len)
+        self.peak_flops = config.logging.peak_flops or device_peak_flops(self.device)
+        self._step_metrics: dict = {}
+        self._tracker_ready = False
+        self._fire("on_init_end")
+
+    # ------------------------------------------------------------------------------------------- hooks, logs
+    def _fire(self, event: str, **kwargs):
+        self.control = self.callbacks.fire(event, self.args, self.state, self.control, trainer=self, **kwargs)
+        return self.control
+
+    def add_step_metrics(self, metrics: dict) -> None:
+        """Callbacks add scalars to the current step's log line."""
+        self._step_metrics.update(metrics)
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        """Scalars to TensorBoard (main process), the log history, and ``on_log``."""
+        step = self.state.global_step if step is None else step
+        self.accelerator.log(metrics, step=step)
+        self.state.log_history.append({**metrics, "step": step})
+        self._fire("on_log", logs=metrics)
+
+    def _writer(self):
+        if not self.accelerator.is_main_process:
+            return None
+        return self.accelerator.get_tracker("tensorboard", unwrap=True)
+
+    def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        if (writer := self._writer()) is not None:
+            writer.add_histogram(tag, values.detach().float().cpu(), step)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        if (writer := self._writer()) is not None:
+            writer.add_text(tag, text, step)
+
+    def _init_tracking(self) -> None:
+        run_name = self.config.logging.run_name or self.output_dir.name
+        self.accelerator.init_trackers("tensorboard", config=self.config.flat())
+        if self.accelerator.is_main_process:
+            save_run_config(self.config, self.output_dir / "config.yaml")
+            config_text = (self.output_dir / "config.yaml").read_text()
+            self.log_text("config", f"run `{run_name}`\n\n```yaml\n{config_text}```".replace("\n", "  \n"), 0)
+            self.accelerator.log({"run/grad_accum_steps": self.grad_accum,
+                                  "run/tokens_per_step": self.tokens_per_step,
+                                  "run/num_processes": self.accelerator.num_processes,
+                                  "run/grad_clip": self.args.grad_clip,
+                                  "run/parameters": sum(p.numel() for p in self.raw_model.parameters()),
+                                  "run/vocab_size": self.raw_model.config.vocab_size}, step=0)
+        self._tracker_ready = True
+
+    # ------------------------------------------------------------------------------------------- the step
+    def _forward_backward(self) -> float:
+        """``grad_accum`` micro-steps; returns the loss averaged over micro-steps and processes."""
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(self.grad_accum):
+            x, y = self.train_loader.next_batch()
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            with self.accelerator.accumulate(self.model):
+                loss = self.model(x, shift_labels=y).loss
+                self.accelerator.backward(loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
+            loss_sum += loss.detach()
+        return self.accelerator.reduce(loss_sum / self.grad_accum, "mean").item()
+
+    def _clip(self) -> float:
+        """Total gradient norm before clipping (clipping is skipped when grad_clip is 0)."""
+        max_norm = self.args.grad_clip if self.args.grad_clip > 0 else float("inf")
+        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+
+    def _handle_nonfinite(self, loss: float, grad_norm: float) -> None:
+        step = self.state.global_step + 1
+        if self.args.on_nonfinite == "skip":
+            self.control.should_skip_update = True
+            return
+        latest = self.checkpoints.latest()
+        where = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+        raise NonFiniteLossError(
+            f"Step {step}: loss={loss}, grad_norm={grad_norm} (not finite); stopping, {where}. Resume from it with "
+            "a lower --max_lr / longer --warmup_steps, or pass --on_nonfinite skip to skip such updates."
+        )
+
+    def training_step(self) -> dict:
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = self._forward_backward()
+        grad_norm = self._clip()
+        self._fire("on_pre_optimizer_step", loss=loss, grad_norm=grad_norm)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self._handle_nonfinite(loss, grad_norm)
+        if self.control.should_skip_update:
+            self.skipped_updates += 1
+        else:
+            self.optimizer.step()
+            self._fire("on_optimizer_step")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()  # also after a skipped update: the schedule follows the step count
+        self.state.global_step += 1
+        self.state.num_input_tokens_seen += self.tokens_per_step
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
+        tokens_per_sec = self.tokens_per_step / elapsed
+        metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                   "train/tokens_seen": float(self.state.num_input_tokens_seen),
+                   "train/tokens_per_sec": tokens_per_sec, "train/step_time_ms": elapsed * 1000,
+                   "train/epoch": float(self.train_loader.epoch), "train/skipped_updates": float(self.skipped_updates)}
+        if self.peak_flops:
+            metrics["train/mfu"] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
+                                                                            self.accelerator.num_processes)
+        metrics.update(self._step_metrics)
+        self._step_metrics = {}
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- actions
+    def evaluate(self) -> dict:
+        if self.val_set is None:
+            return {}
+        metrics = validation_loss(self.raw_model, self.val_set, self.args.micro_batch_size, self.args.seq_len,
+                                  self.device, self.accelerator.process_index, self.accelerator.num_processes,
+                                  self.args.eval_tokens, reduce=self.accelerator.reduce,
+                                  autocast=self.accelerator.autocast)
+        self._fire("on_evaluate", metrics=metrics)
+        if self.state.best_metric is None or metrics["eval_loss"] < self.state.best_metric:
+            self.state.best_metric, self.state.best_global_step = metrics["eval_loss"], self.state.global_step
+        self.log_metrics({"val/loss": metrics["eval_loss"], "val/perplexity": metrics["eval_perplexity"]})
+        return metrics
+
+    def sample(self) -> list[str]:
+        if not self.accelerator.is_main_process:
+            return []
+        texts = generate_samples(self.raw_model, self.tokenizer, self.args.sample_prompt, self.args.num_samples,
+                                 self.args.sample_tokens, seed=self.args.seed + self.state.global_step)
+        self.log_text("samples", "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)).replace("\n", "  \n"),
+                      self.state.global_step)
+        return texts
+
+    def run_hellaswag(self) -> dict:
+        from .hellaswag import hellaswag_in_loop
+
+        metrics = hellaswag_in_loop(self)
+        if metrics:
+            self.log_metrics({"hellaswag/acc": metrics["acc"], "hellaswag/acc_norm": metrics["acc_norm"]})
+        return metrics
+
+    def save_checkpoint(self) -> Path:
+        """Every process writes its part of ``save_state`` into a temporary folder; the main process adds the
+        ``from_pretrained`` folder and publishes it with a rename."""
+        step = self.state.global_step
+        tmp = self.checkpoints.temporary_path(step)
+        if self.accelerator.is_main_process:
+            self.checkpoints.remove_incomplete()
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            self.save_model(tmp / "model")
+        self.accelerator.wait_for_everyone()
+        path = self.checkpoints.path_for(step)
+        if self.accelerator.is_main_process:
+            path = self.checkpoints.commit(step)
+        self.accelerator.wait_for_everyone()
+        self._fire("on_save")
+        return path
+
+    def save_model(self, folder: Path) -> None:
+        """A folder ``AutoModelForCausalLM.from_pretrained`` loads: weights, config with auto_map, modeling code,
+        tokenizer files, and what the run knows about itself (``training_state.json``, ``run_config.yaml``)."""
+        self.raw_model.save_pretrained(folder)
+        save_hf_tokenizer(folder, model_max_length=self.raw_model.config.n_positions)
+        save_run_config(self.config, folder / "run_config.yaml")
+        last_eval = next((h for h in reversed(self.state.log_history) if "val/loss" in h), {})
+        write_json(folder / "training_state.json", {
+            "global_step": self.state.global_step, "tokens_seen": self.state.num_input_tokens_seen,
+            "tokens_per_step": self.tokens_per_step, "num_processes": self.accelerator.num_processes,
+            "best_val_loss": self.state.best_metric, "last_val_loss": last_eval.get("val/loss"),
+            "skipped_updates": self.skipped_updates,
+            "parameters": sum(p.numel() for p in self.raw_model.parameters()),
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "mixed_precision": self.accelerator.mixed_precision,
+        })
+
+    def _carry_out(self, metrics: dict) -> None:
+        if self.control.should_log:
+            self.log_metrics(metrics)
+        if self.control.should_evaluate:
+            self.evaluate()
+        if self.control.should_run_hellaswag:
+            self.run_hellaswag()
+        if self.control.should_sample:
+            self.sample()
+        if self.control.should_save:
+            self.save_checkpoint()
+
+    # ------------------------------------------------------------------------------------------- run
+    def resume(self, spec: str) -> Path:
+        path = self.checkpoints.resolve(spec)
+        self.accelerator.load_state(str(path))
+        return path
+
+    def train(self) -> TrainerState:
+        if self.args.resume_from_checkpoint:
+            resumed = self.resume(self.args.resume_from_checkpoint)
+            self.accelerator.print(f"Resumed from {resumed} at step {self.state.global_step}.")
+        self._init_tracking()
+        self._fire("on_train_begin")
+        bar = tqdm(total=self.args.max_steps, initial=self.state.global_step, desc="training", unit="step",
+                   disable=not (self.accelerator.is_main_process and self.config.logging.progress_bar),
+                   dynamic_ncols=True)
+        try:
+            while self.state.global_step < self.args.max_steps and not self.control.should_training_stop:
+                self.control._new_step()
+                self._fire("on_step_begin")
+                metrics = self.training_step()
+                self._fire("on_step_end")
+                self._carry_out(metrics)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}",
+                                tok_s=f"{metrics['train/tokens_per_sec']:,.0f}", refresh=False)
+        finally:
+            bar.close()
+        self._fire("on_train_end")
+        if self.accelerator.is_main_process:
+            self.save_model(self.output_dir / "final")
+        self.accelerator.wait_for_everyone()
+        return self.state
+
+    def close(self) -> None:
+        """Flush trackers and tear down the process group; call last."""
+        self.accelerator.end_training()

@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from transformers import HfArgumentParser  # noqa: E402
 

@@ -12,7 +12,8 @@ Every field below can be set in the YAML preset (section model/data/train/loggin
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from modeling.tokenization import TokenizerUnavailableError  # noqa: E402
 from training.cli import ConfigError, parse_run_config  # noqa: E402

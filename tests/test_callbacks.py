@@ -167,12 +167,13 @@ def test_clean_names():
 
 
 @pytest.mark.slow
-def test_diagnostic_names_are_clean_under_torch_compile(tmp_path, shakespeare_shards):
+def test_diagnostic_names_are_clean_under_torch_compile(tmp_path, shakespeare_shards, hellaswag_path):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=2, compile=True,
                              callbacks=["grad_norm", "layer_ratios"], diagnostics_every=1, eval_every=2,
-                             sample_every=2, sample_tokens=3, num_samples=1)
+                             sample_every=2, sample_tokens=3, num_samples=1, hellaswag_every=2,
+                             hellaswag_path=str(hellaswag_path), hellaswag_limit=4)
     trainer = _run(config, [])
     keys = {k for h in trainer.state.log_history for k in h}
-    assert "update_ratio/h.0.attn.c_attn.weight" in keys and "val/loss" in keys
+    assert "update_ratio/h.0.attn.c_attn.weight" in keys and "val/loss" in keys and "hellaswag/acc_norm" in keys
     assert not any("_orig_mod" in k or "module." in k for k in keys)
     assert torch.isfinite(torch.tensor([h["train/loss"] for h in trainer.state.log_history if "train/loss" in h])).all()

@@ -298,3 +298,12 @@ def test_presets_parse(tmp_path):
         6e-4, 6e-5, 715, 19_073)
     tiny = parse_run_config(["--config", "configs/cpu-tiny.yaml", "--max_steps", "7"])
     assert tiny.train.max_steps == 7 and tiny.train.cpu
+
+
+def test_hellaswag_runs_in_the_loop_on_its_schedule(tmp_path, shakespeare_shards, hellaswag_path):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, hellaswag_every=2,
+                             hellaswag_path=str(hellaswag_path), hellaswag_limit=8)
+    _train(config)
+    scalars = read_scalars(tmp_path / "tensorboard")
+    assert sorted(scalars["hellaswag/acc_norm"]) == [2, 4]
+    assert all(0.0 <= v <= 1.0 for v in scalars["hellaswag/acc"].values())

@@ -169,10 +169,13 @@ class ValidationSet:
 
     def __init__(self, shards: list[Path] | str | os.PathLike, vocab_size: int | None = None,
                  max_tokens: int | None = None):
+        where = ""
         if isinstance(shards, (str, os.PathLike)):
+            where = f" in {shards}"
             shards = find_shards(shards, "val")
         if not shards:
-            raise ShardError("No validation shard was found; prepare data with a *_val_000000.npy shard.")
+            raise ShardError(f"No validation shard (*_val_000000.npy){where}; prepare data with "
+                             "scripts/prepare_data.py or point to the folder that holds it.")
         need = None if max_tokens is None else max_tokens + 1  # +1: the last target
         pieces, total = [], 0
         for path in shards:

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Evaluate checkpoints side by side against a reference (e.g. OpenAI's gpt2): validation loss and perplexity on
+the same tokens, HellaSwag acc / acc_norm on the same examples. Prints a table and writes JSON.
+
+Examples:
+    python scripts/evaluate.py runs/gpt2-124m-seed/final --reference gpt2 --data data/edu_fineweb10B
+    python scripts/evaluate.py runs/a/final runs/b/final --hellaswag hellaswag_val.jsonl --limit 1000
+    python scripts/evaluate.py runs/gpt2-124m-seed/final --reference gpt2 --log_reference_to runs/gpt2-124m-seed
+    accelerate launch scripts/evaluate.py runs/gpt2-124m-seed/final --reference gpt2   # split across GPUs
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from accelerate import Accelerator  # noqa: E402
+from transformers import HfArgumentParser  # noqa: E402
+
+from modeling.tokenization import TokenizerUnavailableError  # noqa: E402
+from training.comparison import EvalArguments, compare, format_table, record_reference  # noqa: E402
+from training.evaluation import CheckpointError  # noqa: E402
+from training.hellaswag import HellaSwagError  # noqa: E402
+from training.shards import ShardError  # noqa: E402
+
+
+def parse(argv):
+    parser = HfArgumentParser(EvalArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # positional checkpoints, as in the examples
+    for action in parser._actions:
+        if action.dest == "checkpoints":
+            action.option_strings, action.required = [], True
+            parser._option_string_actions.pop("--checkpoints", None)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    accelerator = Accelerator()
+    try:
+        result = compare(args, accelerator)
+    except (CheckpointError, HellaSwagError, ShardError, TokenizerUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if accelerator.is_main_process:
+        print(format_table(result["models"]))
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.output}")
+        if args.log_reference_to and "reference" in result:
+            record_reference(args.log_reference_to, result["reference"])
+            print(f"recorded the reference's numbers in {args.log_reference_to}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

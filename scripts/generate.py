@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Sample text from a checkpoint with transformers' generate (top-k sampling).
+
+Example:
+    python scripts/generate.py runs/gpt2-124m-seed/final --prompt "Hello, I'm a language model," \\
+        --num_samples 4 --max_new_tokens 32 --top_k 50 --seed 42
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch  # noqa: E402
+
+from modeling.tokenization import GPT2Tokenizer  # noqa: E402
+from training.evaluation import CheckpointError, generate_samples, load_causal_lm  # noqa: E402
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="A checkpoint folder (runs/<run>/final) or a GPT-2-family Hub id.")
+    parser.add_argument("--prompt", default="Hello, I'm a language model,", help="Text to continue.")
+    parser.add_argument("--num_samples", type=int, default=4, help="Independent samples.")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="Tokens generated per sample.")
+    parser.add_argument("--top_k", type=int, default=50, help="Sample among the k most likely tokens.")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Softmax temperature.")
+    parser.add_argument("--seed", type=int, default=42, help="Random seed (same seed, same samples).")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        model = load_causal_lm(args.checkpoint, device=args.device)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    texts = generate_samples(model, GPT2Tokenizer(), args.prompt, args.num_samples, args.max_new_tokens,
+                             top_k=args.top_k, seed=args.seed, temperature=args.temperature)
+    for i, text in enumerate(texts):
+        print(f"> sample {i}: {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

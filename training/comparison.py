@@ -1,0 +1,141 @@
+"""Side-by-side evaluation of several checkpoints on the same validation tokens and HellaSwag examples."""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from modeling.tokenization import GPT2Tokenizer
+
+from .data import ValidationSet
+from .evaluation import CheckpointError, is_hub_id, load_causal_lm, training_facts, validation_loss
+from .hellaswag import evaluate_hellaswag, load_examples
+
+
+@dataclass
+class EvalArguments:
+    checkpoints: list[str] = field(metadata={"help": "Checkpoint folders (ours: runs/<run>/final or "
+                                             "runs/<run>/checkpoints/step_N/model) or GPT-2-family Hub ids/folders."})
+    reference: str | None = field(default=None, metadata={
+        "help": "A reference model evaluated alongside, e.g. gpt2 (OpenAI's 124M) or a local GPT2LMHeadModel folder."})
+    data: str | None = field(default=None, metadata={
+        "help": "Folder with the validation shard (*_val_000000.npy); default: the data of the first checkpoint's "
+                "run (its run_config.yaml)."})
+    val_tokens: int = field(default=1_048_576, metadata={"help": "Validation tokens (the first ones of the shard)."})
+    seq_len: int = field(default=1024, metadata={"help": "Sequence length of the validation batches (capped at "
+                                                         "each model's context)."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences (validation) / examples (HellaSwag) per batch."})
+    hellaswag: str | None = field(default=None, metadata={
+        "help": "hellaswag_val.jsonl (ctx/label/endings); downloaded when not given and online."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N HellaSwag examples."})
+    skip_hellaswag: bool = field(default=False, metadata={"help": "Validation loss only."})
+    output: str = field(default="eval.json", metadata={"help": "Where to write the results as JSON."})
+    log_reference_to: str | None = field(default=None, metadata={
+        "help": "A run directory: record the reference's measured numbers there (reference_eval.json and the "
+                "TensorBoard tag reference/val_loss) so analysis and plots use a measured line."})
+    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16, or auto (bfloat16 on GPU, float32 on "
+                                                         "CPU)."})
+
+
+def default_data_dir(checkpoint: str) -> Path | None:
+    """The validation data a checkpoint of ours was trained with."""
+    import yaml
+
+    config_path = Path(checkpoint) / "run_config.yaml"
+    if not config_path.exists():
+        return None
+    run = yaml.safe_load(config_path.read_text())
+    data = run["data"].get("data")
+    if data and Path(data).is_dir():
+        return Path(data)
+    prepared = Path(run["train"]["output_dir"]) / "data" / "shards"
+    return prepared if prepared.is_dir() else None
+
+
+def evaluate_one(spec: str, label: str, args: EvalArguments, val_set: ValidationSet, examples, tokenizer,
+                 accelerator) -> dict:
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+        args.dtype, torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32)
+    model = load_causal_lm(spec, device=accelerator.device, dtype=dtype)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    seq_len = min(args.seq_len, context)
+    val = validation_loss(model, val_set, args.batch_size, seq_len, accelerator.device, accelerator.process_index,
+                          accelerator.num_processes, args.val_tokens, reduce=accelerator.reduce)
+    row = {"name": label, "path": spec, "model_type": model.config.model_type,
+           "parameters": sum(p.numel() for p in model.parameters()),
+           "tokens_trained": training_facts(spec).get("tokens_seen"), "val_loss": val["eval_loss"],
+           "perplexity": val["eval_perplexity"], "val_tokens": val["eval_tokens"], "seq_len": seq_len}
+    if examples:
+        hs = evaluate_hellaswag(model, examples, tokenizer, accelerator.device, batch_examples=args.batch_size,
+                                process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                                reduce=accelerator.reduce, progress=accelerator.is_main_process)
+        row.update({"hellaswag_acc": hs["acc"], "hellaswag_acc_norm": hs["acc_norm"],
+                    "hellaswag_examples": hs["examples"]})
+    del model
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    columns = [("model", "name", "{}"), ("params", "parameters", "{:,}"), ("tokens trained", "tokens_trained",
+               "{:,}"), ("val loss", "val_loss", "{:.4f}"), ("ppl", "perplexity", "{:.2f}"),
+               ("hellaswag acc", "hellaswag_acc", "{:.4f}"), ("acc_norm", "hellaswag_acc_norm", "{:.4f}")]
+    cells = [[title for title, _, _ in columns]]
+    for row in rows:
+        cells.append([fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def record_reference(run_dir: str | Path, reference: dict) -> None:
+    """Measured reference numbers into a run: JSON for analysis, a TensorBoard scalar for the plots."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(run_dir)
+    (run_dir / "reference_eval.json").write_text(json.dumps(reference, indent=2) + "\n")
+    writer = SummaryWriter(str(run_dir / "tensorboard" / "reference"))
+    writer.add_scalar("reference/val_loss", reference["val_loss"], 0)
+    if reference.get("hellaswag_acc_norm") is not None:
+        writer.add_scalar("reference/hellaswag_acc_norm", reference["hellaswag_acc_norm"], 0)
+    writer.add_text("reference/model", f"{reference['name']} ({reference['path']})", 0)
+    writer.close()
+
+
+def checkpoint_label(spec: str) -> str:
+    """``runs/seed/final`` -> ``seed/final``; ``runs/seed/checkpoints/step_0000500/model`` -> ``seed/step_0000500``."""
+    path = Path(spec)
+    if path.name == "model":
+        path = path.parent
+    if path.name in ("final",) or path.name.startswith("step_"):
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return f"{run.name}/{path.name}"
+    return spec
+
+
+def compare(args: EvalArguments, accelerator) -> dict:
+    for spec in args.checkpoints:  # fail before any work is done
+        if not os.path.exists(os.path.expanduser(spec)) and not is_hub_id(spec):
+            raise CheckpointError(f"Checkpoint {spec} does not exist.")
+    data_dir = args.data or default_data_dir(args.checkpoints[0])
+    if data_dir is None:
+        raise ValueError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")
+    val_set = ValidationSet(data_dir, max_tokens=args.val_tokens)
+    examples = None if args.skip_hellaswag else load_examples(args.hellaswag, args.limit)
+    tokenizer = GPT2Tokenizer()
+    specs = [(spec, checkpoint_label(spec)) for spec in args.checkpoints]
+    if args.reference:
+        specs.append((args.reference, f"{args.reference} (reference)"))
+    rows = [evaluate_one(spec, label, args, val_set, examples, tokenizer, accelerator) for spec, label in specs]
+    result = {"models": rows, "val_data": str(data_dir), "val_tokens": args.val_tokens,
+              "hellaswag": None if examples is None else {"path": args.hellaswag, "examples": len(examples)}}
+    if args.reference:
+        result["reference"] = rows[-1]
+    return result
+
+
+def finite(value) -> bool:
+    return value is not None and math.isfinite(value)

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Explain a training run from its TensorBoard logs: the seed's plots (lossGraph.png, gradNorm.png,
+grad_param_ratio.png) plus update_ratio.png, and report.md / report.json with the diagnosis.
+
+Examples:
+    python scripts/analyze_run.py runs/gpt2-124m-seed
+    python scripts/analyze_run.py runs/gpt2-124m-seed --reference_eval eval.json      # measured gpt2 line
+    python scripts/analyze_run.py runs/gpt2-124m-seed --reference_loss 3.2924 --out reports/seed
+    python scripts/analyze_run.py runs/a runs/b --out reports/ab                      # + compare_loss.png
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from training.analysis import load_run  # noqa: E402
+from training.plots import plot_comparison, write_plots  # noqa: E402
+from training.report import build_report, write_report  # noqa: E402
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", help="Run directories (runs/<run>) holding tensorboard/ logs.")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument("--reference_loss", type=float, default=None,
+                           help="Reference validation loss for the horizontal line (e.g. 3.2924, gpt2 on the "
+                                "FineWeb-Edu val shard). Default: the run's measured reference_eval.json, if any.")
+    reference.add_argument("--reference_eval", default=None,
+                           help="JSON written by scripts/evaluate.py --reference ...; its reference's val_loss is used.")
+    parser.add_argument("--dataset_tokens", type=int, default=None,
+                        help="Training tokens in the dataset (default: from the data's meta.json; FineWeb-Edu "
+                             "sample-10BT is ~9.9e9).")
+    parser.add_argument("--out", default=None, help="Output folder (default: <run_dir>/analysis; with several "
+                                                    "runs, one subfolder per run).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for run in runs:
+        out = Path(args.out) / run.name if args.out and len(runs) > 1 else Path(args.out or run.run_dir / "analysis")
+        plots = write_plots(run, out)
+        report = build_report(run)
+        write_report(report, out, plots)
+        print(f"{run.name}: {len(report['findings'])} findings -> {out}/report.md")
+        for finding in report["findings"]:
+            print(f"  [{finding['severity']}] {finding['title']}")
+    if len(runs) > 1:
+        out = Path(args.out or runs[0].run_dir.parent / "comparison")
+        out.mkdir(parents=True, exist_ok=True)
+        figure = plot_comparison(runs)
+        figure.savefig(out / "compare_loss.png", dpi=110)
+        print(f"comparison -> {out}/compare_loss.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The seed's three plots (lossGraph, gradNorm, grad_param_ratio), the update-ratio plot, and a comparison of
+several runs. Each ``plot_*`` returns the matplotlib Figure (tests read the plotted arrays back from it)."""
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .analysis import RATIO_TARGET, Run, ema, first_crossing  # noqa: E402
+
+KINDS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "embeddings"]
+_LAYER = re.compile(r"^h\.(\d+)\.(.+)\.weight$")
+
+
+def _token_axis(ax, run: Run):
+    per_step = run.tokens_per_step
+    if per_step:
+        axis = ax.secondary_xaxis("top", functions=(lambda s: s * per_step / 1e6, lambda t: t * 1e6 / per_step))
+        axis.set_xlabel("tokens (millions)")
+
+
+def plot_loss(run: Run):
+    fig, ax = plt.subplots(figsize=(10, 6))
+    steps, loss = run.series("train/loss")
+    val_steps, val = run.series("val/loss")
+    ax.plot(steps, loss, color="gold", alpha=0.35, linewidth=0.8, label="train loss")
+    smooth = ema(loss) if len(loss) else loss
+    ax.plot(steps, smooth, color="goldenrod", linewidth=1.8, label="train loss (smoothed)")
+    if len(val):
+        ax.plot(val_steps, val, color="green", marker="o", markersize=3, linewidth=1.5, label="validation loss")
+    if run.reference_loss is not None:
+        ax.axhline(run.reference_loss, color="purple", linestyle="--",
+                   label=f"reference {run.reference_loss:.4f} ({run.reference_source})")
+        for x, y, color, name, offset in ((steps, smooth, "goldenrod", "train", -15), (val_steps, val, "green",
+                                                                                     "val", 10)):
+            crossing = first_crossing(x, y, run.reference_loss) if len(y) else None
+            if crossing is not None:
+                ax.axvline(crossing, color=color, linestyle=":", linewidth=1)
+                ax.annotate(f"{name} reaches it: step {crossing:.0f}", (crossing, run.reference_loss),
+                            textcoords="offset points", xytext=(5, offset), color=color, fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(f"{run.name}: loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _token_axis(ax, run)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grad_norm(run: Run):
+    fig, ax = plt.subplots(figsize=(10, 5))
+    steps, norm = run.series("train/grad_norm")
+    ax.plot(steps, norm, color="tab:blue", linewidth=0.9, label="gradient norm (before clipping)")
+    clip = run.grad_clip
+    if clip:
+        ax.axhline(clip, color="red", linestyle="--", label=f"clip threshold {clip:g}")
+        clipped = norm > clip
+        ax.scatter(steps[clipped], norm[clipped], color="red", s=10, zorder=3,
+                   label=f"clipped steps ({int(clipped.sum())})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("global L2 norm")
+    ax.set_title(f"{run.name}: gradient norm")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _kind(name: str) -> tuple[str, int | None]:
+    match = _LAYER.match(name)
+    if match:
+        return match[2], int(match[1])
+    return "embeddings", None
+
+
+def plot_ratios(run: Run, prefix: str, title: str):
+    """One panel per parameter kind, one line per layer coloured by depth (so 50+ lines stay readable)."""
+    tags = run.tags(prefix)
+    layers = sorted({_kind(t[len(prefix):])[1] for t in tags} - {None})
+    colors = plt.cm.viridis(np.linspace(0, 1, max(1, len(layers))))
+    fig, axes = plt.subplots(1, len(KINDS), figsize=(4 * len(KINDS), 4.5), sharey=True)
+    for ax, kind in zip(axes, KINDS):
+        for tag in tags:
+            name = tag[len(prefix):]
+            this_kind, layer = _kind(name)
+            if this_kind != kind:
+                continue
+            steps, values = run.series(tag)
+            color = colors[layers.index(layer)] if layer is not None else None
+            ax.plot(steps, values, color=color, linewidth=1, label=name if layer is None else f"layer {layer}")
+        ax.axhline(RATIO_TARGET, color="black", linestyle="--", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_title(kind)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3, which="both")
+        if kind == "embeddings" or len(layers) <= 12:
+            handles, labels = ax.get_legend_handles_labels()
+            if handles:
+                ax.legend(fontsize=7)
+    axes[0].set_ylabel(title)
+    fig.suptitle(f"{run.name}: {title} (dashed: 1e-3)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(runs: list[Run]):
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for i, run in enumerate(runs):
+        color = plt.cm.tab10(i % 10)
+        steps, loss = run.series("train/loss")
+        per_step = run.tokens_per_step or 1
+        if len(loss):
+            ax.plot(steps * per_step, ema(loss), color=color, alpha=0.6, linewidth=1, label=f"{run.name} train")
+        val_steps, val = run.series("val/loss")
+        if len(val):
+            ax.plot(val_steps * per_step, val, color=color, marker="o", markersize=3, label=f"{run.name} val")
+    references = {r.reference_loss for r in runs if r.reference_loss is not None}
+    for value in references:
+        ax.axhline(value, color="purple", linestyle="--", label=f"reference {value:.4f}")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title("loss against tokens")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_plots(run: Run, out_dir: Path) -> list[str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {"lossGraph.png": plot_loss(run), "gradNorm.png": plot_grad_norm(run)}
+    if run.tags("grad_ratio/"):
+        figures["grad_param_ratio.png"] = plot_ratios(run, "grad_ratio/", "std(grad) / std(weight)")
+    if run.tags("update_ratio/"):
+        figures["update_ratio.png"] = plot_ratios(run, "update_ratio/", "std(update) / std(weight)")
+    written = []
+    for name, figure in figures.items():
+        figure.savefig(out_dir / name, dpi=110)
+        plt.close(figure)
+        written.append(str(out_dir / name))
+    return written

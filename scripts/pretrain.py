@@ -17,11 +17,13 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from modeling.tokenization import TokenizerUnavailableError  # noqa: E402
 from training.cli import ConfigError, parse_run_config  # noqa: E402
+from training.hub import HubError  # noqa: E402
 from training.preparation import CorpusError  # noqa: E402
 from training.shards import ShardError  # noqa: E402
 from training.trainer import NonFiniteLossError, Trainer  # noqa: E402
 
-USER_ERRORS = (ConfigError, CorpusError, ShardError, TokenizerUnavailableError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, CorpusError, ShardError, TokenizerUnavailableError, HubError, FileNotFoundError,
+               ValueError)
 
 
 def main(argv=None) -> int:
@@ -36,7 +38,7 @@ def main(argv=None) -> int:
         trainer.accelerator.print(f"Done: {state.global_step} steps, {state.num_input_tokens_seen:,} tokens; "
                                   f"model in {Path(config.train.output_dir) / 'final'}")
         return 0
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, HubError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except FileNotFoundError as error:  # --resume_from_checkpoint pointing nowhere

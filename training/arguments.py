@@ -105,7 +105,11 @@ class TrainArguments:
         "Callbacks by name, with arguments as name:key=value,key=value (e.g. spike_detector:z_threshold=4). "
         "Built in: grad_norm, layer_ratios, histograms, spike_detector, early_stopping.",
         default_factory=lambda: ["grad_norm", "layer_ratios"])
-    push_to_hub: str | None = _help("Hub repo id (user/name) to push the final model to.", default=None)
+    push_to_hub: str | None = _help("Hub repo id (user/name) to push the final model to (token from HF_TOKEN or "
+                                    "`hf auth login`, checked before training starts).", default=None)
+    push_checkpoints: bool = _help("With --push_to_hub, also push every checkpoint to a branch step_N, in the "
+                                   "background.", default=False)
+    hub_private: bool = _help("Create the Hub repository as private.", default=False)
     # transformers.TrainingArguments names that HF callbacks read (EarlyStoppingCallback and friends).
     metric_for_best_model: str = _help("Metric HF-style callbacks track (eval_loss = validation loss).",
                                        default="eval_loss")

@@ -127,4 +127,9 @@ def build_callbacks(config: RunConfig, extra=None) -> list:
     callbacks = [FlowCallback(log_every=config.logging.log_every)]
     callbacks += [build_callback(spec) for spec in config.train.callbacks]
     callbacks += list(extra or [])
+    if config.train.push_to_hub:
+        from .hub import HubPushCallback
+
+        callbacks.append(HubPushCallback(config.train.push_to_hub, config.train.push_checkpoints,
+                                         config.train.hub_private))
     return callbacks

@@ -322,10 +322,10 @@ class Trainer:
                                 tok_s=f"{metrics['train/tokens_per_sec']:,.0f}", refresh=False)
         finally:
             bar.close()
-        self._fire("on_train_end")
         if self.accelerator.is_main_process:
             self.save_model(self.output_dir / "final")
         self.accelerator.wait_for_everyone()
+        self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
         return self.state
 
     def close(self) -> None:

@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Publish a checkpoint to the Hugging Face Hub: weights, config with auto_map, modeling code, tokenizer,
+generation config, the run's configuration, TensorBoard logs, analysis plots, a plain GPT2LMHeadModel export
+(gpt2-export/) and a model card whose numbers come from the run's own files.
+
+Examples:
+    python scripts/push_to_hub.py runs/gpt2-124m-seed/final --repo_id me/gpt2-124m-seed --eval_json eval.json
+    python scripts/push_to_hub.py runs/gpt2-124m-seed/checkpoints/step_0001000/model --repo_id me/gpt2-124m-seed \\
+        --revision step_0001000 --private
+    python scripts/push_to_hub.py runs/gpt2-124m-seed/final --repo_id me/x --dry_run   # stage and inspect only
+
+The token comes from HF_TOKEN or `hf auth login`; it is never printed or written into the uploaded files.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from training.hub import HubError, push_folder, require_token, stage_upload  # noqa: E402
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="A model folder: runs/<run>/final or runs/<run>/checkpoints/step_N/model.")
+    parser.add_argument("--repo_id", required=True, help="Hub repository, user/name (created if missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (created if missing); default main.")
+    parser.add_argument("--eval_json", default=None, help="Output of scripts/evaluate.py for this checkpoint (and "
+                                                          "the gpt2 reference): fills the card's evaluation table.")
+    parser.add_argument("--run_dir", default=None, help="The run directory (TensorBoard logs, plots); default: "
+                                                        "found from the checkpoint path.")
+    parser.add_argument("--staging_dir", default=None, help="Where to assemble the upload (default: "
+                                                            "<checkpoint>/../hub_staging).")
+    parser.add_argument("--dry_run", action="store_true", help="Assemble the folder but do not upload.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        token = None if args.dry_run else require_token()  # before any work is done
+        evaluation = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+        staging = Path(args.staging_dir or Path(args.checkpoint).resolve().parent / "hub_staging")
+        folder = stage_upload(args.checkpoint, staging, args.repo_id, args.run_dir, evaluation)
+        print(f"staged {sum(1 for p in folder.rglob('*') if p.is_file())} files in {folder}")
+        if args.dry_run:
+            return 0
+        push_folder(folder, args.repo_id, args.private, args.revision, token=token)
+    except (HubError, FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"pushed to https://huggingface.co/{args.repo_id}" + (f"/tree/{args.revision}" if args.revision else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import GPT2LMHeadModel
+
+from modeling import GPTForCausalLM
+from training import hub
+from training.hub import HubError, HubPushCallback, push_folder, stage_upload
+from training.trainer import Trainer
+
+from .helpers import REPO, tiny_run_config
+from .test_trainer import shakespeare_shards  # noqa: F401  (session fixture)
+
+FAKE_TOKEN = "hf_fakeTokenThatMustNeverLeak0123456789"
+
+
+class RecordingApi:
+    """Stands in for HfApi: records the calls that would go over the network."""
+
+    def __init__(self, fail=None):
+        self.calls, self.fail = [], fail
+
+    def create_repo(self, repo_id, **kwargs):
+        if self.fail:
+            raise self.fail
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def create_branch(self, repo_id, **kwargs):
+        self.calls.append(("create_branch", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        files = sorted(str(p.relative_to(kwargs["folder_path"])) for p in
+                       __import__("pathlib").Path(kwargs["folder_path"]).rglob("*") if p.is_file())
+        self.calls.append(("upload_folder", kwargs["repo_id"], {**kwargs, "files": files}))
+        return "commit"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, shakespeare_shards):
+    root = tmp_path_factory.mktemp("hubrun")
+    config = tiny_run_config(root / "run", shakespeare_shards, max_steps=4, eval_every=2, save_every=2,
+                             callbacks=["grad_norm", "layer_ratios"], diagnostics_every=2)
+    trainer = Trainer(config)
+    trainer.train()
+    trainer.close()
+    evaluation = {"models": [{"name": "run/final", "path": str(root / "run" / "final"), "val_loss": 9.87654,
+                              "perplexity": 19434.1, "hellaswag_acc": 0.26, "hellaswag_acc_norm": 0.27,
+                              "val_tokens": 4096, "hellaswag_examples": 100},
+                             {"name": "gpt2 (reference)", "path": "gpt2", "val_loss": 3.2924, "perplexity": 26.9,
+                              "hellaswag_acc": 0.2859, "hellaswag_acc_norm": 0.2955}]}
+    evaluation["reference"] = evaluation["models"][1]
+    staged = stage_upload(root / "run" / "final", root / "staged", "me/tiny-gpt", evaluation=evaluation)
+    return root, staged, evaluation
+
+
+def test_upload_folder_is_complete(trained_run):
+    _, staged, _ = trained_run
+    for name in ("model.safetensors", "config.json", "generation_config.json", "modeling_gpt.py",
+                 "configuration_gpt.py", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_info.json",
+                 "run_config.yaml", "training_state.json", "README.md", "plots/lossGraph.png",
+                 "plots/update_ratio.png", "gpt2-export/model.safetensors", "gpt2-export/tokenizer.json"):
+        assert (staged / name).exists(), name
+    assert list((staged / "runs").rglob("events.out.tfevents.*"))
+    assert "auto_map" in json.loads((staged / "config.json").read_text())
+
+
+LOAD_HIDDEN = textwrap.dedent(
+    """
+    import sys, json, torch
+    sys.modules["modeling"] = None
+    sys.modules["training"] = None
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+    folder = sys.argv[1]
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    ids = tokenizer("Hello, I'm a language model,", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    generator = pipeline("text-generation", model=folder, trust_remote_code=True)
+    text = generator("Hello, I'm a language model,", max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    print(json.dumps({"tokens": out[0].tolist(), "pipeline": text}))
+    """
+)
+
+
+def test_staged_folder_loads_without_the_project_and_generates_the_same(trained_run):
+    root, staged, _ = trained_run
+    original = GPTForCausalLM.from_pretrained(root / "run" / "final").eval()
+    from modeling.tokenization import GPT2Tokenizer
+
+    tok = GPT2Tokenizer()
+    prompt = torch.tensor([tok.encode("Hello, I'm a language model,")])
+    expected = original.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=50256)
+    result = subprocess.run([sys.executable, "-c", LOAD_HIDDEN, str(staged)], capture_output=True, text=True,
+                            cwd=staged.parent, timeout=300, env={**os.environ, "HF_MODULES_CACHE": str(root / "m")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["tokens"] == expected[0].tolist()
+    assert payload["pipeline"] == tok.decode(expected[0].tolist())
+
+
+def test_gpt2_export_loads_with_plain_transformers(trained_run):
+    root, staged, _ = trained_run
+    original = GPTForCausalLM.from_pretrained(root / "run" / "final").eval()
+    plain = GPT2LMHeadModel.from_pretrained(staged / "gpt2-export").eval()
+    assert plain.config.vocab_size == 50257
+    ids = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, original(ids).logits[..., :50257], atol=1e-5, rtol=1e-5)
+
+
+def test_model_card_parses_and_its_numbers_come_from_the_run(trained_run):
+    root, staged, evaluation = trained_run
+    card = ModelCard.load(staged / "README.md")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"loss": round(evaluation["models"][0]["val_loss"], 4),
+                       "acc_norm": round(evaluation["models"][0]["hellaswag_acc_norm"], 4)}
+    state = json.loads((root / "run" / "final" / "training_state.json").read_text())
+    assert f"{state['tokens_seen']:,}" in card.text and f"{state['parameters']:,}" in card.text
+    assert "3.2924" in card.text and "gpt2 (reference)" in card.text  # the comparison with the reference
+    assert "gpt2-export/" in card.text and "trust_remote_code=True" in card.text
+    assert "Intended use and limitations" in card.text
+
+
+def test_upload_call_sequence_with_an_injected_api(trained_run, capsys):
+    _, staged, _ = trained_run
+    api = RecordingApi()
+    push_folder(staged, "me/tiny-gpt", private=True, revision="step_0000004", api=api, token=FAKE_TOKEN)
+    assert [c[0] for c in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[0][2] == {"private": True, "exist_ok": True, "repo_type": "model"}
+    upload = api.calls[2][2]
+    assert upload["revision"] == "step_0000004" and "README.md" in upload["files"]
+    for path in staged.rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+    assert FAKE_TOKEN not in capsys.readouterr().out
+
+
+def test_missing_token_fails_before_any_work(tmp_path, monkeypatch, trained_run):
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    with pytest.raises(HubError, match="No Hugging Face token.*HF_TOKEN"):
+        HubPushCallback("me/x")
+    root, _, _ = trained_run
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env["HF_HOME"] = str(tmp_path / "hf")  # no stored token either
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(root / "run" / "final"),
+                             "--repo_id", "me/x", "--staging_dir", str(tmp_path / "stage")], capture_output=True,
+                            text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 2 and "No Hugging Face token" in result.stderr
+    assert not (tmp_path / "stage").exists()  # nothing was staged
+
+
+def test_offline_upload_error_is_clear(trained_run):
+    _, staged, _ = trained_run
+    with pytest.raises(HubError, match="Could not reach the Hugging Face Hub.*retry") as error:
+        push_folder(staged, "me/x", api=RecordingApi(fail=ConnectionError("no route")), token=FAKE_TOKEN)
+    assert FAKE_TOKEN not in str(error.value)
+
+
+def test_training_pushes_checkpoints_and_the_final_model(tmp_path, shakespeare_shards):
+    api = RecordingApi()
+    pusher = HubPushCallback("me/run", push_checkpoints=True, api=api, token=FAKE_TOKEN)
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2)
+    trainer = Trainer(config, callbacks=[pusher])
+    trainer.train()
+    trainer.close()
+    uploads = [c[2] for c in api.calls if c[0] == "upload_folder"]
+    assert [u["revision"] for u in uploads] == ["step_0000002", "step_0000004", None]
+    assert uploads[0]["run_as_future"] is True and uploads[-1]["run_as_future"] is False
+    assert "gpt2-export/model.safetensors" in uploads[-1]["files"] and "README.md" in uploads[-1]["files"]

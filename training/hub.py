@@ -1,0 +1,242 @@
+"""Publishing to the Hugging Face Hub: a complete, loadable model repo with an honest model card.
+
+``stage_upload`` assembles the folder (weights, config with auto_map, modeling code, generation config,
+tokenizer files, the resolved run configuration, TensorBoard logs, analysis plots, a plain ``GPT2LMHeadModel``
+export, and the card); ``push_folder`` uploads it with ``HfApi``. Every number in the card comes from the
+run's own files (``training_state.json``, ``run_config.yaml``, an ``evaluate.py`` JSON).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from transformers import TrainerCallback
+
+MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "modeling_gpt.py",
+               "configuration_gpt.py", "training_state.json", "run_config.yaml")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+GPT2_EXPORT_DIR = "gpt2-export"
+
+
+class HubError(RuntimeError):
+    """Publishing cannot proceed; the message says why and what to do (never contains the token)."""
+
+
+def require_token(token: str | None = None) -> str:
+    """The token from the argument or the standard places (HF_TOKEN, ``hf auth login``), else a clear error."""
+    token = token or get_token()
+    if not token:
+        raise HubError("No Hugging Face token found: run `hf auth login` or set the HF_TOKEN environment variable "
+                       "(a token with write access), then retry.")
+    return token
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """``runs/x/final`` -> ``runs/x``; ``runs/x/checkpoints/step_N/model`` -> ``runs/x``."""
+    checkpoint = Path(checkpoint).resolve()
+    for candidate in (checkpoint.parent, checkpoint.parent.parent.parent):
+        if (candidate / "config.yaml").exists() or (candidate / "tensorboard").is_dir():
+            return candidate
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- the card
+def _read(path: Path, loader):
+    return loader(path.read_text()) if path.exists() else {}
+
+
+def eval_row(evaluation: dict) -> tuple[dict | None, dict | None]:
+    """This model's row and the reference's row of an ``evaluate.py`` JSON."""
+    models = evaluation.get("models", [])
+    reference = evaluation.get("reference")
+    ours = next((m for m in models if reference is None or m["path"] != reference["path"]), None)
+    return ours, reference
+
+
+def build_model_card(folder: Path, repo_id: str, evaluation: dict | None = None) -> ModelCard:
+    state = _read(folder / "training_state.json", json.loads)
+    run = _read(folder / "run_config.yaml", yaml.safe_load)
+    config = json.loads((folder / "config.json").read_text())
+    ours, reference = eval_row(evaluation or {})
+    train, data = run.get("train", {}), run.get("data", {})
+    eval_results = []
+    if ours:
+        eval_results.append(EvalResult(task_type="text-generation", dataset_type="HuggingFaceFW/fineweb-edu",
+                                       dataset_name="FineWeb-Edu validation shard", metric_type="loss",
+                                       metric_name="validation loss", metric_value=round(ours["val_loss"], 4)))
+        if ours.get("hellaswag_acc_norm") is not None:
+            eval_results.append(EvalResult(task_type="multiple-choice", dataset_type="Rowan/hellaswag",
+                                           dataset_name="HellaSwag", dataset_split="validation",
+                                           metric_type="acc_norm", metric_name="acc_norm (completion style)",
+                                           metric_value=round(ours["hellaswag_acc_norm"], 4)))
+    card_data = ModelCardData(language="en", license="mit", library_name="transformers",
+                              pipeline_tag="text-generation", tags=["gpt2", "pretraining", "nanogpt", "accelerate"],
+                              datasets=["HuggingFaceFW/fineweb-edu"], model_name=repo_id.split("/")[-1],
+                              eval_results=eval_results or None)
+    body = _card_body(repo_id, config, state, train, data, ours, reference)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+
+
+def _num(value, pattern="{:,}"):
+    return "unknown" if value is None else pattern.format(value)
+
+
+def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
+    params = state.get("parameters")
+    lines = [f"# {repo_id.split('/')[-1]}", "",
+             f"A GPT-2-architecture language model ({config['n_layer']} layers, {config['n_head']} heads, width "
+             f"{config['n_embd']}, context {config['n_positions']}, vocabulary {config['vocab_size']}; "
+             f"{_num(params)} parameters) pretrained from scratch with "
+             "gpt2-pretrain (transformers + accelerate).", "",
+             "## Which folder to use", "",
+             "- The repository root: this project's model class, loaded with remote code:",
+             "  `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)` (vocabulary padded to "
+             f"{config['vocab_size']}).",
+             f"- `{GPT2_EXPORT_DIR}/`: the same weights as a plain `GPT2LMHeadModel` (vocabulary 50257), for use "
+             "with no remote code at all: `GPT2LMHeadModel.from_pretrained(repo, subfolder=\"gpt2-export\")`.", "",
+             "Both folders hold a GPT-2 tokenizer (identical ids to tiktoken's `gpt2`), so "
+             "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", "",
+             "## Training", "",
+             "| | |", "| --- | --- |",
+             f"| data | {data.get('data') or data.get('download_url') or 'unknown'} |",
+             f"| steps | {_num(state.get('global_step'))} |",
+             f"| tokens trained | {_num(state.get('tokens_seen'))} |",
+             f"| tokens per step | {_num(state.get('tokens_per_step'))} |",
+             f"| learning rate | {train.get('max_lr')} -> {train.get('min_lr')} cosine, "
+             f"{train.get('warmup_steps')} warmup steps |",
+             f"| AdamW | betas ({train.get('adam_beta1')}, {train.get('adam_beta2')}), eps {train.get('adam_epsilon')},"
+             f" weight decay {train.get('weight_decay')} |",
+             f"| gradient clipping | {train.get('grad_clip')} |",
+             f"| micro-batch x sequence length | {train.get('micro_batch_size')} x {train.get('seq_len')} |",
+             f"| hardware | {_num(state.get('num_processes'), '{}')} x {state.get('device', 'unknown')}, "
+             f"mixed precision {state.get('mixed_precision', 'unknown')} |",
+             f"| final validation loss (training log) | {_num(state.get('last_val_loss'), '{:.4f}')} |", ""]
+    if ours:
+        lines += ["## Evaluation", "", "Measured with `scripts/evaluate.py` on the same validation tokens and "
+                  "HellaSwag examples for every model:", "",
+                  "| model | val loss | perplexity | HellaSwag acc | acc_norm |", "| --- | --- | --- | --- | --- |"]
+        for row in [ours] + ([reference] if reference else []):
+            lines.append(f"| {row['name']} | {row['val_loss']:.4f} | {row['perplexity']:.2f} | "
+                         f"{_num(row.get('hellaswag_acc'), '{:.4f}')} | "
+                         f"{_num(row.get('hellaswag_acc_norm'), '{:.4f}')} |")
+        lines += ["", f"Validation tokens: {_num(ours.get('val_tokens'))}; HellaSwag examples: "
+                  f"{_num(ours.get('hellaswag_examples'))}.", ""]
+    else:
+        lines += ["## Evaluation", "", "Not evaluated yet (run `scripts/evaluate.py ... --reference gpt2`).", ""]
+    lines += ["## Training curves", "", "![loss](plots/lossGraph.png)", "",
+              "TensorBoard logs are in `runs/` (the Hub renders them under *Training metrics*).", "",
+              "## Intended use and limitations", "",
+              "A research artifact for studying pretraining. It is a small model trained on web text: it "
+              "produces fluent-looking but often wrong or incoherent text, reflects the biases of its training "
+              "data, and is not instruction-tuned or safety-tuned. Do not use it for decisions about people or "
+              "as a source of facts.", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- staging
+def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_dir: str | Path | None = None,
+                 evaluation: dict | None = None, with_gpt2_export: bool = True) -> Path:
+    """Assemble everything to upload in ``out_dir`` (replaced if it exists) and return it."""
+    from modeling.tokenization import save_hf_tokenizer
+
+    checkpoint, out = Path(checkpoint), Path(out_dir)
+    if not (checkpoint / "config.json").exists() or not (checkpoint / "model.safetensors").exists():
+        raise HubError(f"{checkpoint} is not a model folder (config.json and model.safetensors expected); pass "
+                       "runs/<run>/final or runs/<run>/checkpoints/step_N/model.")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in MODEL_FILES + TOKENIZER_FILES:
+        if (checkpoint / name).exists():
+            shutil.copy2(checkpoint / name, out / name)
+    config = json.loads((checkpoint / "config.json").read_text())
+    if not (out / "tokenizer.json").exists():
+        save_hf_tokenizer(out, model_max_length=config.get("n_positions", 1024))
+    (out / "tokenizer_info.json").write_text(json.dumps({"library": "tiktoken", "encoding": "gpt2",
+                                                          "eot_token_id": 50256}, indent=2) + "\n")
+    run_dir = Path(run_dir) if run_dir else run_dir_of(checkpoint)
+    if run_dir is not None:
+        _copy_run_files(run_dir, out)
+    if evaluation:
+        (out / "eval_results.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    if with_gpt2_export:
+        _export_gpt2(checkpoint, out / GPT2_EXPORT_DIR)
+    build_model_card(out, repo_id, evaluation).save(out / "README.md")
+    return out
+
+
+def _copy_run_files(run_dir: Path, out: Path) -> None:
+    if (run_dir / "tensorboard").is_dir():
+        shutil.copytree(run_dir / "tensorboard", out / "runs", dirs_exist_ok=True)
+    analysis = run_dir / "analysis"
+    if not (analysis / "lossGraph.png").exists() and (run_dir / "tensorboard").is_dir():
+        from .analysis import load_run
+        from .plots import write_plots
+        from .report import build_report, write_report
+
+        run = load_run(run_dir)
+        write_report(build_report(run), analysis, write_plots(run, analysis))
+    if analysis.is_dir():
+        shutil.copytree(analysis, out / "plots", dirs_exist_ok=True)
+
+
+def _export_gpt2(checkpoint: Path, folder: Path) -> None:
+    from modeling import GPTForCausalLM
+    from modeling.weight_conversion import export_gpt2
+
+    model = GPTForCausalLM.from_pretrained(checkpoint)
+    if model.config.bias:
+        export_gpt2(model, folder)
+
+
+# ----------------------------------------------------------------------------------------------- upload
+def push_folder(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
+                api: HfApi | None = None, token: str | None = None, commit_message: str = "Upload model",
+                run_as_future: bool = False):
+    """``create_repo`` (and the branch) then ``upload_folder``; network failures become a clear HubError."""
+    token = require_token(token)
+    api = api or HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision, repo_type="model",
+                                 commit_message=commit_message, run_as_future=run_as_future)
+    except (OSError, ConnectionError) as error:  # requests' and httpx's connection errors derive from these
+        raise HubError(f"Could not reach the Hugging Face Hub to upload {repo_id} ({type(error).__name__}); check "
+                       "the connection (or HF_HUB_OFFLINE) and retry.") from error
+
+
+class HubPushCallback(TrainerCallback):
+    """Pushes the final model at the end of training and, optionally, each checkpoint to a ``step_N`` branch
+    without blocking training (``upload_folder(run_as_future=True)``)."""
+
+    def __init__(self, repo_id: str, push_checkpoints: bool = False, private: bool = False,
+                 api: HfApi | None = None, token: str | None = None):
+        self.repo_id, self.push_checkpoints, self.private, self.api = repo_id, push_checkpoints, private, api
+        self.token = require_token(token)  # fail before any training is done
+        self.futures = []
+
+    def on_save(self, args, state, control, trainer=None, **kwargs):
+        if not self.push_checkpoints or not state.is_world_process_zero or trainer is None:
+            return
+        step = state.global_step
+        staged = stage_upload(trainer.checkpoints.path_for(step) / "model",
+                              Path(args.output_dir) / "hub_staging" / f"step_{step:07d}", self.repo_id,
+                              run_dir=args.output_dir, with_gpt2_export=False)
+        self.futures.append(push_folder(staged, self.repo_id, self.private, revision=f"step_{step:07d}",
+                                        api=self.api, token=self.token,
+                                        commit_message=f"Checkpoint at step {step}", run_as_future=True))
+
+    def on_train_end(self, args, state, control, trainer=None, **kwargs):
+        if not state.is_world_process_zero or trainer is None:
+            return
+        for future in self.futures:
+            if hasattr(future, "result"):
+                future.result()
+        staged = stage_upload(Path(args.output_dir) / "final", Path(args.output_dir) / "hub_staging" / "final",
+                              self.repo_id, run_dir=args.output_dir)
+        push_folder(staged, self.repo_id, self.private, api=self.api, token=self.token,
+                    commit_message=f"Final model after {state.global_step} steps")

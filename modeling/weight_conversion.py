@@ -16,6 +16,7 @@ GPT2_VOCAB_SIZE = 50257
 PADDED_VOCAB_SIZE = 50304
 # Conv1D weights in HF GPT-2; everything else has the same layout in both models.
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older GPT-2 checkpoints
 
 
 def _is_transposed(key: str) -> bool:
@@ -49,6 +50,26 @@ def _pad_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([weight, extra], dim=0)
 
 
+def _copy_weights(source: torch.nn.Module, target: torch.nn.Module, vocab_rows: int, what: str) -> None:
+    """Copy every weight key for key, transposing Conv1D <-> Linear matrices and padding (mean rows) or cutting
+    the token embedding to ``vocab_rows``; lm_head is tied to wte and the old causal-mask buffers are skipped."""
+    state = {}
+    for key, value in source.state_dict().items():
+        if key == "lm_head.weight" or key.endswith(_MASK_BUFFERS):
+            continue
+        value = value.detach()
+        if _is_transposed(key):
+            value = value.t()
+        if key == "transformer.wte.weight":
+            value = _pad_rows(value, vocab_rows) if value.shape[0] < vocab_rows else value[:vocab_rows]
+        state[key] = value.contiguous()
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith(_MASK_BUFFERS)]
+    if missing or unexpected:
+        raise ValueError(f"{what} mismatch: missing {missing}, unexpected {unexpected}")
+    target.tie_weights()
+
+
 def from_gpt2(model_or_id: GPT2LMHeadModel | str | os.PathLike, vocab_size: int | None = PADDED_VOCAB_SIZE,
               **from_pretrained_kwargs) -> GPTForCausalLM:
     """A ``GPTForCausalLM`` with the weights of a transformers GPT-2 (a model, a Hub id such as ``gpt2``, or a path).
@@ -60,21 +81,7 @@ def from_gpt2(model_or_id: GPT2LMHeadModel | str | os.PathLike, vocab_size: int 
         source = GPT2LMHeadModel.from_pretrained(model_or_id, **from_pretrained_kwargs)
     target_vocab = max(vocab_size or 0, source.config.vocab_size)
     model = GPTForCausalLM(config_from_gpt2(source.config, target_vocab))
-    state = {}
-    for key, value in source.state_dict().items():
-        if key.endswith(".attn.bias") or key.endswith(".attn.masked_bias") or key == "lm_head.weight":
-            continue  # old causal-mask buffers; lm_head is tied to wte
-        value = value.detach()
-        if _is_transposed(key):
-            value = value.t()
-        if key == "transformer.wte.weight" and value.shape[0] < target_vocab:
-            value = _pad_rows(value, target_vocab)
-        state[key] = value.contiguous()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
-    if missing or unexpected:
-        raise ValueError(f"GPT-2 conversion mismatch: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
+    _copy_weights(source, model, vocab_rows=target_vocab, what="GPT-2 conversion")
     return model.to(next(source.parameters()).dtype)
 
 
@@ -102,21 +109,7 @@ def to_gpt2(model: GPTForCausalLM, vocab_size: int | None = GPT2_VOCAB_SIZE) -> 
         tie_word_embeddings=True,
     )
     gpt2 = GPT2LMHeadModel(gpt2_config)
-    state = {}
-    for key, value in model.state_dict().items():
-        if key == "lm_head.weight":
-            continue
-        value = value.detach()
-        if _is_transposed(key):
-            value = value.t()
-        if key == "transformer.wte.weight":
-            value = value[:vocab]
-        state[key] = value.contiguous()
-    missing, unexpected = gpt2.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith((".attn.bias", ".attn.masked_bias"))]
-    if missing or unexpected:
-        raise ValueError(f"GPT-2 export mismatch: missing {missing}, unexpected {unexpected}")
-    gpt2.tie_weights()
+    _copy_weights(model, gpt2, vocab_rows=vocab, what="GPT-2 export")
     return gpt2.to(next(model.parameters()).dtype)
 
 

@@ -125,3 +125,15 @@ def load_final_weights(run_dir) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(Path(run_dir) / "final" / "model.safetensors"))
+
+
+def train(config, **kwargs):
+    """Build a Trainer, run it, tear it down; returns the trainer for inspection."""
+    from training.trainer import Trainer
+
+    trainer = Trainer(config, **kwargs)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return trainer

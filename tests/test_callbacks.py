@@ -7,24 +7,15 @@ from training.diagnostics import (GradNormCallback, LayerRatioCallback, SpikeDet
                                   clean_name)
 from training.trainer import Trainer
 
-from .helpers import Recorder, StopAtStep, tiny_run_config
+from .helpers import Recorder, StopAtStep, tiny_run_config, train
 from .test_trainer import shakespeare_shards  # noqa: F401  (session fixture)
-
-
-def _run(config, callbacks):
-    trainer = Trainer(config, callbacks=callbacks)
-    try:
-        trainer.train()
-    finally:
-        trainer.close()
-    return trainer
 
 
 def test_events_fire_in_order_with_the_right_step(tmp_path, shakespeare_shards):
     recorder = Recorder()
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, micro_batch_size=2, total_batch_tokens=256,
                              eval_every=2, save_every=3, log_every=2)
-    trainer = _run(config, [recorder])
+    trainer = train(config, [recorder])
     assert trainer.grad_accum == 4  # accumulation does not add optimizer-step events
     step_events = ["on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end"]
     expected = [("on_init_end", 0), ("on_train_begin", 0)]
@@ -43,22 +34,22 @@ def test_events_fire_in_order_with_the_right_step(tmp_path, shakespeare_shards):
     assert all(e in events for e in expected)
 
 
-def test_hf_trainer_callback_stops_the_run(tmp_path, shakespeare_shards):
-    trainer = _run(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10), [StopAtStep(3)])
+def test_hf_trainer_callback_stops_thetrain(tmp_path, shakespeare_shards):
+    trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10), [StopAtStep(3)])
     assert trainer.state.global_step == 3
 
 
 def test_hf_early_stopping_callback_works_unchanged(tmp_path, shakespeare_shards):
     # improvement threshold larger than any change: the second evaluation counts as no improvement
     early = EarlyStoppingCallback(early_stopping_patience=1, early_stopping_threshold=100.0)
-    trainer = _run(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10, eval_every=2), [early])
+    trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10, eval_every=2), [early])
     assert trainer.state.global_step == 4
     assert early.early_stopping_patience_counter == 1
     assert trainer.state.best_metric is not None
 
 
 def test_target_val_loss_stops_and_saves(tmp_path, shakespeare_shards):
-    trainer = _run(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10, eval_every=2, target_val_loss=20.0),
+    trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10, eval_every=2, target_val_loss=20.0),
                    [])
     assert trainer.state.global_step == 2
     assert (tmp_path / "checkpoints" / "step_0000002").is_dir()
@@ -81,7 +72,7 @@ def test_ratios_agree_with_a_direct_computation(tmp_path, shakespeare_shards):
     capture = _Capture()
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=2, callbacks=["grad_norm", "layer_ratios"],
                              diagnostics_every=5)
-    trainer = _run(config, [capture])
+    trainer = train(config, [capture])
     logged = {k: v for h in trainer.state.log_history if h["step"] == 1 for k, v in h.items()}
     matrices = [n for n, p in capture.before.items() if p.dim() >= 2]
     assert sorted(matrices) == sorted(k.split("/", 1)[1] for k in logged if k.startswith("update_ratio/"))
@@ -98,12 +89,12 @@ def test_ratios_agree_with_a_direct_computation(tmp_path, shakespeare_shards):
 
 def test_update_ratio_keeps_no_weight_copy_between_measurements(tmp_path, shakespeare_shards):
     ratios = LayerRatioCallback(every=3)
-    _run(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, callbacks=[]), [ratios])
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, callbacks=[]), [ratios])
     assert ratios._before is None
 
 
 def test_grad_norm_clipped_fraction(tmp_path, shakespeare_shards):
-    trainer = _run(tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, grad_clip=1e-6,
+    trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, grad_clip=1e-6,
                                    callbacks=["grad_norm"]), [])
     fractions = [h["train/clipped_fraction"] for h in trainer.state.log_history if "train/clipped_fraction" in h]
     assert fractions[-1] == 1.0
@@ -121,7 +112,7 @@ def test_spike_detector_flags_and_skips_an_outlier(tmp_path, shakespeare_shards)
                 self.handle = None
 
     detector = SpikeDetectorCallback(window=50, z_threshold=5.0, skip_updates=True, min_history=5)
-    trainer = _run(tiny_run_config(tmp_path, shakespeare_shards, max_steps=14, max_lr=1e-4, min_lr=1e-5,
+    trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=14, max_lr=1e-4, min_lr=1e-5,
                                    grad_clip=0.0), [Spike(),
                                                                                                               detector])
     assert [s["step"] for s in detector.spikes] == [12]
@@ -131,7 +122,7 @@ def test_spike_detector_flags_and_skips_an_outlier(tmp_path, shakespeare_shards)
 def test_callback_state_survives_a_resume(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=3,
                              callbacks=["grad_norm", "spike_detector:min_history=2,window=4"])
-    first = _run(config, [])
+    first = train(config, [])
     detector = next(cb for cb in first.callbacks.callbacks if isinstance(cb, SpikeDetectorCallback))
     saved_at_6 = detector.state_dict()
     config.train.resume_from_checkpoint = str(tmp_path / "checkpoints" / "step_0000003")
@@ -172,7 +163,7 @@ def test_diagnostic_names_are_clean_under_torch_compile(tmp_path, shakespeare_sh
                              callbacks=["grad_norm", "layer_ratios"], diagnostics_every=1, eval_every=2,
                              sample_every=2, sample_tokens=3, num_samples=1, hellaswag_every=2,
                              hellaswag_path=str(hellaswag_path), hellaswag_limit=4)
-    trainer = _run(config, [])
+    trainer = train(config, [])
     keys = {k for h in trainer.state.log_history for k in h}
     assert "update_ratio/h.0.attn.c_attn.weight" in keys and "val/loss" in keys and "hellaswag/acc_norm" in keys
     assert not any("_orig_mod" in k or "module." in k for k in keys)

@@ -9,8 +9,8 @@ from training.optimization import build_scheduler, warmup_cosine_factor
 from training.preparation import PrepareConfig, prepare
 from training.trainer import NonFiniteLossError, Trainer
 
-from .helpers import (ACCELERATE_LAUNCH, PoisonStep, StopAtStep, config_to_argv, grads_snapshot, load_final_weights, read_scalars,
-                      run_pretrain, tiny_run_config)
+from .helpers import (ACCELERATE_LAUNCH, PoisonStep, StopAtStep, config_to_argv, grads_snapshot, load_final_weights,
+                      read_scalars, run_pretrain, tiny_run_config, train)
 
 
 @pytest.fixture(scope="session")
@@ -21,18 +21,9 @@ def shakespeare_shards(tmp_path_factory, shakespeare_path):
     return out
 
 
-def _train(config, **kwargs):
-    trainer = Trainer(config, **kwargs)
-    try:
-        trainer.train()
-    finally:
-        trainer.close()
-    return trainer
-
-
 def test_tiny_run_learns(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=40, warmup_steps=5, max_lr=1e-2, min_lr=1e-3)
-    trainer = _train(config)
+    trainer = train(config)
     losses = [h["train/loss"] for h in trainer.state.log_history if "train/loss" in h]
     assert len(losses) == 40
     assert losses[0] == pytest.approx(math.log(50304), abs=0.15)
@@ -43,7 +34,7 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, eval_every=3, sample_every=6,
                              sample_tokens=4, num_samples=1, callbacks=["grad_norm", "layer_ratios"],
                              diagnostics_every=3, peak_flops=1e12)
-    _train(config)
+    train(config)
     scalars = read_scalars(tmp_path / "tensorboard")
     for tag in ["train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "train/tokens_per_sec",
                 "train/step_time_ms", "train/mfu", "val/loss", "val/perplexity", "train/clipped_fraction",
@@ -92,7 +83,7 @@ def test_lr_schedule_matches_the_seed_formula():
 
 def test_logged_lr_and_tokens_follow_the_schedule(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=5, warmup_steps=2, max_lr=1e-3, min_lr=1e-4)
-    trainer = _train(config)
+    trainer = train(config)
     lrs = [h["train/lr"] for h in trainer.state.log_history if "train/lr" in h]
     expected = [1e-3 * warmup_cosine_factor(i, 2, 5, 0.1) for i in range(5)]
     assert lrs == pytest.approx(expected)
@@ -204,7 +195,7 @@ def test_nonfinite_loss_stops_and_names_the_step_and_checkpoint(tmp_path, shakes
 
 def test_nonfinite_loss_can_be_skipped(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, on_nonfinite="skip")
-    trainer = _train(config, callbacks=[PoisonStep(3)])
+    trainer = train(config, callbacks=[PoisonStep(3)])
     assert trainer.skipped_updates == 1
     assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
     losses = [h["train/loss"] for h in trainer.state.log_history if "train/loss" in h]
@@ -216,7 +207,7 @@ def test_checkpoints_are_loadable_and_pruned(tmp_path, shakespeare_shards):
 
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=2, keep_last=2)
     (tmp_path / "checkpoints" / "step_0000001.tmp").mkdir(parents=True)  # a save interrupted earlier
-    trainer = _train(config)
+    trainer = train(config)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000004", "step_0000006"]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     assert model.config.model_type == "nanogpt"
@@ -251,7 +242,7 @@ def test_offline_download_fails_at_once_saying_what_to_pass(tmp_path):
 
 def test_corpus_given_as_data_is_prepared_on_the_fly(tmp_path, fineweb_path):
     config = tiny_run_config(tmp_path, fineweb_path, max_steps=2, val_tokens=4096, eval_every=2, eval_tokens=512)
-    trainer = _train(config)
+    trainer = train(config)
     assert list((tmp_path / "data" / "shards").glob("*_train_*.npy"))
     assert trainer.state.best_metric is not None
 
@@ -274,7 +265,7 @@ def test_pretrain_script_reports_config_errors_cleanly(tmp_path):
 
 def test_validation_loss_is_the_mean_over_the_fixed_tokens(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=1, eval_every=1, eval_tokens=1024)
-    trainer = _train(config)
+    trainer = train(config)
     val = ValidationSet(shakespeare_shards, max_tokens=1024)
     model = trainer.raw_model.eval()
     with torch.no_grad():
@@ -303,7 +294,7 @@ def test_presets_parse(tmp_path):
 def test_hellaswag_runs_in_the_loop_on_its_schedule(tmp_path, shakespeare_shards, hellaswag_path):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, hellaswag_every=2,
                              hellaswag_path=str(hellaswag_path), hellaswag_limit=8)
-    _train(config)
+    train(config)
     scalars = read_scalars(tmp_path / "tensorboard")
     assert sorted(scalars["hellaswag/acc_norm"]) == [2, 4]
     assert all(0.0 <= v <= 1.0 for v in scalars["hellaswag/acc"].values())

@@ -10,6 +10,7 @@ produces byte-identical shards.
 import json
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -49,7 +50,8 @@ class PrepareConfig:
         "help": "Stop after this many tokens in total (samples, tests)."})
     num_workers: int = field(default=max(1, os.cpu_count() or 1), metadata={
         "help": "Tokenizer threads (tiktoken releases the GIL, so threads tokenize in parallel)."})
-    chunk_documents: int = field(default=256, metadata={"help": "Documents tokenized per batch."})
+    chunk_documents: int = field(default=1024, metadata={"help": "Documents tokenized per batch (one tiktoken "
+                                                                 "thread-pool call each)."})
     skip_bad_lines: bool = field(default=False, metadata={
         "help": "Count and skip malformed JSON lines instead of stopping at the first one."})
     txt_split: str = field(default="file", metadata={
@@ -209,14 +211,23 @@ def iter_documents(config: PrepareConfig, start: int, bad: BadLineCounter) -> It
 def tokenize_documents(documents: Iterable[str], tokenizer: GPT2Tokenizer, chunk: int,
                        workers: int) -> Iterator[np.ndarray]:
     """``[EOT, *tokens]`` per document, in order. tiktoken releases the GIL, so its own thread pool
-    (``encode_ordinary_batch``) parallelises without pickling tokens between processes."""
+    (``encode_ordinary_batch``) parallelises without pickling tokens between processes; the next chunk is
+    tokenized in the background while this one is read and packed into shards."""
     iterator = iter(documents)
-    while batch := list(islice(iterator, chunk)):
-        for tokens in tokenizer.encode_batch(batch, num_threads=workers):
-            doc = np.empty(len(tokens) + 1, dtype=SHARD_DTYPE)
-            doc[0] = tokenizer.eot_token_id
-            doc[1:] = tokens
-            yield doc
+    with ThreadPoolExecutor(max_workers=1) as background:
+        pending = None
+        while True:
+            batch = list(islice(iterator, chunk))
+            upcoming = background.submit(tokenizer.encode_batch, batch, workers) if batch else None
+            if pending is not None:
+                for tokens in pending.result():
+                    doc = np.empty(len(tokens) + 1, dtype=SHARD_DTYPE)
+                    doc[0] = tokenizer.eot_token_id
+                    doc[1:] = tokens
+                    yield doc
+            if upcoming is None:
+                return
+            pending = upcoming
 
 
 # ----------------------------------------------------------------------------------------------- shard writer

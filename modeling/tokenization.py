@@ -4,7 +4,6 @@ tiktoken downloads its BPE files on first use and caches them in ``TIKTOKEN_CACH
 variable at a folder holding the cached files.
 """
 
-import json
 import os
 from pathlib import Path
 

@@ -52,3 +52,14 @@ def fineweb_path():
 @pytest.fixture(scope="session")
 def hellaswag_path():
     return data_file("hellaswag_val_subset1000.jsonl")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_shards(tmp_path_factory, shakespeare_path):
+    """tinyshakespeare as shards: an 8,192-token validation shard and ~330k training tokens."""
+    from training.preparation import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("shards")
+    prepare(PrepareConfig(output_dir=str(out), files=[str(shakespeare_path)], name="shakespeare",
+                          shard_tokens=100_000, val_tokens=8_192, progress=False))
+    return out

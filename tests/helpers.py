@@ -127,11 +127,11 @@ def load_final_weights(run_dir) -> dict[str, torch.Tensor]:
     return load_file(str(Path(run_dir) / "final" / "model.safetensors"))
 
 
-def train(config, **kwargs):
+def train(config, callbacks=None, **kwargs):
     """Build a Trainer, run it, tear it down; returns the trainer for inspection."""
     from training.trainer import Trainer
 
-    trainer = Trainer(config, **kwargs)
+    trainer = Trainer(config, callbacks=callbacks, **kwargs)
     try:
         trainer.train()
     finally:

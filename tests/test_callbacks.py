@@ -8,7 +8,6 @@ from training.diagnostics import (GradNormCallback, LayerRatioCallback, SpikeDet
 from training.trainer import Trainer
 
 from .helpers import Recorder, StopAtStep, tiny_run_config, train
-from .test_trainer import shakespeare_shards  # noqa: F401  (session fixture)
 
 
 def test_events_fire_in_order_with_the_right_step(tmp_path, shakespeare_shards):
@@ -34,7 +33,7 @@ def test_events_fire_in_order_with_the_right_step(tmp_path, shakespeare_shards):
     assert all(e in events for e in expected)
 
 
-def test_hf_trainer_callback_stops_thetrain(tmp_path, shakespeare_shards):
+def test_hf_trainer_callback_stops_the_run(tmp_path, shakespeare_shards):
     trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=10), [StopAtStep(3)])
     assert trainer.state.global_step == 3
 

@@ -15,7 +15,6 @@ from training.hub import HubError, HubPushCallback, push_folder, stage_upload
 from training.trainer import Trainer
 
 from .helpers import REPO, tiny_run_config
-from .test_trainer import shakespeare_shards  # noqa: F401  (session fixture)
 
 FAKE_TOKEN = "hf_fakeTokenThatMustNeverLeak0123456789"
 

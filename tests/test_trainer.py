@@ -6,19 +6,10 @@ import torch
 from training.cli import ConfigError, parse_run_config
 from training.data import ValidationSet
 from training.optimization import build_scheduler, warmup_cosine_factor
-from training.preparation import PrepareConfig, prepare
 from training.trainer import NonFiniteLossError, Trainer
 
 from .helpers import (ACCELERATE_LAUNCH, PoisonStep, StopAtStep, config_to_argv, grads_snapshot, load_final_weights,
                       read_scalars, run_pretrain, tiny_run_config, train)
-
-
-@pytest.fixture(scope="session")
-def shakespeare_shards(tmp_path_factory, shakespeare_path):
-    out = tmp_path_factory.mktemp("shards")
-    prepare(PrepareConfig(output_dir=str(out), files=[str(shakespeare_path)], name="shakespeare",
-                          shard_tokens=100_000, val_tokens=8_192, progress=False))
-    return out
 
 
 def test_tiny_run_learns(tmp_path, shakespeare_shards):

@@ -1,7 +1,6 @@
 """Side-by-side evaluation of several checkpoints on the same validation tokens and HellaSwag examples."""
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +134,3 @@ def compare(args: EvalArguments, accelerator) -> dict:
     if args.reference:
         result["reference"] = rows[-1]
     return result
-
-
-def finite(value) -> bool:
-    return value is not None and math.isfinite(value)

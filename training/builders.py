@@ -1,7 +1,5 @@
 """Construction of a run's parts, one small function each: accelerator, model, data, callbacks."""
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ from .arguments import RunConfig
 from .callbacks import FlowCallback, build_callback
 from .cli import ConfigError
 from .data import DistributedTokenLoader, ValidationSet
+from .download import DownloadError, fetch_once
 from .preparation import PrepareConfig, prepare
 from .shards import find_shards
 
@@ -72,23 +71,14 @@ def check_tokenizer_fits(model: GPTForCausalLM, tokenizer_vocab_size: int) -> No
 
 def download_corpus(url: str, folder: Path) -> Path:
     """Fetch a text corpus once (nanoGPT's tiny shakespeare); a clear error when offline."""
-    target = folder / Path(url).name
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            payload = response.read()
-    except (urllib.error.URLError, OSError) as error:
+        return fetch_once(url, folder / Path(url).name, timeout=30)
+    except DownloadError as error:
         raise ConfigError(
-            f"No --data was given and downloading {url} failed ({getattr(error, 'reason', error)}). Pass --data "
+            f"No --data was given and downloading {error.url} failed ({error.reason}). Pass --data "
             "PATH: a .txt/.jsonl/.json/.parquet corpus or a folder of token shards (scripts/prepare_data.py), "
             "for example a local copy of tinyshakespeare.txt."
         ) from error
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_bytes(payload)
-    tmp.rename(target)
-    return target
 
 
 def resolve_data_dir(config: RunConfig, accelerator: Accelerator) -> Path:

@@ -1,7 +1,6 @@
 """Side-by-side evaluation of several checkpoints on the same validation tokens and HellaSwag examples."""
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from modeling.tokenization import GPT2Tokenizer
 
 from .data import ValidationSet
-from .evaluation import CheckpointError, is_hub_id, load_causal_lm, training_facts, validation_loss
+from .evaluation import load_causal_lm, require_checkpoint, training_facts, validation_loss
 from .hellaswag import evaluate_hellaswag, load_examples
 
 
@@ -117,8 +116,7 @@ def checkpoint_label(spec: str) -> str:
 
 def compare(args: EvalArguments, accelerator) -> dict:
     for spec in args.checkpoints:  # fail before any work is done
-        if not os.path.exists(os.path.expanduser(spec)) and not is_hub_id(spec):
-            raise CheckpointError(f"Checkpoint {spec} does not exist.")
+        require_checkpoint(spec)
     data_dir = args.data or default_data_dir(args.checkpoints[0])
     if data_dir is None:
         raise ValueError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")

@@ -76,15 +76,20 @@ def is_hub_id(spec: str) -> bool:
     return not os.path.exists(os.path.expanduser(spec)) and bool(_HUB_ID.match(spec))
 
 
+def require_checkpoint(spec: str) -> None:
+    """A local checkpoint path must exist (Hub ids are checked when fetched)."""
+    if not is_hub_id(spec) and not os.path.exists(os.path.expanduser(spec)):
+        raise CheckpointError(f"Checkpoint {spec} does not exist.")
+
+
 def load_causal_lm(spec: str, device="cpu", dtype=None):
     """``AutoModelForCausalLM.from_pretrained`` for our checkpoints and GPT-2-family models (Hub ids or folders),
     with clear errors for a missing path, unreadable weights or another architecture."""
     import modeling  # noqa: F401  (registers model_type "nanogpt" with the Auto classes)
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    require_checkpoint(spec)
     path = os.path.expanduser(spec)
-    if not is_hub_id(spec) and not os.path.exists(path):
-        raise CheckpointError(f"Checkpoint {spec} does not exist.")
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:

@@ -5,8 +5,6 @@ the lowest mean loss per token. Batched (several examples x 4 endings per forwar
 
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +15,7 @@ from tqdm.auto import tqdm
 
 from modeling.tokenization import GPT2Tokenizer
 
+from .download import DownloadError, fetch_once
 from .metrics import load_metric
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -38,20 +37,11 @@ def default_cache_dir() -> Path:
 
 
 def download_hellaswag(cache_dir: Path | None = None) -> Path:
-    target = (cache_dir or default_cache_dir()) / "hellaswag_val.jsonl"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(HELLASWAG_VAL_URL, timeout=60) as response:
-            payload = response.read()
-    except (urllib.error.URLError, OSError) as error:
-        raise HellaSwagError(f"Downloading {HELLASWAG_VAL_URL} failed ({getattr(error, 'reason', error)}); pass "
-                             "a local hellaswag_val.jsonl with --hellaswag_path.") from error
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(payload)
-    tmp.rename(target)
-    return target
+        return fetch_once(HELLASWAG_VAL_URL, (cache_dir or default_cache_dir()) / "hellaswag_val.jsonl")
+    except DownloadError as error:
+        raise HellaSwagError(f"Downloading {error.url} failed ({error.reason}); pass a local hellaswag_val.jsonl "
+                             "with --hellaswag_path.") from error
 
 
 def load_examples(path: str | Path | None, limit: int | None = None) -> list[Example]:

@@ -139,7 +139,7 @@ def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
 def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_dir: str | Path | None = None,
                  evaluation: dict | None = None, with_gpt2_export: bool = True) -> Path:
     """Assemble everything to upload in ``out_dir`` (replaced if it exists) and return it."""
-    from modeling.tokenization import save_hf_tokenizer
+    from modeling.tokenization import save_hf_tokenizer, tokenizer_info
 
     checkpoint, out = Path(checkpoint), Path(out_dir)
     if not (checkpoint / "config.json").exists() or not (checkpoint / "model.safetensors").exists():
@@ -154,8 +154,7 @@ def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_
     config = json.loads((checkpoint / "config.json").read_text())
     if not (out / "tokenizer.json").exists():
         save_hf_tokenizer(out, model_max_length=config.get("n_positions", 1024))
-    (out / "tokenizer_info.json").write_text(json.dumps({"library": "tiktoken", "encoding": "gpt2",
-                                                          "eot_token_id": 50256}, indent=2) + "\n")
+    (out / "tokenizer_info.json").write_text(json.dumps(tokenizer_info(), indent=2) + "\n")
     run_dir = Path(run_dir) if run_dir else run_dir_of(checkpoint)
     if run_dir is not None:
         _copy_run_files(run_dir, out)

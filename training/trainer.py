@@ -103,6 +103,7 @@ class Trainer:
 
         self.tokens_per_step = self.args.micro_batch_size * self.args.seq_len * self.grad_accum * \
             self.accelerator.num_processes
+        self.num_parameters = sum(p.numel() for p in self.raw_model.parameters())
         self.flops_per_token = model_flops_per_token(self.raw_model, self.args.seq_len)
         self.peak_flops = config.logging.peak_flops or device_peak_flops(self.device)
         self._step_metrics: dict = {}
@@ -149,7 +150,7 @@ class Trainer:
                                   "run/tokens_per_step": self.tokens_per_step,
                                   "run/num_processes": self.accelerator.num_processes,
                                   "run/grad_clip": self.args.grad_clip,
-                                  "run/parameters": sum(p.numel() for p in self.raw_model.parameters()),
+                                  "run/parameters": self.num_parameters,
                                   "run/vocab_size": self.raw_model.config.vocab_size}, step=0)
         self._tracker_ready = True
 
@@ -278,7 +279,7 @@ class Trainer:
             "tokens_per_step": self.tokens_per_step, "num_processes": self.accelerator.num_processes,
             "best_val_loss": self.state.best_metric, "last_val_loss": last_eval.get("val/loss"),
             "skipped_updates": self.skipped_updates,
-            "parameters": sum(p.numel() for p in self.raw_model.parameters()),
+            "parameters": self.num_parameters,
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "mixed_precision": self.accelerator.mixed_precision,
         })

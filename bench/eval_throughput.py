@@ -17,11 +17,12 @@ import torch  # noqa: E402
 
 from bench.common import machine, table  # noqa: E402
 from modeling import GPTConfig, GPTForCausalLM  # noqa: E402
-from modeling.tokenization import GPT2Tokenizer  # noqa: E402
-from training.data import ValidationSet  # noqa: E402
-from training.evaluation import load_causal_lm, validation_loss  # noqa: E402
-from training.hellaswag import accuracy_metric, evaluate_hellaswag, load_examples  # noqa: E402
-from training.shards import write_shard_atomic  # noqa: E402
+from modeling.tokenization import TiktokenGPT2  # noqa: E402
+from training.data.loaders import ValidationSet  # noqa: E402
+from training.evaluation.checkpoints import load_causal_lm
+from training.evaluation.validation import validation_loss  # noqa: E402
+from training.evaluation.hellaswag import accuracy_metric, evaluate_hellaswag, load_examples  # noqa: E402
+from training.data.shards import write_shard_atomic  # noqa: E402
 
 
 def main(argv=None):
@@ -38,7 +39,7 @@ def main(argv=None):
         GPTForCausalLM(GPTConfig(n_layer=4, n_head=4, n_embd=128, n_positions=512)).to(device).eval()
     name = args.checkpoint or "random 4L/128W (T=512)"
     examples = load_examples(args.hellaswag, args.limit)
-    tokenizer = GPT2Tokenizer()
+    tokenizer = TiktokenGPT2()
     accuracy_metric()  # load the metric module once, outside the timing
     rows = []
     for batch in args.batch_examples:

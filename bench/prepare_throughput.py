@@ -17,7 +17,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import tiktoken  # noqa: E402
 
 from bench.common import machine, table, timed  # noqa: E402
-from training.preparation import PrepareConfig, prepare  # noqa: E402
+from training.data.preparation import PrepareConfig, prepare  # noqa: E402
 
 
 def documents(path: Path, split: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The GPT-2 forward pass (build-nanogpt architecture) as a Transformers model.
 
-This file imports only torch, transformers and ``configuration_gpt``: ``save_pretrained`` copies it next to the
-weights so ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` works where this project is not
+This file imports only torch, transformers, ``configuration_gpt`` and ``loss``: ``save_pretrained`` copies them
+next to the weights so ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` works where this project is not
 installed. Parameter names follow OpenAI/HF GPT-2 (``transformer.h.0.attn.c_attn.weight`` ...), with ``nn.Linear``
 in place of HF's transposed ``Conv1D``, so weight conversion is a key-for-key copy plus transposes.
 """
@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_gpt import GPTConfig
+from .loss import next_token_loss, shift_for_next_token
 
 
 def eager_attention_forward(
@@ -317,13 +318,12 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None or shift_labels is not None:
-            loss = self.loss_function(
-                logits,
-                labels,
-                vocab_size=self.config.vocab_size,
-                shift_labels=shift_labels.contiguous() if shift_labels is not None else None,
-                num_items_in_batch=kwargs.get("num_items_in_batch"),
-            )
+            targets = shift_labels if shift_labels is not None else shift_for_next_token(labels)  # (B, T)
+            num_items = kwargs.get("num_items_in_batch")  # HF Trainer-style accumulation: sum / tokens of all steps
+            if num_items is not None:
+                loss = next_token_loss(logits, targets, reduction="sum") / num_items
+            else:
+                loss = next_token_loss(logits, targets)
         return _with_cache_field(
             CausalLMOutputWithPast, outputs.cache if hasattr(outputs, "cache") else outputs.past_key_values,
             loss=loss, logits=logits,

@@ -32,7 +32,7 @@ def _offline_hint(error: Exception) -> str:
     )
 
 
-class GPT2Tokenizer:
+class TiktokenGPT2:
     """tiktoken ``gpt2`` with the handful of operations training and evaluation need."""
 
     def __init__(self):
@@ -104,4 +104,4 @@ def tokenizer_info() -> dict:
     return {"library": "tiktoken", "encoding": ENCODING_NAME, "eot_token_id": 50256, "vocab_size": 50257}
 
 
-__all__ = ["GPT2Tokenizer", "TokenizerUnavailableError", "check_vocab_fits", "save_hf_tokenizer", "tokenizer_info"]
+__all__ = ["TiktokenGPT2", "TokenizerUnavailableError", "check_vocab_fits", "save_hf_tokenizer", "tokenizer_info"]

@@ -14,12 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from training.analysis import load_run  # noqa: E402
-from training.plots import plot_comparison, write_plots  # noqa: E402
-from training.report import build_report, write_report  # noqa: E402
+from training.analysis.plots import plot_comparison, write_plots
+from training.analysis.report import build_report, write_report
+from training.analysis.runs import load_run
+from training.layout import COMPARISON_DIR, RunLayout
 
 
 def parse(argv):
@@ -30,7 +28,7 @@ def parse(argv):
                            help="Reference validation loss for the horizontal line (e.g. 3.2924, gpt2 on the "
                                 "FineWeb-Edu val shard). Default: the run's measured reference_eval.json, if any.")
     reference.add_argument("--reference_eval", default=None,
-                           help="JSON written by scripts/evaluate.py --reference ...; its reference's val_loss is used.")
+                           help="JSON written by scripts/evaluate_checkpoints.py --reference ...; its reference's val_loss is used.")
     parser.add_argument("--dataset_tokens", type=int, default=None,
                         help="Training tokens in the dataset (default: from the data's meta.json; FineWeb-Edu "
                              "sample-10BT is ~9.9e9).")
@@ -47,7 +45,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for run in runs:
-        out = Path(args.out) / run.name if args.out and len(runs) > 1 else Path(args.out or run.run_dir / "analysis")
+        out = Path(args.out) / run.name if args.out and len(runs) > 1 else Path(args.out or RunLayout(run.run_dir).analysis_dir)
         plots = write_plots(run, out)
         report = build_report(run)
         write_report(report, out, plots)
@@ -55,7 +53,7 @@ def main(argv=None) -> int:
         for finding in report["findings"]:
             print(f"  [{finding['severity']}] {finding['title']}")
     if len(runs) > 1:
-        out = Path(args.out or runs[0].run_dir.parent / "comparison")
+        out = Path(args.out or runs[0].run_dir.parent / COMPARISON_DIR)
         out.mkdir(parents=True, exist_ok=True)
         figure = plot_comparison(runs)
         figure.savefig(out / "compare_loss.png", dpi=110)

@@ -8,15 +8,12 @@ Example:
 
 import argparse
 import sys
-from pathlib import Path
 
-# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-from modeling.tokenization import GPT2Tokenizer  # noqa: E402
-from training.evaluation import CheckpointError, generate_samples, load_causal_lm  # noqa: E402
+from modeling.tokenization import TiktokenGPT2
+from training.evaluation.checkpoints import CheckpointError, load_causal_lm
+from training.evaluation.sampling import generate_samples
 
 
 def parse(argv):
@@ -39,7 +36,7 @@ def main(argv=None) -> int:
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    texts = generate_samples(model, GPT2Tokenizer(), args.prompt, args.num_samples, args.max_new_tokens,
+    texts = generate_samples(model, TiktokenGPT2(), args.prompt, args.num_samples, args.max_new_tokens,
                              top_k=args.top_k, seed=args.seed, temperature=args.temperature)
     for i, text in enumerate(texts):
         print(f"> sample {i}: {text}")

@@ -9,15 +9,11 @@ Examples:
 
 import argparse
 import sys
-from pathlib import Path
 
-# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+from transformers import HfArgumentParser
 
-from transformers import HfArgumentParser  # noqa: E402
-
-from training.preparation import CorpusError, PrepareConfig, prepare  # noqa: E402
-from training.shards import ShardError  # noqa: E402
+from training.data.preparation import CorpusError, PrepareConfig, prepare
+from training.data.shards import ShardError
 
 
 def main(argv=None) -> int:

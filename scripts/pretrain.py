@@ -10,17 +10,14 @@ Every field below can be set in the YAML preset (section model/data/train/loggin
 """
 
 import sys
-from pathlib import Path
 
-# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from modeling.tokenization import TokenizerUnavailableError  # noqa: E402
-from training.cli import ConfigError, parse_run_config  # noqa: E402
-from training.hub import HubError  # noqa: E402
-from training.preparation import CorpusError  # noqa: E402
-from training.shards import ShardError  # noqa: E402
-from training.trainer import NonFiniteLossError, Trainer  # noqa: E402
+from modeling.tokenization import TokenizerUnavailableError
+from training.cli import ConfigError, parse_run_config
+from training.data.preparation import CorpusError
+from training.data.shards import ShardError
+from training.hub.upload import HubError
+from training.layout import RunLayout
+from training.loop.trainer import NonFiniteLossError, Trainer
 
 USER_ERRORS = (ConfigError, CorpusError, ShardError, TokenizerUnavailableError, HubError, FileNotFoundError,
                ValueError)
@@ -36,7 +33,7 @@ def main(argv=None) -> int:
     try:
         state = trainer.train()
         trainer.accelerator.print(f"Done: {state.global_step} steps, {state.num_input_tokens_seen:,} tokens; "
-                                  f"model in {Path(config.train.output_dir) / 'final'}")
+                                  f"model in {RunLayout(config.train.output_dir).final_dir}")
         return 0
     except (NonFiniteLossError, HubError) as error:
         print(f"error: {error}", file=sys.stderr)

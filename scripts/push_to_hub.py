@@ -17,10 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from training.hub import HubError, push_folder, require_token, stage_upload  # noqa: E402
+from training.hub.staging import stage_upload
+from training.layout import HUB_STAGING_DIR
+from training.hub.upload import HubError, push_folder, require_token
 
 
 def parse(argv):
@@ -29,7 +28,7 @@ def parse(argv):
     parser.add_argument("--repo_id", required=True, help="Hub repository, user/name (created if missing).")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--revision", default=None, help="Branch to push to (created if missing); default main.")
-    parser.add_argument("--eval_json", default=None, help="Output of scripts/evaluate.py for this checkpoint (and "
+    parser.add_argument("--eval_json", default=None, help="Output of scripts/evaluate_checkpoints.py for this checkpoint (and "
                                                           "the gpt2 reference): fills the card's evaluation table.")
     parser.add_argument("--run_dir", default=None, help="The run directory (TensorBoard logs, plots); default: "
                                                         "found from the checkpoint path.")
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     try:
         token = None if args.dry_run else require_token()  # before any work is done
         evaluation = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
-        staging = Path(args.staging_dir or Path(args.checkpoint).resolve().parent / "hub_staging")
+        staging = Path(args.staging_dir or Path(args.checkpoint).resolve().parent / HUB_STAGING_DIR)
         folder = stage_upload(args.checkpoint, staging, args.repo_id, args.run_dir, evaluation)
         print(f"staged {sum(1 for p in folder.rglob('*') if p.is_file())} files in {folder}")
         if args.dry_run:

@@ -57,7 +57,7 @@ def hellaswag_path():
 @pytest.fixture(scope="session")
 def shakespeare_shards(tmp_path_factory, shakespeare_path):
     """tinyshakespeare as shards: an 8,192-token validation shard and ~330k training tokens."""
-    from training.preparation import PrepareConfig, prepare
+    from training.data.preparation import PrepareConfig, prepare
 
     out = tmp_path_factory.mktemp("shards")
     prepare(PrepareConfig(output_dir=str(out), files=[str(shakespeare_path)], name="shakespeare",

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from training.arguments import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments
+from training.loop.arguments import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -60,7 +60,7 @@ def run_pretrain(argv, launcher=None, timeout=600, check=True, env=None):
 
 def read_scalars(logdir) -> dict[str, dict[int, float]]:
     """All scalar tags of a run, last value per step (resumed runs write steps twice)."""
-    from training.analysis import read_run_scalars
+    from training.analysis.runs import read_run_scalars
 
     return read_run_scalars(logdir)
 
@@ -129,7 +129,7 @@ def load_final_weights(run_dir) -> dict[str, torch.Tensor]:
 
 def train(config, callbacks=None, **kwargs):
     """Build a Trainer, run it, tear it down; returns the trainer for inspection."""
-    from training.trainer import Trainer
+    from training.loop.trainer import Trainer
 
     trainer = Trainer(config, callbacks=callbacks, **kwargs)
     try:

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from modeling.tokenization import GPT2Tokenizer
-from training.analysis import first_crossing, load_run, read_run_scalars
-from training.plots import plot_grad_norm, plot_loss, plot_ratios
-from training.preparation import PrepareConfig, prepare
-from training.report import build_report
-from training.shards import write_shard_atomic
-from training.trainer import Trainer
+from modeling.tokenization import TiktokenGPT2
+from training.analysis.runs import load_run, read_run_scalars
+from training.analysis.summaries import first_crossing
+from training.analysis.plots import plot_grad_norm, plot_loss, plot_ratios
+from training.data.preparation import PrepareConfig, prepare
+from training.analysis.report import build_report
+from training.data.shards import write_shard_atomic
+from training.loop.trainer import Trainer
 
 from .helpers import REPO, tiny_run_config
 
@@ -33,7 +34,7 @@ def planted(tmp_path_factory, shakespeare_path):
     root = tmp_path_factory.mktemp("planted")
     prepare(PrepareConfig(output_dir=str(root / "big"), files=[str(shakespeare_path)], shard_tokens=100_000,
                           val_tokens=8_192, progress=False))
-    ids = np.array([50256] + GPT2Tokenizer().encode(shakespeare_path.read_text()[:200_000]), dtype=np.uint16)
+    ids = np.array([50256] + TiktokenGPT2().encode(shakespeare_path.read_text()[:200_000]), dtype=np.uint16)
     (root / "small").mkdir()
     write_shard_atomic(root / "small" / "s_val_000000.npy", ids[-8192:])
     write_shard_atomic(root / "small" / "s_train_000001.npy", ids[:3000])

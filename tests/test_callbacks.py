@@ -2,10 +2,10 @@ import pytest
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from training.callbacks import build_callback, parse_callback_spec
-from training.diagnostics import (GradNormCallback, LayerRatioCallback, SpikeDetectorCallback, block_of,
+from training.loop.callbacks import build_callback, parse_callback_spec
+from training.loop.diagnostics import (GradNormCallback, LayerRatioCallback, SpikeDetectorCallback, block_of,
                                   clean_name)
-from training.trainer import Trainer
+from training.loop.trainer import Trainer
 
 from .helpers import Recorder, StopAtStep, tiny_run_config, train
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import DistributedTokenLoader, ValidationSet
-from training.shards import ShardError, write_shard_atomic
+from training.data.loaders import DistributedTokenLoader, ValidationSet
+from training.data.shards import ShardError, write_shard_atomic
 
 
 def _make_shards(folder, lengths, eot_every=7, start=0):

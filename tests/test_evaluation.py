@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from modeling import GPTConfig, GPTForCausalLM
-from modeling.tokenization import GPT2Tokenizer, save_hf_tokenizer
-from training.comparison import record_reference
-from training.data import ValidationSet
-from training.evaluation import CheckpointError, load_causal_lm, validation_loss
-from training.hellaswag import Example, HellaSwagError, ending_losses, evaluate_hellaswag, load_examples, render
-from training.preparation import PrepareConfig, prepare
+from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
+from training.evaluation.comparison import record_reference
+from training.data.loaders import ValidationSet
+from training.evaluation.checkpoints import CheckpointError, load_causal_lm
+from training.evaluation.validation import validation_loss
+from training.evaluation.hellaswag import Example, HellaSwagError, ending_losses, evaluate_hellaswag, load_examples, render
+from training.data.preparation import PrepareConfig, prepare
 
 from .helpers import ACCELERATE_LAUNCH, REPO, read_scalars
 
@@ -51,7 +52,7 @@ def test_validation_loss_equals_direct_computation(fineweb_shards, two_checkpoin
 
 
 def _run_eval(args, launcher=None):
-    command = (launcher or [sys.executable]) + [str(REPO / "scripts" / "evaluate.py"), *map(str, args)]
+    command = (launcher or [sys.executable]) + [str(REPO / "scripts" / "evaluate_checkpoints.py"), *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     return result
 
@@ -75,7 +76,7 @@ def test_evaluate_script_compares_checkpoints_identically_on_one_and_two_process
     for row, model in zip(first["models"], (ours, reference)):
         expected = validation_loss(model, val, 4, 32, torch.device("cpu"), max_tokens=2000)
         assert row["val_loss"] == pytest.approx(expected["eval_loss"], abs=1e-5)
-        hs = evaluate_hellaswag(model, examples, GPT2Tokenizer(), "cpu")
+        hs = evaluate_hellaswag(model, examples, TiktokenGPT2(), "cpu")
         assert (row["hellaswag_acc"], row["hellaswag_acc_norm"]) == (hs["acc"], hs["acc_norm"])
     assert first["models"][0]["tokens_trained"] == 12345
     assert first["models"][1]["parameters"] == sum(p.numel() for p in reference.parameters())
@@ -85,7 +86,7 @@ def test_evaluate_script_compares_checkpoints_identically_on_one_and_two_process
 
 
 def _memorize(model, texts, steps=80):
-    tok = GPT2Tokenizer()
+    tok = TiktokenGPT2()
     rows = [tok.encode(t) for t in texts]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
@@ -111,13 +112,13 @@ def test_hellaswag_prefers_endings_the_model_was_trained_on():
     torch.manual_seed(0)
     model = GPTForCausalLM(GPTConfig(n_layer=2, n_embd=64, n_head=4, n_positions=64))
     _memorize(model, [e.ctx + " " + e.endings[e.label] for e in HAND_BUILT])
-    result = evaluate_hellaswag(model, HAND_BUILT, GPT2Tokenizer(), "cpu", batch_examples=2)
+    result = evaluate_hellaswag(model, HAND_BUILT, TiktokenGPT2(), "cpu", batch_examples=2)
     assert result == {"acc": 1.0, "acc_norm": 1.0, "examples": 3}
 
 
 def test_batched_ending_losses_equal_a_direct_per_ending_computation(two_checkpoints, hellaswag_path):
     _, ours, _ = two_checkpoints
-    tok = GPT2Tokenizer()
+    tok = TiktokenGPT2()
     examples = load_examples(hellaswag_path, 3)
     rows, starts = [], []
     for example in examples:
@@ -202,7 +203,7 @@ def test_checkpoint_folder_works_with_lm_evaluation_harness(tmp_path, two_checkp
     pairs = [("The king said", " hello there"), ("To be or not to be, that is", " the question"),
              ("A", " b")]
     results = lm.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)])
-    tok = GPT2Tokenizer()
+    tok = TiktokenGPT2()
     for (context, continuation), (logprob, _) in zip(pairs, results):
         ids, cont = tok.encode(context + continuation), tok.encode(continuation)
         with torch.no_grad():

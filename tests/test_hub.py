@@ -10,9 +10,11 @@ from huggingface_hub import ModelCard
 from transformers import GPT2LMHeadModel
 
 from modeling import GPTForCausalLM
-from training import hub
-from training.hub import HubError, HubPushCallback, push_folder, stage_upload
-from training.trainer import Trainer
+from training.hub import upload as hub_upload
+from training.hub.callback import HubPushCallback
+from training.hub.staging import stage_upload
+from training.hub.upload import HubError, push_folder
+from training.loop.trainer import Trainer
 
 from .helpers import REPO, tiny_run_config
 
@@ -90,9 +92,9 @@ LOAD_HIDDEN = textwrap.dedent(
 def test_staged_folder_loads_without_the_project_and_generates_the_same(trained_run):
     root, staged, _ = trained_run
     original = GPTForCausalLM.from_pretrained(root / "run" / "final").eval()
-    from modeling.tokenization import GPT2Tokenizer
+    from modeling.tokenization import TiktokenGPT2
 
-    tok = GPT2Tokenizer()
+    tok = TiktokenGPT2()
     prompt = torch.tensor([tok.encode("Hello, I'm a language model,")])
     expected = original.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=50256)
     result = subprocess.run([sys.executable, "-c", LOAD_HIDDEN, str(staged)], capture_output=True, text=True,
@@ -141,7 +143,7 @@ def test_upload_call_sequence_with_an_injected_api(trained_run, capsys):
 
 
 def test_missing_token_fails_before_any_work(tmp_path, monkeypatch, trained_run):
-    monkeypatch.setattr(hub, "get_token", lambda: None)
+    monkeypatch.setattr(hub_upload, "get_token", lambda: None)
     with pytest.raises(HubError, match="No Hugging Face token.*HF_TOKEN"):
         HubPushCallback("me/x")
     root, _, _ = trained_run

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from modeling.tokenization import GPT2Tokenizer
-from training import preparation
-from training.preparation import CorpusError, PrepareConfig, prepare
-from training.shards import find_shards
+from modeling.tokenization import TiktokenGPT2
+from training.data import preparation
+from training.data.preparation import CorpusError, PrepareConfig, prepare
+from training.data.shards import find_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ def test_round_trip_decodes_to_documents_separated_by_eot(tmp_path, fineweb_path
     assert tokens.dtype == np.uint16
     eot = 50256
     assert tokens[0] == eot and int((tokens == eot).sum()) == len(texts) == meta["documents"]
-    tok = GPT2Tokenizer()
+    tok = TiktokenGPT2()
     decoded = tok.decode(tokens.tolist()).split("<|endoftext|>")[1:]
     assert decoded == texts
     assert meta["tokens"]["val"] == 8_000
@@ -92,7 +92,7 @@ SLOW_PREPARE = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    from training import preparation
+    from training.data import preparation
     real = preparation.write_shard_atomic
     def slow(path, tokens):  # a slow disk, so the parent can kill us between shards
         real(path, tokens)

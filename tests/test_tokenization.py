@@ -2,11 +2,11 @@ import pytest
 import tiktoken
 
 from modeling import tokenization
-from modeling.tokenization import GPT2Tokenizer, TokenizerUnavailableError, check_vocab_fits, save_hf_tokenizer
+from modeling.tokenization import TiktokenGPT2, TokenizerUnavailableError, check_vocab_fits, save_hf_tokenizer
 
 
 def test_encode_decode_and_eot():
-    tok = GPT2Tokenizer()
+    tok = TiktokenGPT2()
     assert tok.encode("Hello world") == [15496, 995]
     assert tok.eot_token_id == 50256 and tok.vocab_size == 50257
     assert tok.encode_document("Hi") == [50256, *tok.encode("Hi")]
@@ -21,7 +21,7 @@ def test_hf_tokenizer_folder_matches_tiktoken(tmp_path, shakespeare_path):
     save_hf_tokenizer(tmp_path)
     hf = AutoTokenizer.from_pretrained(tmp_path)
     text = shakespeare_path.read_text()[:30000]
-    assert hf(text).input_ids == GPT2Tokenizer().encode(text)
+    assert hf(text).input_ids == TiktokenGPT2().encode(text)
     assert hf.eos_token_id == 50256
     assert hf("a<|endoftext|>b").input_ids == [64, 50256, 65]
 
@@ -33,7 +33,7 @@ def test_missing_bpe_files_give_an_actionable_error(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/nonexistent/cache")
     with pytest.raises(TokenizerUnavailableError, match="TIKTOKEN_CACHE_DIR='/nonexistent/cache'.*internet"):
-        tokenization.GPT2Tokenizer()
+        tokenization.TiktokenGPT2()
 
 
 def test_vocab_that_does_not_fit_is_rejected():

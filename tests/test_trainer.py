@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from training.cli import ConfigError, parse_run_config
-from training.data import ValidationSet
-from training.optimization import build_scheduler, warmup_cosine_factor
-from training.trainer import NonFiniteLossError, Trainer
+from training.data.loaders import ValidationSet
+from training.loop.optimization import build_scheduler, warmup_cosine_factor
+from training.loop.trainer import NonFiniteLossError, Trainer
 
 from .helpers import (ACCELERATE_LAUNCH, PoisonStep, StopAtStep, config_to_argv, grads_snapshot, load_final_weights,
                       read_scalars, run_pretrain, tiny_run_config, train)
@@ -37,7 +37,7 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     assert not any(tag.startswith(("grad_ratio/module.", "grad_ratio/_orig_mod", "grad_ratio/transformer"))
                    for tag in scalars)
     assert "update_ratio/lm_head.weight" not in scalars  # tied to wte, counted once
-    from training.analysis import read_run_texts
+    from training.analysis.runs import read_run_texts
 
     texts = read_run_texts(tmp_path / "tensorboard")
     assert "samples" in texts and "config" in texts
@@ -239,7 +239,7 @@ def test_corpus_given_as_data_is_prepared_on_the_fly(tmp_path, fineweb_path):
 
 
 def test_pretrain_help_documents_every_field():
-    from training.arguments import ARGUMENT_CLASSES
+    from training.loop.arguments import ARGUMENT_CLASSES
 
     result = run_pretrain(["--help"])
     for cls in ARGUMENT_CLASSES:

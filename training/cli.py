@@ -1,4 +1,5 @@
-"""Command line + YAML presets -> ``RunConfig`` with transformers' ``HfArgumentParser``.
+"""Command line + YAML presets -> ``RunConfig`` with transformers' ``HfArgumentParser`` (used by the scripts; the
+loop itself never parses arguments).
 
 A preset is YAML with one section per argument group::
 
@@ -15,13 +16,11 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .arguments import ARGUMENT_CLASSES, RunConfig
+from .loop.arguments import ARGUMENT_CLASSES, ConfigError, RunConfig
+
+__all__ = ["ConfigError", "build_parser", "load_preset", "parse_run_config"]
 
 SECTIONS = dict(zip(("model", "data", "train", "logging"), ARGUMENT_CLASSES))
-
-
-class ConfigError(ValueError):
-    """A bad preset file or option; the message names it."""
 
 
 def build_parser(description: str | None = None) -> HfArgumentParser:
@@ -47,6 +46,9 @@ def load_preset(path: str | Path) -> dict:
     for section, values in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section {section!r}; use {', '.join(SECTIONS)}.")
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping of field: value, not a "
+                              f"{type(values).__name__}.")
         known = {f.name for f in fields(SECTIONS[section])}
         for key, value in (values or {}).items():
             if key not in known:
@@ -67,13 +69,3 @@ def parse_run_config(argv: list[str] | None = None, description: str | None = No
         raise ConfigError(str(error)) from error
     model, data, train, logging = parsed[:4]
     return RunConfig(model=model, data=data, train=train, logging=logging)
-
-
-def save_run_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    """A run's saved ``config.yaml`` back into a ``RunConfig``."""
-    raw = yaml.safe_load(Path(path).read_text())
-    return RunConfig(**{name: cls(**raw[name]) for name, cls in SECTIONS.items()})

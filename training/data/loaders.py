@@ -44,10 +44,6 @@ class TokenStream:
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached_shards = cached_shards
 
-    @property
-    def tokens_per_epoch(self) -> int:
-        return sum(self.lengths)
-
     def shard_order(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(len(self.paths)))
@@ -141,10 +137,6 @@ class DistributedTokenLoader:
         self.cursor = self.stream.advance(self.cursor, self.tokens_per_step)
         self.batches_yielded += 1
         return x, y
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield self.next_batch()
 
     def state_dict(self) -> dict:
         return {"epoch": self.cursor.epoch, "pos": self.cursor.pos, "offset": self.cursor.offset,

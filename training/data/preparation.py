@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from modeling.tokenization import GPT2Tokenizer, tokenizer_info
+from modeling.tokenization import TiktokenGPT2, tokenizer_info
 
 from .shards import META_VERSION, SHARD_DTYPE, read_meta, shard_filename, write_meta, write_shard_atomic
 
@@ -208,7 +208,7 @@ def iter_documents(config: PrepareConfig, start: int, bad: BadLineCounter) -> It
 
 
 # ----------------------------------------------------------------------------------------------- tokenizing
-def tokenize_documents(documents: Iterable[str], tokenizer: GPT2Tokenizer, chunk: int,
+def tokenize_documents(documents: Iterable[str], tokenizer: TiktokenGPT2, chunk: int,
                        workers: int) -> Iterator[np.ndarray]:
     """``[EOT, *tokens]`` per document, in order. tiktoken releases the GIL, so its own thread pool
     (``encode_ordinary_batch``) parallelises without pickling tokens between processes; the next chunk is
@@ -324,7 +324,7 @@ def prepare(config: PrepareConfig) -> dict:
     # Shards past the recorded progress (a crash after a rename, before meta.json) are rewritten identically.
     meta["shards"] = meta["shards"][: meta["progress"]["shard_index"]]
 
-    tokenizer = GPT2Tokenizer()
+    tokenizer = TiktokenGPT2()
     writer = ShardWriter(config, out, meta)
     bad = BadLineCounter(config.skip_bad_lines)
     documents = iter_documents(config, writer.documents, bad)

@@ -8,7 +8,6 @@ The layout is build-nanogpt's, so its loader reads our shards and ours reads its
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +79,6 @@ def check_token_ids(path: str | os.PathLike, tokens: np.ndarray, vocab_size: int
             f"Shard {path} contains token id {largest}, but the model's vocab_size is {vocab_size}; "
             "the shards were made with a larger tokenizer than the model expects."
         )
-
-
-@dataclass
-class ShardInfo:
-    file: str
-    split: str
-    tokens: int
 
 
 def read_meta(data_dir: str | os.PathLike) -> dict | None:

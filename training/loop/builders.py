@@ -9,13 +9,13 @@ from accelerate.utils import ProjectConfiguration
 from modeling import GPTConfig, GPTForCausalLM
 from modeling.tokenization import check_vocab_fits
 
-from .arguments import RunConfig
-from .callbacks import FlowCallback, build_callback
-from .cli import ConfigError
-from .data import DistributedTokenLoader, ValidationSet
-from .download import DownloadError, fetch_once
-from .preparation import PrepareConfig, prepare
-from .shards import find_shards
+from ..data.download import DownloadError, fetch_once
+from ..data.loaders import DistributedTokenLoader, ValidationSet
+from ..data.preparation import PrepareConfig, prepare
+from ..data.shards import find_shards
+from ..layout import RunLayout
+from .arguments import ConfigError, RunConfig
+from .callbacks import FlowCallback, build_callback, parse_callback_spec
 
 
 def build_accelerator(config: RunConfig) -> Accelerator:
@@ -83,18 +83,18 @@ def download_corpus(url: str, folder: Path) -> Path:
 
 def resolve_data_dir(config: RunConfig, accelerator: Accelerator) -> Path:
     """A folder of shards: ``--data`` itself, or shards prepared from the corpus ``--data`` names (or from
-    ``--download_url``) into ``<output_dir>/data``. The main process prepares; the others wait."""
-    data, out = config.data, Path(config.train.output_dir)
+    ``--download_url``) into the run's ``data/shards``. The main process prepares; the others wait."""
+    data, layout = config.data, RunLayout(config.train.output_dir)
     if data.data is None and data.download_url is None:
         raise ConfigError("No training data: pass --data PATH (a folder of shards from scripts/prepare_data.py, or "
                           "a .txt/.jsonl/.json/.parquet corpus).")
     with accelerator.main_process_first():
-        source = Path(data.data) if data.data else download_corpus(data.download_url, out / "data" / "download")
+        source = Path(data.data) if data.data else download_corpus(data.download_url, layout.download_dir)
         if not source.exists():
             raise ConfigError(f"--data {source} does not exist; pass a folder of token shards or a corpus file.")
         if source.is_dir() and find_shards(source, "train"):
             return source
-        prepared = out / "data" / "shards"
+        prepared = layout.prepared_shards_dir
         prepare(PrepareConfig(output_dir=str(prepared), files=[str(source)], text_field=data.text_field,
                               name=source.stem.replace("_", "-") or "corpus", shard_tokens=data.shard_tokens,
                               val_tokens=data.val_tokens, progress=accelerator.is_main_process))
@@ -113,13 +113,18 @@ def build_data(config: RunConfig, accelerator: Accelerator, vocab_size: int):
 
 
 def build_callbacks(config: RunConfig, extra=None) -> list:
-    """The flow callback first (the schedule), then the configured ones by name, then the caller's objects."""
+    """The flow callback first (the schedule), then the configured ones by name, then the caller's objects, then
+    the Hub push. Cadences come from the logging arguments at construction (``every``), unless a spec sets its
+    own (``grad_norm:every=10``)."""
+    defaults = {"every": config.logging.diagnostics_every}
     callbacks = [FlowCallback(log_every=config.logging.log_every)]
-    callbacks += [build_callback(spec) for spec in config.train.callbacks]
+    for spec in config.train.callbacks:
+        name, _ = parse_callback_spec(spec)
+        cadence = config.logging.histogram_every if name == "histograms" else config.logging.diagnostics_every
+        callbacks.append(build_callback(spec, {**defaults, "every": cadence}))
     callbacks += list(extra or [])
-    if config.train.push_to_hub:
-        from .hub import HubPushCallback
-
-        callbacks.append(HubPushCallback(config.train.push_to_hub, config.train.push_checkpoints,
-                                         config.train.hub_private))
+    train = config.train
+    if train.push_to_hub:
+        callbacks.append(build_callback({"name": "push_to_hub", "repo_id": train.push_to_hub,
+                                         "push_checkpoints": train.push_checkpoints, "private": train.hub_private}))
     return callbacks

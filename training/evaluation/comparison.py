@@ -5,12 +5,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
 
-from modeling.tokenization import GPT2Tokenizer
+from modeling.tokenization import TiktokenGPT2
 
-from .data import ValidationSet
-from .evaluation import load_causal_lm, require_checkpoint, training_facts, validation_loss
+from ..data.loaders import ValidationSet
+from ..layout import RUN_CONFIG_FILE, RunLayout, Tags, run_of_model_folder
+from .checkpoints import load_causal_lm, require_checkpoint, training_facts
 from .hellaswag import evaluate_hellaswag, load_examples
+from .validation import validation_loss
 
 
 @dataclass
@@ -40,16 +44,14 @@ class EvalArguments:
 
 def default_data_dir(checkpoint: str) -> Path | None:
     """The validation data a checkpoint of ours was trained with."""
-    import yaml
-
-    config_path = Path(checkpoint) / "run_config.yaml"
+    config_path = Path(checkpoint) / RUN_CONFIG_FILE
     if not config_path.exists():
         return None
     run = yaml.safe_load(config_path.read_text())
     data = run["data"].get("data")
     if data and Path(data).is_dir():
         return Path(data)
-    prepared = Path(run["train"]["output_dir"]) / "data" / "shards"
+    prepared = RunLayout(run["train"]["output_dir"]).prepared_shards_dir
     return prepared if prepared.is_dir() else None
 
 
@@ -91,27 +93,23 @@ def format_table(rows: list[dict]) -> str:
 
 def record_reference(run_dir: str | Path, reference: dict) -> None:
     """Measured reference numbers into a run: JSON for analysis, a TensorBoard scalar for the plots."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    run_dir = Path(run_dir)
-    (run_dir / "reference_eval.json").write_text(json.dumps(reference, indent=2) + "\n")
-    writer = SummaryWriter(str(run_dir / "tensorboard" / "reference"))
-    writer.add_scalar("reference/val_loss", reference["val_loss"], 0)
+    layout = RunLayout(run_dir)
+    layout.reference_eval_file.write_text(json.dumps(reference, indent=2) + "\n")
+    writer = SummaryWriter(str(layout.reference_tensorboard_dir))
+    writer.add_scalar(Tags.REFERENCE_VAL_LOSS, reference["val_loss"], 0)
     if reference.get("hellaswag_acc_norm") is not None:
-        writer.add_scalar("reference/hellaswag_acc_norm", reference["hellaswag_acc_norm"], 0)
-    writer.add_text("reference/model", f"{reference['name']} ({reference['path']})", 0)
+        writer.add_scalar(Tags.REFERENCE_HELLASWAG_ACC_NORM, reference["hellaswag_acc_norm"], 0)
+    writer.add_text(Tags.REFERENCE_MODEL, f"{reference['name']} ({reference['path']})", 0)
     writer.close()
 
 
 def checkpoint_label(spec: str) -> str:
     """``runs/seed/final`` -> ``seed/final``; ``runs/seed/checkpoints/step_0000500/model`` -> ``seed/step_0000500``."""
-    path = Path(spec)
-    if path.name == "model":
-        path = path.parent
-    if path.name in ("final",) or path.name.startswith("step_"):
-        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return f"{run.name}/{path.name}"
-    return spec
+    found = run_of_model_folder(spec)
+    if found is None:
+        return spec
+    run, name = found
+    return f"{run.root.name}/{name}"
 
 
 def compare(args: EvalArguments, accelerator) -> dict:
@@ -122,7 +120,7 @@ def compare(args: EvalArguments, accelerator) -> dict:
         raise ValueError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")
     val_set = ValidationSet(data_dir, max_tokens=args.val_tokens)
     examples = None if args.skip_hellaswag else load_examples(args.hellaswag, args.limit)
-    tokenizer = GPT2Tokenizer()
+    tokenizer = TiktokenGPT2()
     specs = [(spec, checkpoint_label(spec)) for spec in args.checkpoints]
     if args.reference:
         specs.append((args.reference, f"{args.reference} (reference)"))

@@ -3,7 +3,8 @@
 The loop does the mechanics of one optimizer step (gradient-accumulated forward/backward, clipping, the
 optimizer and schedule step, bookkeeping) and carries out what the callbacks decided through ``control``
 (log, evaluate, run HellaSwag, sample, save, skip an update, stop). When to do those things lives in
-``callbacks.FlowCallback``, not here.
+``callbacks.FlowCallback``, not here. Callbacks reach the run's logs only through ``RunLog`` (the ``RunLogger``
+contract of ``callbacks.py``).
 """
 
 import math
@@ -15,20 +16,60 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import TrainerState
 
-from modeling.tokenization import GPT2Tokenizer, save_hf_tokenizer
+from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
 
+from ..evaluation.hellaswag import HellaSwagInLoop
+from ..evaluation.sampling import generate_samples
+from ..evaluation.validation import validation_loss
+from ..layout import (CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRAINING_STATE_FILE, RunLayout,
+                      Tags)
 from .arguments import RunConfig
 from .builders import (build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits,
                        enable_tf32)
 from .callbacks import GPTTrainerControl, RunCallbackHandler
 from .checkpointing import CheckpointManager, write_json
-from .cli import save_run_config
-from .evaluation import generate_samples, validation_loss
 from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm became NaN/inf and the run was told to stop."""
+
+
+class RunLog:
+    """The run's logs as callbacks see them (implements ``callbacks.RunLogger``): scalars to TensorBoard through
+    the accelerator's tracker and into ``state.log_history`` (then ``on_log``), metrics added to the current
+    step's line, histograms and text on the main process."""
+
+    def __init__(self, accelerator, state: TrainerState, on_log):
+        self.accelerator, self.state, self._on_log = accelerator, state, on_log
+        self._step_metrics: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        step = self.state.global_step if step is None else step
+        self.accelerator.log(metrics, step=step)
+        self.state.log_history.append({**metrics, "step": step})
+        self._on_log(metrics)
+
+    def add_step_metrics(self, metrics: dict[str, float]) -> None:
+        self._step_metrics.update(metrics)
+
+    def take_step_metrics(self) -> dict[str, float]:
+        """The metrics callbacks added during this step (and forget them)."""
+        metrics, self._step_metrics = self._step_metrics, {}
+        return metrics
+
+    def _writer(self):
+        if not self.accelerator.is_main_process:
+            return None
+        return self.accelerator.get_tracker(TENSORBOARD_DIR, unwrap=True)
+
+    def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        if (writer := self._writer()) is not None:
+            writer.add_histogram(tag, values.detach().float().cpu(), step)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        if (writer := self._writer()) is not None:
+            writer.add_text(tag, text, step)
 
 
 class TrainingProgress:
@@ -68,8 +109,9 @@ class Trainer:
         self.grad_accum = self.accelerator.gradient_accumulation_steps
         self.output_dir = Path(self.args.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.layout = RunLayout(self.output_dir)
 
-        self.tokenizer = GPT2Tokenizer()
+        self.tokenizer = TiktokenGPT2()
         self.raw_model = model if model is not None else build_model(config)
         check_tokenizer_fits(self.raw_model, self.tokenizer.vocab_size)
         self.raw_model.to(self.device)
@@ -96,63 +138,39 @@ class Trainer:
         self.control = GPTTrainerControl()
         self.callbacks = RunCallbackHandler(build_callbacks(config, callbacks), self.raw_model, None,
                                             self.optimizer, self.scheduler)
+        self.log = RunLog(self.accelerator, self.state, on_log=lambda logs: self._fire("on_log", logs=logs))
+        self.hellaswag = HellaSwagInLoop(self.args.hellaswag_path, self.args.hellaswag_limit)
         self.skipped_updates = 0
         self.progress = TrainingProgress(self)
         self.accelerator.register_for_checkpointing(self.scheduler, self.train_loader, self.progress)
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", self.args.keep_last)
+        self.checkpoints = CheckpointManager(self.layout.checkpoints_dir, self.args.keep_last)
 
         self.tokens_per_step = self.args.micro_batch_size * self.args.seq_len * self.grad_accum * \
             self.accelerator.num_processes
         self.num_parameters = sum(p.numel() for p in self.raw_model.parameters())
         self.flops_per_token = model_flops_per_token(self.raw_model, self.args.seq_len)
         self.peak_flops = config.logging.peak_flops or device_peak_flops(self.device)
-        self._step_metrics: dict = {}
-        self._tracker_ready = False
         self._fire("on_init_end")
 
     # ------------------------------------------------------------------------------------------- hooks, logs
     def _fire(self, event: str, **kwargs):
-        self.control = self.callbacks.fire(event, self.args, self.state, self.control, trainer=self, **kwargs)
+        self.control = self.callbacks.fire(event, self.args, self.state, self.control, logger=self.log, **kwargs)
         return self.control
-
-    def add_step_metrics(self, metrics: dict) -> None:
-        """Callbacks add scalars to the current step's log line."""
-        self._step_metrics.update(metrics)
-
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        """Scalars to TensorBoard (main process), the log history, and ``on_log``."""
-        step = self.state.global_step if step is None else step
-        self.accelerator.log(metrics, step=step)
-        self.state.log_history.append({**metrics, "step": step})
-        self._fire("on_log", logs=metrics)
-
-    def _writer(self):
-        if not self.accelerator.is_main_process:
-            return None
-        return self.accelerator.get_tracker("tensorboard", unwrap=True)
-
-    def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        if (writer := self._writer()) is not None:
-            writer.add_histogram(tag, values.detach().float().cpu(), step)
-
-    def log_text(self, tag: str, text: str, step: int) -> None:
-        if (writer := self._writer()) is not None:
-            writer.add_text(tag, text, step)
 
     def _init_tracking(self) -> None:
         run_name = self.config.logging.run_name or self.output_dir.name
-        self.accelerator.init_trackers("tensorboard", config=self.config.flat())
+        self.accelerator.init_trackers(TENSORBOARD_DIR, config=self.config.flat())
         if self.accelerator.is_main_process:
-            save_run_config(self.config, self.output_dir / "config.yaml")
-            config_text = (self.output_dir / "config.yaml").read_text()
-            self.log_text("config", f"run `{run_name}`\n\n```yaml\n{config_text}```".replace("\n", "  \n"), 0)
-            self.accelerator.log({"run/grad_accum_steps": self.grad_accum,
-                                  "run/tokens_per_step": self.tokens_per_step,
-                                  "run/num_processes": self.accelerator.num_processes,
-                                  "run/grad_clip": self.args.grad_clip,
-                                  "run/parameters": self.num_parameters,
-                                  "run/vocab_size": self.raw_model.config.vocab_size}, step=0)
-        self._tracker_ready = True
+            self.config.save(self.layout.config_file)
+            config_text = self.layout.config_file.read_text()
+            self.log.log_text(Tags.CONFIG_TEXT, f"run `{run_name}`\n\n```yaml\n{config_text}```".replace("\n", "  \n"),
+                              0)
+            self.accelerator.log({Tags.RUN_GRAD_ACCUM_STEPS: self.grad_accum,
+                                  Tags.RUN_TOKENS_PER_STEP: self.tokens_per_step,
+                                  Tags.RUN_NUM_PROCESSES: self.accelerator.num_processes,
+                                  Tags.RUN_GRAD_CLIP: self.args.grad_clip,
+                                  Tags.RUN_PARAMETERS: self.num_parameters,
+                                  Tags.RUN_VOCAB_SIZE: self.raw_model.config.vocab_size}, step=0)
 
     # ------------------------------------------------------------------------------------------- the step
     def _forward_backward(self) -> float:
@@ -206,15 +224,15 @@ class Trainer:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
         tokens_per_sec = self.tokens_per_step / elapsed
-        metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                   "train/tokens_seen": float(self.state.num_input_tokens_seen),
-                   "train/tokens_per_sec": tokens_per_sec, "train/step_time_ms": elapsed * 1000,
-                   "train/epoch": float(self.train_loader.epoch), "train/skipped_updates": float(self.skipped_updates)}
+        metrics = {Tags.TRAIN_LOSS: loss, Tags.TRAIN_LR: lr, Tags.TRAIN_GRAD_NORM: grad_norm,
+                   Tags.TRAIN_TOKENS_SEEN: float(self.state.num_input_tokens_seen),
+                   Tags.TRAIN_TOKENS_PER_SEC: tokens_per_sec, Tags.TRAIN_STEP_TIME_MS: elapsed * 1000,
+                   Tags.TRAIN_EPOCH: float(self.train_loader.epoch),
+                   Tags.TRAIN_SKIPPED_UPDATES: float(self.skipped_updates)}
         if self.peak_flops:
-            metrics["train/mfu"] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
-                                                                            self.accelerator.num_processes)
-        metrics.update(self._step_metrics)
-        self._step_metrics = {}
+            metrics[Tags.TRAIN_MFU] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
+                                                                               self.accelerator.num_processes)
+        metrics.update(self.log.take_step_metrics())
         return metrics
 
     # ------------------------------------------------------------------------------------------- actions
@@ -228,7 +246,7 @@ class Trainer:
         self._fire("on_evaluate", metrics=metrics)
         if self.state.best_metric is None or metrics["eval_loss"] < self.state.best_metric:
             self.state.best_metric, self.state.best_global_step = metrics["eval_loss"], self.state.global_step
-        self.log_metrics({"val/loss": metrics["eval_loss"], "val/perplexity": metrics["eval_perplexity"]})
+        self.log.log_metrics({Tags.VAL_LOSS: metrics["eval_loss"], Tags.VAL_PERPLEXITY: metrics["eval_perplexity"]})
         return metrics
 
     def sample(self) -> list[str]:
@@ -236,16 +254,14 @@ class Trainer:
             return []
         texts = generate_samples(self.raw_model, self.tokenizer, self.args.sample_prompt, self.args.num_samples,
                                  self.args.sample_tokens, seed=self.args.seed + self.state.global_step)
-        self.log_text("samples", "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)).replace("\n", "  \n"),
+        self.log.log_text(Tags.SAMPLES, "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)).replace("\n", "  \n"),
                       self.state.global_step)
         return texts
 
     def run_hellaswag(self) -> dict:
-        from .hellaswag import hellaswag_in_loop
-
-        metrics = hellaswag_in_loop(self)
+        metrics = self.hellaswag(self.raw_model, self.tokenizer, self.accelerator)
         if metrics:
-            self.log_metrics({"hellaswag/acc": metrics["acc"], "hellaswag/acc_norm": metrics["acc_norm"]})
+            self.log.log_metrics({Tags.HELLASWAG_ACC: metrics["acc"], Tags.HELLASWAG_ACC_NORM: metrics["acc_norm"]})
         return metrics
 
     def save_checkpoint(self) -> Path:
@@ -258,13 +274,13 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
         if self.accelerator.is_main_process:
-            self.save_model(tmp / "model")
+            self.save_model(tmp / CHECKPOINT_MODEL_SUBDIR)
         self.accelerator.wait_for_everyone()
         path = self.checkpoints.path_for(step)
         if self.accelerator.is_main_process:
             path = self.checkpoints.commit(step)
         self.accelerator.wait_for_everyone()
-        self._fire("on_save")
+        self._fire("on_save", checkpoint_dir=path)
         return path
 
     def save_model(self, folder: Path) -> None:
@@ -272,12 +288,12 @@ class Trainer:
         tokenizer files, and what the run knows about itself (``training_state.json``, ``run_config.yaml``)."""
         self.raw_model.save_pretrained(folder)
         save_hf_tokenizer(folder, model_max_length=self.raw_model.config.n_positions)
-        save_run_config(self.config, folder / "run_config.yaml")
-        last_eval = next((h for h in reversed(self.state.log_history) if "val/loss" in h), {})
-        write_json(folder / "training_state.json", {
+        self.config.save(folder / RUN_CONFIG_FILE)
+        last_eval = next((h for h in reversed(self.state.log_history) if Tags.VAL_LOSS in h), {})
+        write_json(folder / TRAINING_STATE_FILE, {
             "global_step": self.state.global_step, "tokens_seen": self.state.num_input_tokens_seen,
             "tokens_per_step": self.tokens_per_step, "num_processes": self.accelerator.num_processes,
-            "best_val_loss": self.state.best_metric, "last_val_loss": last_eval.get("val/loss"),
+            "best_val_loss": self.state.best_metric, "last_val_loss": last_eval.get(Tags.VAL_LOSS),
             "skipped_updates": self.skipped_updates,
             "parameters": self.num_parameters,
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
@@ -286,7 +302,7 @@ class Trainer:
 
     def _carry_out(self, metrics: dict) -> None:
         if self.control.should_log:
-            self.log_metrics(metrics)
+            self.log.log_metrics(metrics)
         if self.control.should_evaluate:
             self.evaluate()
         if self.control.should_run_hellaswag:
@@ -319,12 +335,12 @@ class Trainer:
                 self._fire("on_step_end")
                 self._carry_out(metrics)
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}",
-                                tok_s=f"{metrics['train/tokens_per_sec']:,.0f}", refresh=False)
+                bar.set_postfix(loss=f"{metrics[Tags.TRAIN_LOSS]:.4f}", lr=f"{metrics[Tags.TRAIN_LR]:.2e}",
+                                tok_s=f"{metrics[Tags.TRAIN_TOKENS_PER_SEC]:,.0f}", refresh=False)
         finally:
             bar.close()
         if self.accelerator.is_main_process:
-            self.save_model(self.output_dir / "final")
+            self.save_model(self.layout.final_dir)
         self.accelerator.wait_for_everyone()
         self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
         return self.state

@@ -3,10 +3,10 @@
 the same tokens, HellaSwag acc / acc_norm on the same examples. Prints a table and writes JSON.
 
 Examples:
-    python scripts/evaluate.py runs/gpt2-124m-seed/final --reference gpt2 --data data/edu_fineweb10B
-    python scripts/evaluate.py runs/a/final runs/b/final --hellaswag hellaswag_val.jsonl --limit 1000
-    python scripts/evaluate.py runs/gpt2-124m-seed/final --reference gpt2 --log_reference_to runs/gpt2-124m-seed
-    accelerate launch scripts/evaluate.py runs/gpt2-124m-seed/final --reference gpt2   # split across GPUs
+    python scripts/evaluate_checkpoints.py runs/gpt2-124m-seed/final --reference gpt2 --data data/edu_fineweb10B
+    python scripts/evaluate_checkpoints.py runs/a/final runs/b/final --hellaswag hellaswag_val.jsonl --limit 1000
+    python scripts/evaluate_checkpoints.py runs/gpt2-124m-seed/final --reference gpt2 --log_reference_to runs/gpt2-124m-seed
+    accelerate launch scripts/evaluate_checkpoints.py runs/gpt2-124m-seed/final --reference gpt2   # split across GPUs
 """
 
 import argparse
@@ -14,17 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-# The repository root replaces this folder on the path: scripts/evaluate.py must not shadow `import evaluate`.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+from accelerate import Accelerator
+from transformers import HfArgumentParser
 
-from accelerate import Accelerator  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
-
-from modeling.tokenization import TokenizerUnavailableError  # noqa: E402
-from training.comparison import EvalArguments, compare, format_table, record_reference  # noqa: E402
-from training.evaluation import CheckpointError  # noqa: E402
-from training.hellaswag import HellaSwagError  # noqa: E402
-from training.shards import ShardError  # noqa: E402
+from modeling.tokenization import TokenizerUnavailableError
+from training.data.shards import ShardError
+from training.evaluation.checkpoints import CheckpointError
+from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
+from training.evaluation.hellaswag import HellaSwagError
 
 
 def parse(argv):

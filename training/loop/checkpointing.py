@@ -7,11 +7,10 @@ name and renamed when complete, so a crash during a save leaves the previous che
 """
 
 import json
-import re
 import shutil
 from pathlib import Path
 
-_STEP_DIR = re.compile(r"^step_(\d{7})$")
+from ..layout import checkpoint_name, checkpoint_step, is_temporary, temporary_name
 
 
 class CheckpointManager:
@@ -20,16 +19,17 @@ class CheckpointManager:
         self.keep_last = keep_last
 
     def path_for(self, step: int) -> Path:
-        return self.directory / f"step_{step:07d}"
+        return self.directory / checkpoint_name(step)
 
     def temporary_path(self, step: int) -> Path:
-        return self.directory / f"step_{step:07d}.tmp"
+        return self.directory / temporary_name(checkpoint_name(step))
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
         if not self.directory.is_dir():
             return []
-        found = [(int(m[1]), p) for p in self.directory.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+        found = [(step, p) for p in self.directory.iterdir()
+                 if p.is_dir() and (step := checkpoint_step(p.name)) is not None]
         return [path for _, path in sorted(found)]
 
     def latest(self) -> Path | None:
@@ -39,8 +39,9 @@ class CheckpointManager:
     def remove_incomplete(self) -> None:
         """Left-overs of a save that was interrupted."""
         if self.directory.is_dir():
-            for path in self.directory.glob("step_*.tmp"):
-                shutil.rmtree(path, ignore_errors=True)
+            for path in self.directory.iterdir():
+                if path.is_dir() and is_temporary(path.name):
+                    shutil.rmtree(path, ignore_errors=True)
 
     def commit(self, step: int) -> Path:
         """Publish the finished temporary folder of ``step`` and prune old checkpoints (main process only)."""
@@ -63,7 +64,7 @@ class CheckpointManager:
         path = Path(spec)
         if not (path / "custom_checkpoint_0.pkl").exists() and not (path / "model.safetensors").exists():
             raise FileNotFoundError(f"--resume_from_checkpoint {path}: not a checkpoint folder (expected the "
-                                    f"output of a previous run, e.g. {self.directory}/step_0001000).")
+                                    f"output of a previous run, e.g. {self.path_for(1000)}).")
         return path
 
 

@@ -2,7 +2,7 @@
 
 ``stage_upload`` assembles the folder (weights, config with auto_map, modeling code, generation config,
 tokenizer files, the resolved run configuration, TensorBoard logs, analysis plots, a plain ``GPT2LMHeadModel``
-export, and the card); ``push_folder`` uploads it with ``HfApi``. Every number in the card comes from the
+export, and the card); ``upload.push_folder`` uploads it with ``HfApi``. Every number in the card comes from the
 run's own files (``training_state.json``, ``run_config.yaml``, an ``evaluate.py`` JSON).
 """
 
@@ -11,35 +11,23 @@ import shutil
 from pathlib import Path
 
 import yaml
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
-from transformers import TrainerCallback
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..layout import RUN_CONFIG_FILE, TRAINING_STATE_FILE, RunLayout, run_of_model_folder
+from .upload import HubError
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "modeling_gpt.py",
-               "configuration_gpt.py", "training_state.json", "run_config.yaml")
+               "configuration_gpt.py", "loss.py", TRAINING_STATE_FILE, RUN_CONFIG_FILE)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 GPT2_EXPORT_DIR = "gpt2-export"
 
 
-class HubError(RuntimeError):
-    """Publishing cannot proceed; the message says why and what to do (never contains the token)."""
-
-
-def require_token(token: str | None = None) -> str:
-    """The token from the argument or the standard places (HF_TOKEN, ``hf auth login``), else a clear error."""
-    token = token or get_token()
-    if not token:
-        raise HubError("No Hugging Face token found: run `hf auth login` or set the HF_TOKEN environment variable "
-                       "(a token with write access), then retry.")
-    return token
-
-
 def run_dir_of(checkpoint: Path) -> Path | None:
     """``runs/x/final`` -> ``runs/x``; ``runs/x/checkpoints/step_N/model`` -> ``runs/x``."""
-    checkpoint = Path(checkpoint).resolve()
-    for candidate in (checkpoint.parent, checkpoint.parent.parent.parent):
-        if (candidate / "config.yaml").exists() or (candidate / "tensorboard").is_dir():
-            return candidate
-    return None
+    found = run_of_model_folder(Path(checkpoint).resolve())
+    if found is None or not found[0].looks_like_run():
+        return None
+    return found[0].root
 
 
 # ----------------------------------------------------------------------------------------------- the card
@@ -56,8 +44,8 @@ def eval_row(evaluation: dict) -> tuple[dict | None, dict | None]:
 
 
 def build_model_card(folder: Path, repo_id: str, evaluation: dict | None = None) -> ModelCard:
-    state = _read(folder / "training_state.json", json.loads)
-    run = _read(folder / "run_config.yaml", yaml.safe_load)
+    state = _read(folder / TRAINING_STATE_FILE, json.loads)
+    run = _read(folder / RUN_CONFIG_FILE, yaml.safe_load)
     config = json.loads((folder / "config.json").read_text())
     ours, reference = eval_row(evaluation or {})
     train, data = run.get("train", {}), run.get("data", {})
@@ -167,13 +155,14 @@ def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_
 
 
 def _copy_run_files(run_dir: Path, out: Path) -> None:
-    if (run_dir / "tensorboard").is_dir():
-        shutil.copytree(run_dir / "tensorboard", out / "runs", dirs_exist_ok=True)
-    analysis = run_dir / "analysis"
-    if not (analysis / "lossGraph.png").exists() and (run_dir / "tensorboard").is_dir():
-        from .analysis import load_run
-        from .plots import write_plots
-        from .report import build_report, write_report
+    layout = RunLayout(run_dir)
+    if layout.tensorboard_dir.is_dir():
+        shutil.copytree(layout.tensorboard_dir, out / "runs", dirs_exist_ok=True)
+    analysis = layout.analysis_dir
+    if not (analysis / "lossGraph.png").exists() and layout.tensorboard_dir.is_dir():
+        from ..analysis.plots import write_plots  # matplotlib: only when plots must be made
+        from ..analysis.report import build_report, write_report
+        from ..analysis.runs import load_run
 
         run = load_run(run_dir)
         write_report(build_report(run), analysis, write_plots(run, analysis))
@@ -188,54 +177,3 @@ def _export_gpt2(checkpoint: Path, folder: Path) -> None:
     model = GPTForCausalLM.from_pretrained(checkpoint)
     if model.config.bias:
         export_gpt2(model, folder)
-
-
-# ----------------------------------------------------------------------------------------------- upload
-def push_folder(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-                api: HfApi | None = None, token: str | None = None, commit_message: str = "Upload model",
-                run_as_future: bool = False):
-    """``create_repo`` (and the branch) then ``upload_folder``; network failures become a clear HubError."""
-    token = require_token(token)
-    api = api or HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision:
-            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision, repo_type="model",
-                                 commit_message=commit_message, run_as_future=run_as_future)
-    except (OSError, ConnectionError) as error:  # requests' and httpx's connection errors derive from these
-        raise HubError(f"Could not reach the Hugging Face Hub to upload {repo_id} ({type(error).__name__}); check "
-                       "the connection (or HF_HUB_OFFLINE) and retry.") from error
-
-
-class HubPushCallback(TrainerCallback):
-    """Pushes the final model at the end of training and, optionally, each checkpoint to a ``step_N`` branch
-    without blocking training (``upload_folder(run_as_future=True)``)."""
-
-    def __init__(self, repo_id: str, push_checkpoints: bool = False, private: bool = False,
-                 api: HfApi | None = None, token: str | None = None):
-        self.repo_id, self.push_checkpoints, self.private, self.api = repo_id, push_checkpoints, private, api
-        self.token = require_token(token)  # fail before any training is done
-        self.futures = []
-
-    def on_save(self, args, state, control, trainer=None, **kwargs):
-        if not self.push_checkpoints or not state.is_world_process_zero or trainer is None:
-            return
-        step = state.global_step
-        staged = stage_upload(trainer.checkpoints.path_for(step) / "model",
-                              Path(args.output_dir) / "hub_staging" / f"step_{step:07d}", self.repo_id,
-                              run_dir=args.output_dir, with_gpt2_export=False)
-        self.futures.append(push_folder(staged, self.repo_id, self.private, revision=f"step_{step:07d}",
-                                        api=self.api, token=self.token,
-                                        commit_message=f"Checkpoint at step {step}", run_as_future=True))
-
-    def on_train_end(self, args, state, control, trainer=None, **kwargs):
-        if not state.is_world_process_zero or trainer is None:
-            return
-        for future in self.futures:
-            if hasattr(future, "result"):
-                future.result()
-        staged = stage_upload(Path(args.output_dir) / "final", Path(args.output_dir) / "hub_staging" / "final",
-                              self.repo_id, run_dir=args.output_dir)
-        push_folder(staged, self.repo_id, self.private, api=self.api, token=self.token,
-                    commit_message=f"Final model after {state.global_step} steps")

@@ -10,12 +10,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modeling.tokenization import GPT2Tokenizer
+from modeling.loss import next_token_loss
+from modeling.tokenization import TiktokenGPT2
 
-from .download import DownloadError, fetch_once
+from ..data.download import DownloadError, fetch_once
 from .metrics import load_metric
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -79,7 +79,7 @@ def _parse(line: str, path: Path, number: int) -> Example:
     return Example(ctx=record["ctx"], endings=endings, label=int(label))
 
 
-def render(example: Example, tokenizer: GPT2Tokenizer, max_len: int) -> tuple[list[list[int]], list[int]]:
+def render(example: Example, tokenizer: TiktokenGPT2, max_len: int) -> tuple[list[list[int]], list[int]]:
     """4 token rows (context + " " + ending) and, per row, where the ending starts. Contexts that do not fit
     the model's window are cut from the left."""
     ctx = tokenizer.encode(example.ctx)
@@ -105,15 +105,15 @@ def ending_losses(model, rows: list[list[int]], starts: list[int], device) -> tu
     tokens, mask = tokens.to(device), mask.to(device)
     logits = model(tokens).logits  # (R, W, V)
     scored = mask[:, 1:]  # position t predicts token t+1; keep only positions whose target is an ending token
-    selected = logits[:, :-1][scored].float()  # (N, V): softmax over these rows only, not all R x W
-    losses = F.cross_entropy(selected, tokens[:, 1:][scored], reduction="none")  # (N,)
+    # The softmax runs over the scored positions only (N rows), not all R x W: several times less memory.
+    losses = next_token_loss(logits[:, :-1][scored], tokens[:, 1:][scored], reduction="none")  # (N,)
     rows_of = scored.nonzero()[:, 0]
     summed = torch.zeros(len(rows), device=device).index_add_(0, rows_of, losses)
     return summed, summed / scored.sum(dim=1)
 
 
 @torch.no_grad()
-def evaluate_hellaswag(model, examples: list[Example], tokenizer: GPT2Tokenizer, device, batch_examples: int = 8,
+def evaluate_hellaswag(model, examples: list[Example], tokenizer: TiktokenGPT2, device, batch_examples: int = 8,
                        process_index: int = 0, num_processes: int = 1, reduce=None, autocast=None,
                        progress: bool = False) -> dict:
     """acc / acc_norm over ``examples``; example i is scored by process i % num_processes and the counts are
@@ -152,11 +152,19 @@ def accuracy_metric():
     return load_metric("multiple_choice_accuracy")
 
 
-def hellaswag_in_loop(trainer) -> dict:
-    """HellaSwag during training (``--hellaswag_every``) on the uncompiled model; examples are loaded once."""
-    if getattr(trainer, "_hellaswag_examples", None) is None:
-        trainer._hellaswag_examples = load_examples(trainer.args.hellaswag_path, trainer.args.hellaswag_limit)
-    accelerator = trainer.accelerator
-    return evaluate_hellaswag(trainer.raw_model, trainer._hellaswag_examples, trainer.tokenizer, trainer.device,
-                              process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                              reduce=accelerator.reduce, autocast=accelerator.autocast)
+class HellaSwagInLoop:
+    """HellaSwag during training (``--hellaswag_every``): owns the examples, loaded on first use and kept."""
+
+    def __init__(self, path: str | None, limit: int | None = None):
+        self.path, self.limit = path, limit
+        self._examples: list[Example] | None = None
+
+    def examples(self) -> list[Example]:
+        if self._examples is None:
+            self._examples = load_examples(self.path, self.limit)
+        return self._examples
+
+    def __call__(self, model, tokenizer: TiktokenGPT2, accelerator) -> dict:
+        return evaluate_hellaswag(model, self.examples(), tokenizer, accelerator.device,
+                                  process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                                  reduce=accelerator.reduce, autocast=accelerator.autocast)

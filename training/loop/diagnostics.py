@@ -17,6 +17,9 @@ from collections import deque
 import torch
 from transformers import TrainerCallback
 
+from ..layout import Tags
+from .callbacks import is_due
+
 _PREFIXES = ("module.", "_orig_mod.", "transformer.")
 
 
@@ -47,32 +50,27 @@ def block_of(name: str) -> str:
 
 def measured(state, every: int) -> bool:
     """Is the optimizer step now in progress (``global_step + 1``) one to measure? The first always is."""
-    step = state.global_step + 1
-    return every > 0 and (step == 1 or step % every == 0)
-
-
-def _every_from(trainer, every):
-    return every if every is not None else (trainer.config.logging.diagnostics_every if trainer else 0)
+    return is_due(state.global_step + 1, every, first=True)
 
 
 class GradNormCallback(TrainerCallback):
     """Fraction of steps clipped (every step) and per-block / per-parameter gradient norms (at a cadence)."""
 
-    def __init__(self, every: int | None = None):
+    def __init__(self, every: int = 25):
         self.every = every
         self.steps = 0
         self.clipped = 0
 
-    def on_pre_optimizer_step(self, args, state, control, grad_norm=None, trainer=None, model=None, **kwargs):
-        if grad_norm is None or not math.isfinite(grad_norm):
+    def on_pre_optimizer_step(self, args, state, control, grad_norm=None, logger=None, model=None, **kwargs):
+        if grad_norm is None or not math.isfinite(grad_norm) or logger is None:
             return
         self.steps += 1
-        self.clipped += int(args.grad_clip > 0 and grad_norm > args.grad_clip)
-        if trainer is not None:
-            trainer.add_step_metrics({"train/clipped_fraction": self.clipped / self.steps,
-                                      "train/clipped": float(args.grad_clip > 0 and grad_norm > args.grad_clip)})
-        if state.is_world_process_zero and trainer is not None and measured(state, _every_from(trainer, self.every)):
-            trainer.log_metrics(self.layer_norms(model), step=state.global_step + 1)
+        clipped = args.grad_clip > 0 and grad_norm > args.grad_clip
+        self.clipped += int(clipped)
+        logger.add_step_metrics({Tags.TRAIN_CLIPPED_FRACTION: self.clipped / self.steps,
+                                 Tags.TRAIN_CLIPPED: float(clipped)})
+        if state.is_world_process_zero and measured(state, self.every):
+            logger.log_metrics(self.layer_norms(model), step=state.global_step + 1)
 
     @staticmethod
     def layer_norms(model: torch.nn.Module) -> dict[str, float]:
@@ -82,9 +80,9 @@ class GradNormCallback(TrainerCallback):
                 continue
             name = clean_name(name)
             squared = param.grad.detach().float().pow(2).sum()
-            metrics[f"grad_norm_param/{name}"] = squared.sqrt().item()
+            metrics[Tags.GRAD_NORM_PARAM + name] = squared.sqrt().item()
             blocks[block_of(name)] = blocks.get(block_of(name), 0.0) + squared.item()
-        metrics.update({f"grad_norm_block/{block}": math.sqrt(value) for block, value in blocks.items()})
+        metrics.update({Tags.GRAD_NORM_BLOCK + block: math.sqrt(value) for block, value in blocks.items()})
         return metrics
 
     def state_dict(self):
@@ -100,30 +98,30 @@ class LayerRatioCallback(TrainerCallback):
     A copy of the weights is taken only on measured steps, just before the optimizer step, and freed after it.
     """
 
-    def __init__(self, every: int | None = None):
+    def __init__(self, every: int = 25):
         self.every = every
         self._before: dict[str, torch.Tensor] | None = None
 
-    def on_pre_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         self._before = None
-        if not state.is_world_process_zero or trainer is None or not measured(state, _every_from(trainer, self.every)):
+        if not state.is_world_process_zero or logger is None or not measured(state, self.every):
             return
         metrics, before = {}, {}
         for name, param in named_matrices(model):
             weight = param.detach().float()
             if param.grad is not None:
-                metrics[f"grad_ratio/{name}"] = (param.grad.detach().float().std() / weight.std()).item()
+                metrics[Tags.GRAD_RATIO + name] = (param.grad.detach().float().std() / weight.std()).item()
             before[name] = weight.clone()
         self._before = before
-        trainer.log_metrics(metrics, step=state.global_step + 1)
+        logger.log_metrics(metrics, step=state.global_step + 1)
 
-    def on_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+    def on_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         if self._before is None:
             return
-        metrics = {f"update_ratio/{name}": self.update_ratio(self._before[name], param)
+        metrics = {Tags.UPDATE_RATIO + name: self.update_ratio(self._before[name], param)
                    for name, param in named_matrices(model) if name in self._before}
         self._before = None
-        trainer.log_metrics(metrics, step=state.global_step + 1)
+        logger.log_metrics(metrics, step=state.global_step + 1)
 
     @staticmethod
     def update_ratio(before: torch.Tensor, param: torch.Tensor) -> float:
@@ -136,31 +134,28 @@ class LayerRatioCallback(TrainerCallback):
 class HistogramCallback(TrainerCallback):
     """TensorBoard histograms of weights, gradients and updates per weight matrix, every ``every`` steps."""
 
-    def __init__(self, every: int | None = None):
+    def __init__(self, every: int = 250):
         self.every = every
         self._before = None
 
-    def _cadence(self, trainer):
-        return self.every if self.every is not None else trainer.config.logging.histogram_every
-
-    def on_pre_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         self._before = None
-        if not state.is_world_process_zero or trainer is None or not measured(state, self._cadence(trainer)):
+        if not state.is_world_process_zero or logger is None or not measured(state, self.every):
             return
         step = state.global_step + 1
         self._before = {}
         for name, param in named_matrices(model):
-            trainer.log_histogram(f"weights/{name}", param, step)
+            logger.log_histogram(Tags.WEIGHTS + name, param, step)
             if param.grad is not None:
-                trainer.log_histogram(f"gradients/{name}", param.grad, step)
+                logger.log_histogram(Tags.GRADIENTS + name, param.grad, step)
             self._before[name] = param.detach().float().clone()
 
-    def on_optimizer_step(self, args, state, control, trainer=None, model=None, **kwargs):
+    def on_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         if self._before is None:
             return
         for name, param in named_matrices(model):
-            trainer.log_histogram(f"updates/{name}", param.detach().float() - self._before[name],
-                                  state.global_step + 1)
+            logger.log_histogram(Tags.UPDATES + name, param.detach().float() - self._before[name],
+                                 state.global_step + 1)
         self._before = None
 
 
@@ -181,7 +176,7 @@ class SpikeDetectorCallback(TrainerCallback):
         std = math.sqrt(sum((v - mean) ** 2 for v in history) / len(history))
         return (value - mean) / std if std > 0 else 0.0
 
-    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, trainer=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, logger=None, **kwargs):
         if loss is None or grad_norm is None or not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return
         z_loss = z_norm = 0.0
@@ -195,9 +190,9 @@ class SpikeDetectorCallback(TrainerCallback):
         if not (spike and self.skip_updates):  # a skipped outlier does not shift the baseline
             self.losses.append(loss)
             self.norms.append(grad_norm)
-        if trainer is not None:
-            trainer.add_step_metrics({"spikes/loss_z": z_loss, "spikes/grad_norm_z": z_norm,
-                                      "spikes/is_spike": float(spike), "spikes/count": float(len(self.spikes))})
+        if logger is not None:
+            logger.add_step_metrics({Tags.SPIKE_LOSS_Z: z_loss, Tags.SPIKE_GRAD_NORM_Z: z_norm,
+                                     Tags.SPIKE_IS_SPIKE: float(spike), Tags.SPIKE_COUNT: float(len(self.spikes))})
         return control
 
     def state_dict(self):

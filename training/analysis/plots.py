@@ -10,7 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .analysis import RATIO_TARGET, Run, ema, first_crossing  # noqa: E402
+from ..layout import Tags  # noqa: E402
+from .runs import Run  # noqa: E402
+from .summaries import RATIO_TARGET, ema, first_crossing  # noqa: E402
 
 KINDS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "embeddings"]
 _LAYER = re.compile(r"^h\.(\d+)\.(.+)\.weight$")
@@ -25,8 +27,8 @@ def _token_axis(ax, run: Run):
 
 def plot_loss(run: Run):
     fig, ax = plt.subplots(figsize=(10, 6))
-    steps, loss = run.series("train/loss")
-    val_steps, val = run.series("val/loss")
+    steps, loss = run.series(Tags.TRAIN_LOSS)
+    val_steps, val = run.series(Tags.VAL_LOSS)
     ax.plot(steps, loss, color="gold", alpha=0.35, linewidth=0.8, label="train loss")
     smooth = ema(loss) if len(loss) else loss
     ax.plot(steps, smooth, color="goldenrod", linewidth=1.8, label="train loss (smoothed)")
@@ -54,7 +56,7 @@ def plot_loss(run: Run):
 
 def plot_grad_norm(run: Run):
     fig, ax = plt.subplots(figsize=(10, 5))
-    steps, norm = run.series("train/grad_norm")
+    steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
     ax.plot(steps, norm, color="tab:blue", linewidth=0.9, label="gradient norm (before clipping)")
     clip = run.grad_clip
     if clip:
@@ -112,11 +114,11 @@ def plot_comparison(runs: list[Run]):
     fig, ax = plt.subplots(figsize=(10, 6))
     for i, run in enumerate(runs):
         color = plt.cm.tab10(i % 10)
-        steps, loss = run.series("train/loss")
+        steps, loss = run.series(Tags.TRAIN_LOSS)
         per_step = run.tokens_per_step or 1
         if len(loss):
             ax.plot(steps * per_step, ema(loss), color=color, alpha=0.6, linewidth=1, label=f"{run.name} train")
-        val_steps, val = run.series("val/loss")
+        val_steps, val = run.series(Tags.VAL_LOSS)
         if len(val):
             ax.plot(val_steps * per_step, val, color=color, marker="o", markersize=3, label=f"{run.name} val")
     references = {r.reference_loss for r in runs if r.reference_loss is not None}
@@ -134,10 +136,10 @@ def plot_comparison(runs: list[Run]):
 def write_plots(run: Run, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {"lossGraph.png": plot_loss(run), "gradNorm.png": plot_grad_norm(run)}
-    if run.tags("grad_ratio/"):
-        figures["grad_param_ratio.png"] = plot_ratios(run, "grad_ratio/", "std(grad) / std(weight)")
-    if run.tags("update_ratio/"):
-        figures["update_ratio.png"] = plot_ratios(run, "update_ratio/", "std(update) / std(weight)")
+    if run.tags(Tags.GRAD_RATIO):
+        figures["grad_param_ratio.png"] = plot_ratios(run, Tags.GRAD_RATIO, "std(grad) / std(weight)")
+    if run.tags(Tags.UPDATE_RATIO):
+        figures["update_ratio.png"] = plot_ratios(run, Tags.UPDATE_RATIO, "std(update) / std(weight)")
     written = []
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=110)

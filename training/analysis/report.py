@@ -10,8 +10,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .analysis import (FAR_ABOVE, FAR_BELOW, RATIO_TARGET, Run, gap_summary, grad_norm_summary, loss_summary,
-                       ratio_summary, reference_summary, spike_summary, token_summary)
+from ..layout import Tags
+from .runs import Run
+from .summaries import (FAR_ABOVE, FAR_BELOW, RATIO_TARGET, gap_summary, grad_norm_summary, loss_summary,
+                        ratio_summary, reference_summary, spike_summary, token_summary)
 
 # Thresholds, in the units of the logged numbers.
 INIT_TOLERANCE = 0.15  # nats around ln(vocab) that count as "uniform at init"
@@ -43,16 +45,31 @@ def fmt(value, digits=4) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def summarize(run: Run) -> dict:
-    return {"run": run.name, "loss": loss_summary(run), "reference": reference_summary(run),
-            "tokens": token_summary(run), "gap": gap_summary(run), "grad_norm": grad_norm_summary(run),
-            "update_ratio": ratio_summary(run, "update_ratio/"), "grad_ratio": ratio_summary(run, "grad_ratio/"),
-            "spikes": spike_summary(run)}
+@dataclass
+class RunSummary:
+    """What the rules read: one section per signal (the dicts of ``summaries.py``; empty when not logged)."""
+
+    run: str
+    loss: dict
+    reference: dict
+    tokens: dict
+    gap: dict
+    grad_norm: dict
+    update_ratio: dict
+    grad_ratio: dict
+    spikes: dict
+
+
+def summarize(run: Run) -> RunSummary:
+    return RunSummary(run=run.name, loss=loss_summary(run), reference=reference_summary(run),
+                      tokens=token_summary(run), gap=gap_summary(run), grad_norm=grad_norm_summary(run),
+                      update_ratio=ratio_summary(run, Tags.UPDATE_RATIO), grad_ratio=ratio_summary(run, Tags.GRAD_RATIO),
+                      spikes=spike_summary(run))
 
 
 # ----------------------------------------------------------------------------------------------- rules
-def init_finding(s: dict) -> Finding:
-    loss = s["loss"]
+def init_finding(s: RunSummary) -> Finding:
+    loss = s.loss
     diff = loss["initial_minus_uniform"]
     evidence = (f"initial train loss {fmt(loss['initial_train_loss'])} vs ln(vocab) = {fmt(loss['uniform_loss'])} "
                 f"(difference {fmt(diff, 3)})")
@@ -67,8 +84,8 @@ def init_finding(s: dict) -> Finding:
                    ": the run started from trained weights (--init_from) or the data is very repetitive.")
 
 
-def instability_finding(s: dict) -> Finding | None:
-    loss, spikes, ratio = s["loss"], s["spikes"]["spike_steps"], s["update_ratio"]
+def instability_finding(s: RunSummary) -> Finding | None:
+    loss, spikes, ratio = s.loss, s.spikes["spike_steps"], s.update_ratio
     reasons = []
     if loss["nonfinite_steps"]:
         reasons.append(f"{loss['nonfinite_steps']} steps with a non-finite loss")
@@ -94,8 +111,8 @@ def instability_finding(s: dict) -> Finding | None:
                    "callback with skip_updates=true can ride out isolated spikes.")
 
 
-def learning_rate_low_finding(s: dict) -> Finding | None:
-    ratio, loss = s["update_ratio"], s["loss"]
+def learning_rate_low_finding(s: RunSummary) -> Finding | None:
+    ratio, loss = s.update_ratio, s.loss
     drop = (loss["initial_train_loss"] or 0) - (loss["final_train_loss_smoothed"] or 0)
     if ratio and ratio["overall_median"] < FAR_BELOW:
         factor = min(100.0, max(3.0, RATIO_TARGET / ratio["overall_median"]))
@@ -114,8 +131,8 @@ def learning_rate_low_finding(s: dict) -> Finding | None:
     return None
 
 
-def layer_findings(s: dict) -> list[Finding]:
-    ratio = s["update_ratio"]
+def layer_findings(s: RunSummary) -> list[Finding]:
+    ratio = s.update_ratio
     if not ratio:
         return []
     out = []
@@ -136,8 +153,8 @@ def layer_findings(s: dict) -> list[Finding]:
     return out
 
 
-def overfitting_finding(s: dict) -> Finding | None:
-    gap, loss, tokens = s["gap"], s["loss"], s["tokens"]
+def overfitting_finding(s: RunSummary) -> Finding | None:
+    gap, loss, tokens = s.gap, s.loss, s.tokens
     if gap.get("evaluations", 0) < 2:
         return None
     epochs = tokens.get("epochs_started")
@@ -153,8 +170,8 @@ def overfitting_finding(s: dict) -> Finding | None:
     return None
 
 
-def gap_finding(s: dict) -> Finding | None:
-    gap, tokens = s["gap"], s["tokens"]
+def gap_finding(s: RunSummary) -> Finding | None:
+    gap, tokens = s.gap, s.tokens
     if gap.get("evaluations", 0) < 2:
         return None
     one_pass = tokens.get("epochs_started") == 1
@@ -169,8 +186,8 @@ def gap_finding(s: dict) -> Finding | None:
     return Finding("train_val_gap", "info", "Train/validation gap", text)
 
 
-def grad_norm_findings(s: dict) -> list[Finding]:
-    grad, ratio, grad_ratio = s["grad_norm"], s["update_ratio"], s["grad_ratio"]
+def grad_norm_findings(s: RunSummary) -> list[Finding]:
+    grad, ratio, grad_ratio = s.grad_norm, s.update_ratio, s.grad_ratio
     if not grad:
         return []
     out = [Finding("grad_norm_regime", "info", "Gradient-norm regime",
@@ -203,8 +220,8 @@ def grad_norm_findings(s: dict) -> list[Finding]:
     return out
 
 
-def reference_finding(s: dict) -> Finding | None:
-    ref, loss = s["reference"], s["loss"]
+def reference_finding(s: RunSummary) -> Finding | None:
+    ref, loss = s.reference, s.loss
     if ref["reference_loss"] is None:
         return None
     if ref.get("val_crossing_step") is not None:
@@ -220,10 +237,10 @@ def reference_finding(s: dict) -> Finding | None:
                    "Train for more tokens if validation loss is still falling.")
 
 
-def healthy_finding(s: dict, findings: list[Finding]) -> Finding | None:
+def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
     if any(f.severity == "problem" for f in findings):
         return None
-    loss, ratio, spikes = s["loss"], s["update_ratio"], s["spikes"]["spike_steps"]
+    loss, ratio, spikes = s.loss, s.update_ratio, s.spikes["spike_steps"]
     text = (f"train loss fell from {fmt(loss['initial_train_loss'])} to {fmt(loss['final_train_loss_smoothed'])}"
             + (f", validation to {fmt(loss['final_val_loss'])}" if "final_val_loss" in loss else "")
             + (f"; median update/weight ratio {fmt(ratio['overall_median'])} (within a decade of 1e-3)"
@@ -234,7 +251,7 @@ def healthy_finding(s: dict, findings: list[Finding]) -> Finding | None:
                    else "")
 
 
-def diagnose(summary: dict) -> list[Finding]:
+def diagnose(summary: RunSummary) -> list[Finding]:
     findings = [init_finding(summary)]
     for rule in (instability_finding, learning_rate_low_finding, overfitting_finding):
         finding = rule(summary)
@@ -243,7 +260,7 @@ def diagnose(summary: dict) -> list[Finding]:
     findings += layer_findings(summary)
     findings += [f for f in (gap_finding(summary), reference_finding(summary)) if f]
     findings += grad_norm_findings(summary)
-    spikes = summary["spikes"]["spike_steps"]
+    spikes = summary.spikes["spike_steps"]
     if spikes and not any(f.id == "lr_too_high" for f in findings):
         findings.append(Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
                                 f"{', '.join(map(str, spikes[:10]))} ({summary['spikes']['source']})."))
@@ -256,7 +273,7 @@ def diagnose(summary: dict) -> list[Finding]:
 # ----------------------------------------------------------------------------------------------- output
 def build_report(run: Run) -> dict:
     summary = summarize(run)
-    return {**summary, "findings": [asdict(f) for f in diagnose(summary)]}
+    return {**asdict(summary), "findings": [asdict(f) for f in diagnose(summary)]}
 
 
 def render_markdown(report: dict, plots: list[str]) -> str:

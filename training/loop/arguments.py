@@ -7,9 +7,16 @@ mixed precision, DDP/FSDP) lives in ``accelerate_config.yaml``, not here.
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+class ConfigError(ValueError):
+    """A bad preset file or option; the message names it."""
 
 
 def _help(text: str, **kwargs) -> Any:
@@ -183,6 +190,10 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"model": asdict(self.model), "data": asdict(self.data), "train": asdict(self.train),
                 "logging": asdict(self.logging)}
+
+    def save(self, path: str | Path) -> None:
+        """The resolved configuration as sectioned YAML (the format presets use)."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def flat(self) -> dict:
         """Scalars only, for TensorBoard hparams."""

@@ -1,0 +1,143 @@
+"""Reading a run back: its TensorBoard scalars and texts, its configuration, its measured reference, its data size."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, TENSORS, EventAccumulator
+
+from ..layout import RunLayout, Tags
+
+
+def event_files(run_dir: str | Path) -> list[Path]:
+    """Every TensorBoard event file under ``run_dir``, oldest first (by the wall time of its first event)."""
+    files = [p for p in Path(run_dir).rglob("events.out.tfevents.*") if p.is_file()]
+    return sorted(files, key=lambda p: (_first_wall_time(p), p.name))
+
+
+def _first_wall_time(path: Path) -> float:
+    try:
+        name_time = float(path.name.split(".")[3])
+    except (IndexError, ValueError):
+        name_time = path.stat().st_mtime
+    return name_time
+
+
+def read_run_scalars(run_dir: str | Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} over all event files; a step written twice (a resumed run re-doing steps after its
+    last checkpoint) keeps the value written last."""
+    scalars: dict[str, dict[int, float]] = {}
+    for path in event_files(run_dir):
+        accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0, TENSORS: 0}, purge_orphaned_data=False)
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            series = scalars.setdefault(tag, {})
+            for event in accumulator.Scalars(tag):
+                series[event.step] = event.value
+    return {tag: dict(sorted(series.items())) for tag, series in scalars.items()}
+
+
+def read_run_texts(run_dir: str | Path) -> dict[str, dict[int, str]]:
+    """Text summaries (samples, config): tag -> {step: text}."""
+    texts: dict[str, dict[int, str]] = {}
+    for path in event_files(run_dir):
+        accumulator = EventAccumulator(str(path), size_guidance={TENSORS: 0}, purge_orphaned_data=False)
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("tensors", []):
+            for event in accumulator.Tensors(tag):
+                values = event.tensor_proto.string_val
+                if values:
+                    texts.setdefault(tag.replace("/text_summary", ""), {})[event.step] = values[0].decode()
+    return texts
+
+
+# ----------------------------------------------------------------------------------------------- run data
+@dataclass
+class Run:
+    """One run's logs and facts, as the analysis needs them."""
+
+    name: str
+    run_dir: Path
+    scalars: dict[str, dict[int, float]]
+    config: dict = field(default_factory=dict)
+    reference_loss: float | None = None
+    reference_source: str | None = None
+    dataset_tokens: int | None = None
+
+    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        data = self.scalars.get(tag, {})
+        return np.array(list(data.keys()), dtype=float), np.array(list(data.values()), dtype=float)
+
+    def has(self, tag: str) -> bool:
+        return bool(self.scalars.get(tag))
+
+    def first(self, tag: str, default=None):
+        data = self.scalars.get(tag)
+        return next(iter(data.values())) if data else default
+
+    @property
+    def tokens_per_step(self) -> float | None:
+        value = self.first(Tags.RUN_TOKENS_PER_STEP)
+        if value is None and self.has(Tags.TRAIN_TOKENS_SEEN):
+            steps, tokens = self.series(Tags.TRAIN_TOKENS_SEEN)
+            value = tokens[0] / steps[0]
+        return value
+
+    @property
+    def vocab_size(self) -> int:
+        value = self.first(Tags.RUN_VOCAB_SIZE) or self.config.get("model", {}).get("vocab_size") or 50304
+        return int(value)
+
+    @property
+    def grad_clip(self) -> float | None:
+        value = self.first(Tags.RUN_GRAD_CLIP)
+        if value is None:
+            value = self.config.get("train", {}).get("grad_clip")
+        return value
+
+    def tags(self, prefix: str) -> list[str]:
+        return sorted(t for t in self.scalars if t.startswith(prefix))
+
+
+def load_run(run_dir: str | Path, reference_loss: float | None = None, reference_eval: str | Path | None = None,
+             dataset_tokens: int | None = None) -> Run:
+    """Scalars, resolved config, the reference loss (given > --reference_eval JSON > the run's own
+    reference_eval.json > its reference/val_loss tag) and the dataset size (meta.json of the run's data)."""
+    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
+    if not event_files(run_dir):
+        raise FileNotFoundError(f"{run_dir} holds no TensorBoard event files (expected {layout.tensorboard_dir}/).")
+    scalars = read_run_scalars(run_dir)
+    config = yaml.safe_load(layout.config_file.read_text()) if layout.config_file.exists() else {}
+    run = Run(name=run_dir.name, run_dir=run_dir, scalars=scalars, config=config, dataset_tokens=dataset_tokens)
+    if reference_loss is not None:
+        run.reference_loss, run.reference_source = reference_loss, "given (--reference_loss)"
+    elif reference_eval is not None or layout.reference_eval_file.exists():
+        path = Path(reference_eval or layout.reference_eval_file)
+        payload = json.loads(path.read_text())
+        reference = payload.get("reference", payload)
+        run.reference_loss = reference["val_loss"]
+        run.reference_source = f"measured: {reference.get('name', 'reference')} ({path})"
+    elif run.has(Tags.REFERENCE_VAL_LOSS):
+        run.reference_loss, run.reference_source = run.first(Tags.REFERENCE_VAL_LOSS), "measured (TensorBoard)"
+    if run.dataset_tokens is None:
+        run.dataset_tokens = _dataset_tokens(config)
+    return run
+
+
+def _dataset_tokens(config: dict) -> int | None:
+    candidates = []
+    data = config.get("data", {}).get("data")
+    if data:
+        candidates.append(Path(data))
+    if config.get("train", {}).get("output_dir"):
+        candidates.append(RunLayout(config["train"]["output_dir"]).prepared_shards_dir)
+    for folder in candidates:
+        meta = folder / "meta.json"
+        if meta.exists():
+            return int(json.loads(meta.read_text()).get("tokens", {}).get("train", 0)) or None
+    return None

@@ -1,0 +1,192 @@
+"""The names that writers and readers of a run must agree on: run-folder paths, checkpoint names, TensorBoard tags.
+
+The loop, the diagnostics and evaluation write under these names; analysis, plots, the report, the Hub staging
+and the comparison read them back. Everything outside this module uses the constants and helpers below, never a
+literal, so a renamed tag or folder changes both sides at once (a test checks that no other module spells them).
+
+This module is a leaf: it imports nothing of the project.
+
+A run folder::
+
+    <run>/config.yaml                     the resolved configuration
+    <run>/tensorboard/                    event files (tensorboard --logdir runs/)
+    <run>/tensorboard/reference/          the reference's measured numbers (evaluate_checkpoints.py)
+    <run>/reference_eval.json             the same numbers as JSON
+    <run>/checkpoints/step_0001000/       accelerator.save_state + model/ (a from_pretrained folder)
+    <run>/final/                          the final model (a from_pretrained folder)
+    <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
+    <run>/data/download/                  a corpus downloaded because no --data was given
+    <run>/analysis/                       plots and report of analyze_run.py
+    <run>/hub_staging/                    folders assembled for upload
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# ----------------------------------------------------------------------------------------------- files
+CONFIG_FILE = "config.yaml"
+TENSORBOARD_DIR = "tensorboard"
+REFERENCE_TB_SUBDIR = "reference"
+REFERENCE_EVAL_FILE = "reference_eval.json"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+DATA_DIR = "data"
+PREPARED_SHARDS_SUBDIR = "shards"
+DOWNLOAD_SUBDIR = "download"
+ANALYSIS_DIR = "analysis"
+COMPARISON_DIR = "comparison"
+HUB_STAGING_DIR = "hub_staging"
+
+# Inside a checkpoint folder and a model folder.
+CHECKPOINT_MODEL_SUBDIR = "model"
+TRAINING_STATE_FILE = "training_state.json"
+RUN_CONFIG_FILE = "run_config.yaml"
+
+_CHECKPOINT_NAME = re.compile(r"^step_(\d{7})$")
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def checkpoint_name(step: int) -> str:
+    """``1000`` -> ``step_0001000`` (also the Hub branch of a pushed checkpoint)."""
+    return f"step_{step:07d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """``step_0001000`` -> 1000; None for any other name (temporary folders included)."""
+    match = _CHECKPOINT_NAME.match(name)
+    return int(match[1]) if match else None
+
+
+def temporary_name(name: str) -> str:
+    """The name a folder is written under before it is complete (never matched by ``checkpoint_step``)."""
+    return name + _TEMPORARY_SUFFIX
+
+
+def is_temporary(name: str) -> bool:
+    return name.endswith(_TEMPORARY_SUFFIX)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run folder."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def reference_tensorboard_dir(self) -> Path:
+        return self.tensorboard_dir / REFERENCE_TB_SUBDIR
+
+    @property
+    def reference_eval_file(self) -> Path:
+        return self.root / REFERENCE_EVAL_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / checkpoint_name(step)
+
+    def checkpoint_model_dir(self, step: int) -> Path:
+        return self.checkpoint_dir(step) / CHECKPOINT_MODEL_SUBDIR
+
+    @property
+    def final_dir(self) -> Path:
+        return self.root / FINAL_DIR
+
+    @property
+    def prepared_shards_dir(self) -> Path:
+        return self.root / DATA_DIR / PREPARED_SHARDS_SUBDIR
+
+    @property
+    def download_dir(self) -> Path:
+        return self.root / DATA_DIR / DOWNLOAD_SUBDIR
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / ANALYSIS_DIR
+
+    @property
+    def hub_staging_dir(self) -> Path:
+        return self.root / HUB_STAGING_DIR
+
+    def looks_like_run(self) -> bool:
+        return self.config_file.exists() or self.tensorboard_dir.is_dir()
+
+
+def run_of_model_folder(model_folder: str | Path) -> tuple[RunLayout, str] | None:
+    """``<run>/final`` -> (run, "final"); ``<run>/checkpoints/step_N/model`` -> (run, "step_N"); None otherwise."""
+    path = Path(model_folder)
+    if path.name == CHECKPOINT_MODEL_SUBDIR:
+        path = path.parent
+    if path.name == FINAL_DIR:
+        return RunLayout(path.parent), path.name
+    if checkpoint_step(path.name) is not None and path.parent.name == CHECKPOINTS_DIR:
+        return RunLayout(path.parent.parent), path.name
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- TensorBoard
+class Tags:
+    """TensorBoard tag names. Families end with ``/`` and are followed by a parameter or block name."""
+
+    # written every logged step by the loop
+    TRAIN_LOSS = "train/loss"
+    TRAIN_LR = "train/lr"
+    TRAIN_GRAD_NORM = "train/grad_norm"
+    TRAIN_TOKENS_SEEN = "train/tokens_seen"
+    TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"
+    TRAIN_STEP_TIME_MS = "train/step_time_ms"
+    TRAIN_EPOCH = "train/epoch"
+    TRAIN_SKIPPED_UPDATES = "train/skipped_updates"
+    TRAIN_MFU = "train/mfu"
+    TRAIN_CLIPPED = "train/clipped"
+    TRAIN_CLIPPED_FRACTION = "train/clipped_fraction"
+
+    # written once at step 0: facts of the run
+    RUN_GRAD_ACCUM_STEPS = "run/grad_accum_steps"
+    RUN_TOKENS_PER_STEP = "run/tokens_per_step"
+    RUN_NUM_PROCESSES = "run/num_processes"
+    RUN_GRAD_CLIP = "run/grad_clip"
+    RUN_PARAMETERS = "run/parameters"
+    RUN_VOCAB_SIZE = "run/vocab_size"
+
+    # evaluation
+    VAL_LOSS = "val/loss"
+    VAL_PERPLEXITY = "val/perplexity"
+    HELLASWAG_ACC = "hellaswag/acc"
+    HELLASWAG_ACC_NORM = "hellaswag/acc_norm"
+    REFERENCE_VAL_LOSS = "reference/val_loss"
+    REFERENCE_HELLASWAG_ACC_NORM = "reference/hellaswag_acc_norm"
+    REFERENCE_MODEL = "reference/model"
+
+    # diagnostics callbacks
+    GRAD_NORM_PARAM = "grad_norm_param/"
+    GRAD_NORM_BLOCK = "grad_norm_block/"
+    GRAD_RATIO = "grad_ratio/"
+    UPDATE_RATIO = "update_ratio/"
+    SPIKE_LOSS_Z = "spikes/loss_z"
+    SPIKE_GRAD_NORM_Z = "spikes/grad_norm_z"
+    SPIKE_IS_SPIKE = "spikes/is_spike"
+    SPIKE_COUNT = "spikes/count"
+
+    # histograms (HistogramCallback)
+    WEIGHTS = "weights/"
+    GRADIENTS = "gradients/"
+    UPDATES = "updates/"
+
+    # text
+    SAMPLES = "samples"
+    CONFIG_TEXT = "config"

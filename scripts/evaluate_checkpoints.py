@@ -12,6 +12,7 @@ Examples:
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -26,11 +27,12 @@ from training.evaluation.hellaswag import HellaSwagError
 
 def parse(argv):
     parser = HfArgumentParser(EvalArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # positional checkpoints, as in the examples
+    # The checkpoints (EvalArguments' first field) are positional, as in the examples.
+    positional = fields(EvalArguments)[0].name
     for action in parser._actions:
-        if action.dest == "checkpoints":
+        if action.dest == positional:
             action.option_strings, action.required = [], True
-            parser._option_string_actions.pop("--checkpoints", None)
+            parser._option_string_actions.pop(f"--{positional}", None)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     return args
 

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from training.hub.staging import stage_upload
-from training.layout import HUB_STAGING_DIR
 from training.hub.upload import HubError, push_folder, require_token
+from training.layout import HUB_STAGING_DIR
 
 
 def parse(argv):

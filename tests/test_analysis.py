@@ -9,11 +9,11 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from modeling.tokenization import TiktokenGPT2
+from training.analysis.plots import plot_grad_norm, plot_loss, plot_ratios
+from training.analysis.report import build_report
 from training.analysis.runs import load_run, read_run_scalars
 from training.analysis.summaries import first_crossing
-from training.analysis.plots import plot_grad_norm, plot_loss, plot_ratios
 from training.data.preparation import PrepareConfig, prepare
-from training.analysis.report import build_report
 from training.data.shards import write_shard_atomic
 from training.loop.trainer import Trainer
 

@@ -3,8 +3,7 @@ import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 
 from training.loop.callbacks import build_callback, parse_callback_spec
-from training.loop.diagnostics import (GradNormCallback, LayerRatioCallback, SpikeDetectorCallback, block_of,
-                                  clean_name)
+from training.loop.diagnostics import GradNormCallback, LayerRatioCallback, SpikeDetectorCallback, block_of, clean_name
 from training.loop.trainer import Trainer
 
 from .helpers import Recorder, StopAtStep, tiny_run_config, train
@@ -167,3 +166,35 @@ def test_diagnostic_names_are_clean_under_torch_compile(tmp_path, shakespeare_sh
     assert "update_ratio/h.0.attn.c_attn.weight" in keys and "val/loss" in keys and "hellaswag/acc_norm" in keys
     assert not any("_orig_mod" in k or "module." in k for k in keys)
     assert torch.isfinite(torch.tensor([h["train/loss"] for h in trainer.state.log_history if "train/loss" in h])).all()
+
+
+def test_unknown_events_are_refused():
+    from training.loop.callbacks import EVENTS, RunCallbackHandler
+
+    handler = RunCallbackHandler([], None, None, None, None)
+    assert "on_step_end" in EVENTS
+    with pytest.raises(ValueError, match="Unknown callback event 'on_stpe_end'"):
+        handler.fire("on_stpe_end", None, None, None)
+
+
+def test_callbacks_see_the_logger_contract_not_the_trainer(tmp_path, shakespeare_shards):
+    from training.loop.callbacks import RunLogger
+
+    class Spy(TrainerCallback):
+        def __init__(self):
+            self.kwargs = {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.kwargs = kwargs
+            kwargs["logger"].add_step_metrics({"custom/metric": 7.0})
+
+        def on_save(self, args, state, control, checkpoint_dir=None, **kwargs):
+            self.saved = checkpoint_dir
+
+    spy = Spy()
+    trainer = train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2, save_every=2), [spy])
+    assert "trainer" not in spy.kwargs
+    assert isinstance(spy.kwargs["logger"], RunLogger)
+    assert {"model", "optimizer", "lr_scheduler"} <= set(spy.kwargs)
+    assert spy.saved == trainer.checkpoints.path_for(2) and spy.saved.is_dir()
+    assert any(h.get("custom/metric") == 7.0 for h in trainer.state.log_history)

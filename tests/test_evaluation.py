@@ -9,12 +9,19 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from modeling import GPTConfig, GPTForCausalLM
 from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
-from training.evaluation.comparison import record_reference
 from training.data.loaders import ValidationSet
-from training.evaluation.checkpoints import CheckpointError, load_causal_lm
-from training.evaluation.validation import validation_loss
-from training.evaluation.hellaswag import Example, HellaSwagError, ending_losses, evaluate_hellaswag, load_examples, render
 from training.data.preparation import PrepareConfig, prepare
+from training.evaluation.checkpoints import CheckpointError, load_causal_lm
+from training.evaluation.comparison import record_reference
+from training.evaluation.hellaswag import (
+    Example,
+    HellaSwagError,
+    ending_losses,
+    evaluate_hellaswag,
+    load_examples,
+    render,
+)
+from training.evaluation.validation import validation_loss
 
 from .helpers import ACCELERATE_LAUNCH, REPO, read_scalars
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 # ----------------------------------------------------------------------------------------------- files
 CONFIG_FILE = "config.yaml"
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = "tensorboard"  # also the project name given to Accelerate's tracker, which names the folder
+TRACKER = "tensorboard"  # Accelerate's tracker type (log_with=)
 REFERENCE_TB_SUBDIR = "reference"
 REFERENCE_EVAL_FILE = "reference_eval.json"
 CHECKPOINTS_DIR = "checkpoints"

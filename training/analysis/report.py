@@ -12,8 +12,18 @@ from pathlib import Path
 
 from ..layout import Tags
 from .runs import Run
-from .summaries import (FAR_ABOVE, FAR_BELOW, RATIO_TARGET, gap_summary, grad_norm_summary, loss_summary,
-                        ratio_summary, reference_summary, spike_summary, token_summary)
+from .summaries import (
+    FAR_ABOVE,
+    FAR_BELOW,
+    RATIO_TARGET,
+    gap_summary,
+    grad_norm_summary,
+    loss_summary,
+    ratio_summary,
+    reference_summary,
+    spike_summary,
+    token_summary,
+)
 
 # Thresholds, in the units of the logged numbers.
 INIT_TOLERANCE = 0.15  # nats around ln(vocab) that count as "uniform at init"

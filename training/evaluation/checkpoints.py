@@ -32,8 +32,9 @@ def require_checkpoint(spec: str) -> None:
 def load_causal_lm(spec: str, device="cpu", dtype=None):
     """``AutoModelForCausalLM.from_pretrained`` for our checkpoints and GPT-2-family models (Hub ids or folders),
     with clear errors for a missing path, unreadable weights or another architecture."""
-    import modeling  # noqa: F401  (registers model_type "nanogpt" with the Auto classes)
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    import modeling  # noqa: F401  (registers model_type "nanogpt" with the Auto classes)
 
     require_checkpoint(spec)
     path = os.path.expanduser(spec)

@@ -3,7 +3,7 @@
 ``stage_upload`` assembles the folder (weights, config with auto_map, modeling code, generation config,
 tokenizer files, the resolved run configuration, TensorBoard logs, analysis plots, a plain ``GPT2LMHeadModel``
 export, and the card); ``upload.push_folder`` uploads it with ``HfApi``. Every number in the card comes from the
-run's own files (``training_state.json``, ``run_config.yaml``, an ``evaluate.py`` JSON).
+run's own files (``training_state.json``, ``run_config.yaml``, an ``evaluate_checkpoints.py`` JSON).
 """
 
 import json
@@ -36,7 +36,7 @@ def _read(path: Path, loader):
 
 
 def eval_row(evaluation: dict) -> tuple[dict | None, dict | None]:
-    """This model's row and the reference's row of an ``evaluate.py`` JSON."""
+    """This model's row and the reference's row of an ``evaluate_checkpoints.py`` JSON."""
     models = evaluation.get("models", [])
     reference = evaluation.get("reference")
     ours = next((m for m in models if reference is None or m["path"] != reference["path"]), None)
@@ -102,7 +102,7 @@ def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
              f"mixed precision {state.get('mixed_precision', 'unknown')} |",
              f"| final validation loss (training log) | {_num(state.get('last_val_loss'), '{:.4f}')} |", ""]
     if ours:
-        lines += ["## Evaluation", "", "Measured with `scripts/evaluate.py` on the same validation tokens and "
+        lines += ["## Evaluation", "", "Measured with `scripts/evaluate_checkpoints.py` on the same validation tokens and "
                   "HellaSwag examples for every model:", "",
                   "| model | val loss | perplexity | HellaSwag acc | acc_norm |", "| --- | --- | --- | --- | --- |"]
         for row in [ours] + ([reference] if reference else []):
@@ -112,7 +112,7 @@ def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
         lines += ["", f"Validation tokens: {_num(ours.get('val_tokens'))}; HellaSwag examples: "
                   f"{_num(ours.get('hellaswag_examples'))}.", ""]
     else:
-        lines += ["## Evaluation", "", "Not evaluated yet (run `scripts/evaluate.py ... --reference gpt2`).", ""]
+        lines += ["## Evaluation", "", "Not evaluated yet (run `scripts/evaluate_checkpoints.py ... --reference gpt2`).", ""]
     lines += ["## Training curves", "", "![loss](plots/lossGraph.png)", "",
               "TensorBoard logs are in `runs/` (the Hub renders them under *Training metrics*).", "",
               "## Intended use and limitations", "",

@@ -13,7 +13,7 @@ from ..data.download import DownloadError, fetch_once
 from ..data.loaders import DistributedTokenLoader, ValidationSet
 from ..data.preparation import PrepareConfig, prepare
 from ..data.shards import find_shards
-from ..layout import RunLayout
+from ..layout import TRACKER, RunLayout
 from .arguments import ConfigError, RunConfig
 from .callbacks import FlowCallback, build_callback, parse_callback_spec
 
@@ -26,7 +26,7 @@ def build_accelerator(config: RunConfig) -> Accelerator:
     accum = train.grad_accum_steps(state.num_processes)
     project = ProjectConfiguration(project_dir=train.output_dir, logging_dir=train.output_dir)
     return Accelerator(cpu=train.cpu, mixed_precision=train.mixed_precision, gradient_accumulation_steps=accum,
-                       log_with="tensorboard", project_config=project)
+                       log_with=TRACKER, project_config=project)
 
 
 def enable_tf32(device: torch.device) -> None:

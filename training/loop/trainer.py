@@ -21,11 +21,9 @@ from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
 from ..evaluation.hellaswag import HellaSwagInLoop
 from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
-from ..layout import (CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRAINING_STATE_FILE, RunLayout,
-                      Tags)
+from ..layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRAINING_STATE_FILE, RunLayout, Tags
 from .arguments import RunConfig
-from .builders import (build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits,
-                       enable_tf32)
+from .builders import build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits, enable_tf32
 from .callbacks import GPTTrainerControl, RunCallbackHandler
 from .checkpointing import CheckpointManager, write_json
 from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
@@ -232,7 +230,6 @@ class Trainer:
         if self.peak_flops:
             metrics[Tags.TRAIN_MFU] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
                                                                                self.accelerator.num_processes)
-        metrics.update(self.log.take_step_metrics())
         return metrics
 
     # ------------------------------------------------------------------------------------------- actions
@@ -333,6 +330,7 @@ class Trainer:
                 self._fire("on_step_begin")
                 metrics = self.training_step()
                 self._fire("on_step_end")
+                metrics.update(self.log.take_step_metrics())  # what callbacks added during this step
                 self._carry_out(metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics[Tags.TRAIN_LOSS]:.4f}", lr=f"{metrics[Tags.TRAIN_LR]:.2e}",

@@ -13,6 +13,7 @@ A run folder::
     <run>/tensorboard/reference/          the reference's measured numbers (evaluate_checkpoints.py)
     <run>/reference_eval.json             the same numbers as JSON
     <run>/checkpoints/step_0001000/       accelerator.save_state + model/ (a from_pretrained folder)
+    <run>/checkpoints/abandoned/<branch>/ checkpoints (and final/) of a branch left behind by a rollback
     <run>/final/                          the final model (a from_pretrained folder)
     <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
     <run>/data/download/                  a corpus downloaded because no --data was given
@@ -31,6 +32,7 @@ TRACKER = "tensorboard"  # Accelerate's tracker type (log_with=)
 REFERENCE_TB_SUBDIR = "reference"
 REFERENCE_EVAL_FILE = "reference_eval.json"
 CHECKPOINTS_DIR = "checkpoints"
+ABANDONED_DIR = "abandoned"  # inside checkpoints/: branches left behind by a rollback
 FINAL_DIR = "final"
 DATA_DIR = "data"
 PREPARED_SHARDS_SUBDIR = "shards"
@@ -46,6 +48,7 @@ RUN_CONFIG_FILE = "run_config.yaml"
 
 _CHECKPOINT_NAME = re.compile(r"^step_(\d{7})$")
 _TEMPORARY_SUFFIX = ".tmp"
+_PREVIOUS_SUFFIX = ".previous"
 
 
 def checkpoint_name(step: int) -> str:
@@ -66,6 +69,11 @@ def temporary_name(name: str) -> str:
 
 def is_temporary(name: str) -> bool:
     return name.endswith(_TEMPORARY_SUFFIX)
+
+
+def previous_name(name: str) -> str:
+    """Where a folder being replaced waits until its successor is in place."""
+    return name + _PREVIOUS_SUFFIX
 
 
 @dataclass(frozen=True)

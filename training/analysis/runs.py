@@ -7,13 +7,19 @@ from pathlib import Path
 import numpy as np
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, TENSORS, EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.compat.proto.event_pb2 import SessionLog
 
 from ..layout import RunLayout, Tags
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
-    """Every TensorBoard event file under ``run_dir``, oldest first (by the wall time of its first event)."""
-    files = [p for p in Path(run_dir).rglob("events.out.tfevents.*") if p.is_file()]
+    """The TensorBoard event files of a run (its ``tensorboard/`` folder, or ``run_dir`` itself when given a log
+    folder), oldest first (by the wall time in the file name). Copies elsewhere in the run folder (Hub staging)
+    are not read."""
+    logs = RunLayout(run_dir).tensorboard_dir
+    root = logs if logs.is_dir() else Path(run_dir)
+    files = [p for p in root.rglob("events.out.tfevents.*") if p.is_file()]
     return sorted(files, key=lambda p: (_first_wall_time(p), p.name))
 
 
@@ -25,32 +31,59 @@ def _first_wall_time(path: Path) -> float:
     return name_time
 
 
-def read_run_scalars(run_dir: str | Path) -> dict[str, dict[int, float]]:
-    """tag -> {step: value} over all event files; a step written twice (a resumed run re-doing steps after its
-    last checkpoint) keeps the value written last."""
-    scalars: dict[str, dict[int, float]] = {}
+def purge_step(path: Path) -> int | None:
+    """The step from which a writer asked readers to drop earlier writers' events (``SummaryWriter(purge_step=)``,
+    written by a resumed run): a session-start event before any summary."""
+    for event in EventFileLoader(str(path)).Load():
+        if event.HasField("summary"):
+            return None
+        if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+            return event.step
+    return None
+
+
+def _read_series(run_dir, read_file) -> dict:
+    """tag -> {step: value} over a run's event files in order: a later file's purge step drops the steps at and
+    after it that earlier files of the same folder wrote, and a step written again keeps the value written last."""
+    merged: dict[str, dict[int, tuple]] = {}  # tag -> step -> (value, folder)
     for path in event_files(run_dir):
-        accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0, TENSORS: 0}, purge_orphaned_data=False)
-        accumulator.Reload()
-        for tag in accumulator.Tags().get("scalars", []):
-            series = scalars.setdefault(tag, {})
-            for event in accumulator.Scalars(tag):
-                series[event.step] = event.value
-    return {tag: dict(sorted(series.items())) for tag, series in scalars.items()}
+        folder, purge = path.parent, purge_step(path)
+        if purge is not None:
+            for series in merged.values():
+                for step in [s for s, (_, where) in series.items() if s >= purge and where == folder]:
+                    del series[step]
+        for tag, step, value in read_file(path):
+            merged.setdefault(tag, {})[step] = (value, folder)
+    return {tag: {step: value for step, (value, _) in sorted(series.items())} for tag, series in merged.items()
+            if series}
+
+
+def _file_scalars(path: Path):
+    accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0, TENSORS: 0}, purge_orphaned_data=False)
+    accumulator.Reload()
+    for tag in accumulator.Tags().get("scalars", []):
+        for event in accumulator.Scalars(tag):
+            yield tag, event.step, event.value
+
+
+def _file_texts(path: Path):
+    accumulator = EventAccumulator(str(path), size_guidance={TENSORS: 0}, purge_orphaned_data=False)
+    accumulator.Reload()
+    for tag in accumulator.Tags().get("tensors", []):
+        for event in accumulator.Tensors(tag):
+            values = event.tensor_proto.string_val
+            if values:
+                yield tag.replace("/text_summary", ""), event.step, values[0].decode()
+
+
+def read_run_scalars(run_dir: str | Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} over all event files of the run, as TensorBoard shows them (see ``_read_series``)."""
+    return _read_series(run_dir, _file_scalars)
 
 
 def read_run_texts(run_dir: str | Path) -> dict[str, dict[int, str]]:
     """Text summaries (samples, config): tag -> {step: text}."""
-    texts: dict[str, dict[int, str]] = {}
-    for path in event_files(run_dir):
-        accumulator = EventAccumulator(str(path), size_guidance={TENSORS: 0}, purge_orphaned_data=False)
-        accumulator.Reload()
-        for tag in accumulator.Tags().get("tensors", []):
-            for event in accumulator.Tensors(tag):
-                values = event.tensor_proto.string_val
-                if values:
-                    texts.setdefault(tag.replace("/text_summary", ""), {})[event.step] = values[0].decode()
-    return texts
+    return _read_series(run_dir, _file_texts)
 
 
 # ----------------------------------------------------------------------------------------------- run data

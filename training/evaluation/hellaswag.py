@@ -103,7 +103,7 @@ def ending_losses(model, rows: list[list[int]], starts: list[int], device) -> tu
         tokens[i, :len(row)] = torch.tensor(row)
         mask[i, start:len(row)] = True
     tokens, mask = tokens.to(device), mask.to(device)
-    logits = model(tokens).logits  # (R, W, V)
+    logits = model(tokens, use_cache=False).logits  # (R, W, V)
     scored = mask[:, 1:]  # position t predicts token t+1; keep only positions whose target is an ending token
     # The softmax runs over the scored positions only (N rows), not all R x W: several times less memory.
     losses = next_token_loss(logits[:, :-1][scored], tokens[:, 1:][scored], reduction="none")  # (N,)

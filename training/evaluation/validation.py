@@ -24,7 +24,7 @@ def validation_loss(model, val_set: ValidationSet, batch_size: int, seq_len: int
     for x, y in val_set.batches(batch_size, seq_len, process_index, num_processes, max_tokens):
         x, y = x.to(device), y.to(device)
         with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
-            logits = model(x).logits  # (B, T, V); any causal LM (ours, GPT2LMHeadModel) works
+            logits = model(x, use_cache=False).logits  # (B, T, V); any causal LM (ours, GPT2LMHeadModel) works
         totals[0] += next_token_loss(logits, y, reduction="sum").double()
         totals[1] += y.numel()
     if reduce is not None:

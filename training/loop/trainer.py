@@ -7,7 +7,9 @@ optimizer and schedule step, bookkeeping) and carries out what the callbacks dec
 contract of ``callbacks.py``).
 """
 
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -21,11 +23,12 @@ from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
 from ..evaluation.hellaswag import HellaSwagInLoop
 from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
-from ..layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRAINING_STATE_FILE, RunLayout, Tags
+from ..layout import (CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRACKER, TRAINING_STATE_FILE,
+                      RunLayout, Tags, temporary_name)
 from .arguments import RunConfig
 from .builders import build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits, enable_tf32
 from .callbacks import GPTTrainerControl, RunCallbackHandler
-from .checkpointing import CheckpointManager, write_json
+from .checkpointing import CheckpointManager, publish_folder, recover_folder, write_json
 from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
 
 
@@ -142,6 +145,7 @@ class Trainer:
         self.progress = TrainingProgress(self)
         self.accelerator.register_for_checkpointing(self.scheduler, self.train_loader, self.progress)
         self.checkpoints = CheckpointManager(self.layout.checkpoints_dir, self.args.keep_last)
+        self.resumed_step: int | None = None
 
         self.tokens_per_step = self.args.micro_batch_size * self.args.seq_len * self.grad_accum * \
             self.accelerator.num_processes
@@ -157,7 +161,10 @@ class Trainer:
 
     def _init_tracking(self) -> None:
         run_name = self.config.logging.run_name or self.output_dir.name
-        self.accelerator.init_trackers(TENSORBOARD_DIR, config=self.config.flat())
+        # After a resume, TensorBoard readers drop what an earlier writer logged at steps after the checkpoint
+        # (the tail of a crashed run, or an abandoned branch), so the logs show one history.
+        init_kwargs = {TRACKER: {"purge_step": self.resumed_step + 1}} if self.resumed_step is not None else {}
+        self.accelerator.init_trackers(TENSORBOARD_DIR, config=self.config.flat(), init_kwargs=init_kwargs)
         if self.accelerator.is_main_process:
             self.config.save(self.layout.config_file)
             config_text = self.layout.config_file.read_text()
@@ -179,7 +186,7 @@ class Trainer:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             with self.accelerator.accumulate(self.model):
-                loss = self.model(x, shift_labels=y).loss
+                loss = self.model(x, shift_labels=y, use_cache=False).loss  # no KV cache in training
                 self.accelerator.backward(loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
             loss_sum += loss.detach()
         return self.accelerator.reduce(loss_sum / self.grad_accum, "mean").item()
@@ -205,6 +212,11 @@ class Trainer:
         started = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         loss = self._forward_backward()
+        if not self.accelerator.sync_gradients:
+            # Never silent: without a sync micro-step the wrapped optimizer's step() and zero_grad() do nothing.
+            raise RuntimeError(f"Step {self.state.global_step + 1}: the last of {self.grad_accum} micro-steps did not "
+                               f"synchronise gradients (Accelerate's micro-step counter is {self.accelerator.step}); "
+                               "the optimizer would silently skip this update.")
         grad_norm = self._clip()
         self._fire("on_pre_optimizer_step", loss=loss, grad_norm=grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -297,6 +309,16 @@ class Trainer:
             "mixed_precision": self.accelerator.mixed_precision,
         })
 
+    def save_final_model(self) -> Path:
+        """``final/`` written like a checkpoint: a complete temporary folder, fsynced, then renamed into place, so
+        a crash while writing it leaves the previous ``final/`` whole (weights and training_state.json agree)."""
+        final = self.layout.final_dir
+        tmp = final.with_name(temporary_name(final.name))
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.save_model(tmp)
+        return publish_folder(tmp, final)
+
     def _carry_out(self, metrics: dict) -> None:
         if self.control.should_log:
             self.log.log_metrics(metrics)
@@ -304,18 +326,38 @@ class Trainer:
             self.evaluate()
         if self.control.should_run_hellaswag:
             self.run_hellaswag()
+        if self.control.should_save:
+            self.save_checkpoint()  # before sampling: nothing optional runs between a step and its checkpoint
         if self.control.should_sample:
             self.sample()
-        if self.control.should_save:
-            self.save_checkpoint()
 
     # ------------------------------------------------------------------------------------------- run
     def resume(self, spec: str) -> Path:
         path = self.checkpoints.resolve(spec)
         self.accelerator.load_state(str(path))
+        # load_state restores Accelerate's micro-step counter, which counts micro-steps of the saved layout
+        # (processes x accumulation). Checkpoints are taken at optimizer-step boundaries, so under any layout the
+        # position inside the step is 0; a stale count would make accumulate() miss the sync micro-step.
+        self.accelerator.step = 0
+        self.resumed_step = self.state.global_step
+        if self.accelerator.is_main_process:
+            branch = self.checkpoints.abandon_after(self.state.global_step, extra=self._final_after(self.resumed_step))
+            if branch is not None:
+                self.accelerator.print(f"Rolled back to step {self.resumed_step}: the newer checkpoints of the "
+                                       f"abandoned branch were moved to {branch}.")
+        self.accelerator.wait_for_everyone()
         return path
 
+    def _final_after(self, step: int) -> list[Path]:
+        """``final/`` if it was written by a run that went past ``step`` (it belongs to the abandoned branch)."""
+        state_file = self.layout.final_dir / TRAINING_STATE_FILE
+        if state_file.exists() and json.loads(state_file.read_text()).get("global_step", 0) > step:
+            return [self.layout.final_dir]
+        return []
+
     def train(self) -> TrainerState:
+        if self.accelerator.is_main_process:
+            recover_folder(self.layout.final_dir)
         if self.args.resume_from_checkpoint:
             resumed = self.resume(self.args.resume_from_checkpoint)
             self.accelerator.print(f"Resumed from {resumed} at step {self.state.global_step}.")
@@ -338,7 +380,7 @@ class Trainer:
         finally:
             bar.close()
         if self.accelerator.is_main_process:
-            self.save_model(self.layout.final_dir)
+            self.save_final_model()
         self.accelerator.wait_for_everyone()
         self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
         return self.state

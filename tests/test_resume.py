@@ -1,0 +1,144 @@
+"""Long-run safety: resuming on another layout, rolling back, and never losing a complete final model."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.layout import RunLayout, checkpoint_name
+from training.loop.trainer import Trainer
+
+from .helpers import (ACCELERATE_LAUNCH, StopAtStep, config_to_argv, load_final_weights, read_scalars, run_pretrain,
+                      tiny_run_config, train)
+
+
+def checkpoint_weights(run_dir, step) -> dict[str, torch.Tensor]:
+    return load_file(str(RunLayout(run_dir).checkpoint_model_dir(step) / "model.safetensors"))
+
+
+def assert_weights_close(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
+
+
+def assert_updated_every_step(run_dir, steps):
+    for step in steps:
+        before, after = checkpoint_weights(run_dir, step - 1), checkpoint_weights(run_dir, step)
+        moved = max((after[k] - before[k]).abs().max().item() for k in after)
+        assert moved > 1e-6, f"weights did not change at step {step}"
+
+
+# ----------------------------------------------------------------------------------------------- layout changes
+def test_resume_with_a_smaller_micro_batch_updates_every_step(tmp_path, shakespeare_shards):
+    """micro-batch 4 -> 2 (accumulation 3 -> 6): the restored micro-step count (3) is not a multiple of 6."""
+    common = dict(max_steps=5, total_batch_tokens=384, save_every=1, keep_last=0, warmup_steps=2)
+    first = tiny_run_config(tmp_path / "changed", shakespeare_shards, micro_batch_size=4, **common)
+    assert train(first, [StopAtStep(1)]).grad_accum == 3
+    resumed = tiny_run_config(tmp_path / "changed", shakespeare_shards, micro_batch_size=2,
+                              resume_from_checkpoint="latest", **common)
+    assert train(resumed).grad_accum == 6
+    reference = tiny_run_config(tmp_path / "reference", shakespeare_shards, micro_batch_size=2, **common)
+    train(reference)
+    assert_updated_every_step(tmp_path / "changed", range(2, 6))
+    assert_weights_close(load_final_weights(tmp_path / "changed"), load_final_weights(tmp_path / "reference"))
+
+
+def test_resume_from_two_processes_into_one(tmp_path, shakespeare_shards):
+    """2 processes x accumulation 3 to step 1, then 1 process x accumulation 6 (the seed run moved to 1 GPU)."""
+    config = tiny_run_config(tmp_path / "moved", shakespeare_shards, max_steps=5, total_batch_tokens=768,
+                             save_every=1, keep_last=0)
+    two_processes = [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no"]
+    argv = config_to_argv(config)
+    run_pretrain(argv + ["--callbacks", "tests.helpers.StopAtStep:step=1"], launcher=two_processes)
+    run_pretrain(argv + ["--resume_from_checkpoint", "latest"])
+    run_pretrain(argv + ["--output_dir", str(tmp_path / "reference")])
+    logged = read_scalars(tmp_path / "moved")
+    assert logged["run/grad_accum_steps"] == {0: 6.0}  # the resumed (last) writer's layout
+    assert_updated_every_step(tmp_path / "moved", range(2, 6))
+    assert_weights_close(load_final_weights(tmp_path / "moved"), load_final_weights(tmp_path / "reference"))
+    reference = read_scalars(tmp_path / "reference")
+    for step in range(1, 6):
+        assert logged["train/loss"][step] == pytest.approx(reference["train/loss"][step], abs=1e-4)
+
+
+def test_a_step_without_gradient_sync_is_an_error_not_a_silent_no_op(tmp_path, shakespeare_shards):
+    trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, total_batch_tokens=384, max_steps=2))
+    trainer.accelerator.step = 1  # as a stale counter restored from another layout would leave it
+    with pytest.raises(RuntimeError, match="did not synchronise gradients"):
+        trainer.train()
+    trainer.close()
+
+
+# ----------------------------------------------------------------------------------------------- rollback
+def test_rollback_starts_a_new_branch_and_keeps_the_old_one_aside(tmp_path, shakespeare_shards):
+    run = RunLayout(tmp_path)
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=2, keep_last=0))
+    old_branch = {s: checkpoint_weights(tmp_path, s) for s in (2, 4, 6)}
+    old_loss = read_scalars(tmp_path)["train/loss"]
+
+    # Roll back to step 2 (past a "spike") with another learning rate; keep only the newest 2 checkpoints.
+    rollback = tiny_run_config(tmp_path, shakespeare_shards, max_steps=5, save_every=1, keep_last=2, max_lr=1e-3,
+                               resume_from_checkpoint=str(run.checkpoint_dir(2)))
+    train(rollback)
+    # Pruning follows the new branch: its newest two, not the stale step 6 counted as newest.
+    assert sorted(p.name for p in run.checkpoints_dir.iterdir() if p.name.startswith("step_")) == \
+        [checkpoint_name(4), checkpoint_name(5)]
+    (branch,) = list((run.checkpoints_dir / "abandoned").iterdir())
+    assert sorted(p.name for p in branch.iterdir()) == sorted([checkpoint_name(4), checkpoint_name(6), "final"])
+    torch.testing.assert_close(load_file(str(branch / checkpoint_name(6) / "model" / "model.safetensors")),
+                               old_branch[6])  # moved, not deleted
+    assert json.loads((run.final_dir / "training_state.json").read_text())["global_step"] == 5
+
+    # latest now continues the new branch, never the abandoned step 6.
+    continued = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=7, save_every=1, keep_last=2,
+                                        max_lr=1e-3, resume_from_checkpoint="latest"))
+    continued.train()
+    continued.close()
+    assert continued.resumed_step == 5
+
+    # TensorBoard shows one history: steps 3..7 of the new branch, nothing of the abandoned steps after 2.
+    loss = read_scalars(tmp_path)["train/loss"]
+    assert sorted(loss) == list(range(1, 8))
+    assert loss[1] == old_loss[1] and loss[2] == old_loss[2]
+    assert loss[6] != old_loss[6]
+
+
+def test_resuming_from_the_newest_checkpoint_abandons_nothing(tmp_path, shakespeare_shards):
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2))
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=2, resume_from_checkpoint="latest"))
+    assert not (RunLayout(tmp_path).checkpoints_dir / "abandoned").exists()
+
+
+# ----------------------------------------------------------------------------------------------- final/
+def test_a_crash_while_writing_final_keeps_the_previous_final_whole(tmp_path, shakespeare_shards, monkeypatch):
+    run = RunLayout(tmp_path)
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2, save_every=2))
+    first_final = load_final_weights(tmp_path)
+
+    original = Trainer.save_model
+
+    def crash_after_the_weights(self, folder):
+        if folder.name != "model":  # the final model, not a checkpoint's model/ folder
+            self.raw_model.save_pretrained(folder)
+            raise KeyboardInterrupt("killed while writing final/")
+        original(self, folder)
+
+    monkeypatch.setattr(Trainer, "save_model", crash_after_the_weights)
+    trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2,
+                                      resume_from_checkpoint="latest"))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    trainer.close()
+    monkeypatch.setattr(Trainer, "save_model", original)
+
+    state = json.loads((run.final_dir / "training_state.json").read_text())
+    assert state["global_step"] == 2
+    final = load_final_weights(tmp_path)
+    assert all(torch.equal(final[k], first_final[k]) for k in final)
+    # The next run cleans up the half-written folder and publishes a complete final/.
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2, resume_from_checkpoint="latest"))
+    assert json.loads((run.final_dir / "training_state.json").read_text())["global_step"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("final")) == ["final"]

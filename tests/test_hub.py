@@ -174,3 +174,45 @@ def test_training_pushes_checkpoints_and_the_final_model(tmp_path, shakespeare_s
     assert [u["revision"] for u in uploads] == ["step_0000002", "step_0000004", None]
     assert uploads[0]["run_as_future"] is True and uploads[-1]["run_as_future"] is False
     assert "gpt2-export/model.safetensors" in uploads[-1]["files"] and "README.md" in uploads[-1]["files"]
+
+
+class ConnectError(Exception):
+    """Like httpx.ConnectError: a network failure that is neither an OSError nor a ConnectionError."""
+
+
+class FlakyApi(RecordingApi):
+    """Branch pushes (checkpoints) fail with a network error that is not an OSError; main pushes may fail too."""
+
+    def __init__(self, fail_final=False):
+        super().__init__()
+        self.fail_final = fail_final
+
+    def create_branch(self, repo_id, **kwargs):
+        raise ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    def upload_folder(self, **kwargs):
+        if self.fail_final and kwargs.get("revision") is None:
+            raise RuntimeError("Hub answered 500")
+        return super().upload_folder(**kwargs)
+
+
+def test_a_failing_checkpoint_push_never_stops_training(tmp_path, shakespeare_shards):
+    api = FlakyApi()
+    pusher = HubPushCallback("me/run", push_checkpoints=True, api=api, token=FAKE_TOKEN)
+    trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2), callbacks=[pusher])
+    with pytest.warns(UserWarning, match="step-2 checkpoint to me/run failed.*ConnectError.*training continues"):
+        trainer.train()
+    trainer.close()
+    assert trainer.state.global_step == 4 and (tmp_path / "final" / "model.safetensors").exists()
+    assert pusher.failed_steps == [2, 4]
+    assert [c[2]["revision"] for c in api.calls if c[0] == "upload_folder"] == [None]  # the final push went through
+
+
+def test_a_failing_final_push_says_the_model_is_safe_and_how_to_retry(tmp_path, shakespeare_shards):
+    pusher = HubPushCallback("me/run", api=FlakyApi(fail_final=True), token=FAKE_TOKEN)
+    trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2), callbacks=[pusher])
+    with pytest.raises(HubError, match=r"final model is saved in .*final.*push_to_hub.py") as error:
+        trainer.train()
+    trainer.close()
+    assert FAKE_TOKEN not in str(error.value)
+    assert (tmp_path / "final" / "model.safetensors").exists()

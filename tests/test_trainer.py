@@ -1,10 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from training.cli import ConfigError, parse_run_config
 from training.data.loaders import ValidationSet
+from training.data.shards import write_shard_atomic
 from training.loop.optimization import warmup_cosine_factor
 from training.loop.trainer import NonFiniteLossError, Trainer
 
@@ -271,3 +273,38 @@ def test_hellaswag_runs_in_the_loop_on_its_schedule(tmp_path, shakespeare_shards
     scalars = read_scalars(tmp_path / "tensorboard")
     assert sorted(scalars["hellaswag/acc_norm"]) == [2, 4]
     assert all(0.0 <= v <= 1.0 for v in scalars["hellaswag/acc"].values())
+
+
+def test_settings_of_optional_steps_are_checked_before_training(tmp_path, shakespeare_shards):
+    with pytest.raises(ConfigError, match=r"sample_tokens 100 = 1\d\d positions, more than the model's context of 32"):
+        Trainer(tiny_run_config(tmp_path, shakespeare_shards, sample_every=100, sample_tokens=100))
+    with pytest.raises(ConfigError, match="sample_prompt is empty"):
+        Trainer(tiny_run_config(tmp_path, shakespeare_shards, sample_every=5, sample_prompt=""))
+    with pytest.raises(ValueError, match=r"eval_tokens \(0\) must be at least seq_len"):
+        tiny_run_config(tmp_path, shakespeare_shards, eval_every=5, eval_tokens=0)
+    small_val = tmp_path / "small_val"
+    small_val.mkdir()
+    for shard in shakespeare_shards.glob("*_train_*.npy"):
+        (small_val / shard.name).symlink_to(shard)
+    write_shard_atomic(small_val / "shakespeare_val_000000.npy", np.full(20, 50256, dtype=np.uint16))
+    with pytest.raises(ConfigError, match=r"has 20 tokens, fewer than seq_len \+ 1 = 33"):
+        Trainer(tiny_run_config(tmp_path, small_val, eval_every=5))
+    with pytest.raises(ValueError, match="does not exist"):
+        Trainer(tiny_run_config(tmp_path, shakespeare_shards, hellaswag_every=5,
+                                hellaswag_path=str(tmp_path / "missing.jsonl")))
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained
+
+
+def test_skipping_updates_is_bounded(tmp_path, shakespeare_shards):
+    config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=10, save_every=2, on_nonfinite="skip",
+                             max_consecutive_skips=2)
+    trainer = Trainer(config, callbacks=[PoisonStep(3, permanent=True)])
+    with pytest.raises(NonFiniteLossError, match=r"Step 5: 3 updates skipped in a row.*step_0000004"):
+        trainer.train()
+    trainer.close()
+    total = tiny_run_config(tmp_path / "total", shakespeare_shards, max_steps=10, on_nonfinite="skip",
+                            max_skipped_updates=1)
+    trainer = Trainer(total, callbacks=[PoisonStep(2), PoisonStep(4)])
+    with pytest.raises(NonFiniteLossError, match="2 in total"):
+        trainer.train()
+    trainer.close()

@@ -1,13 +1,19 @@
 """Pushing to the Hub from a training run: the final model at the end, checkpoints (optionally) as they are saved.
 
-The staging code (and with it the analysis and matplotlib) is imported only when a push actually runs.
+Checkpoint pushes are best effort: they run in the background, and any failure (network, Hub, staging) is
+reported as a warning and retried with the next checkpoint; training never stops for them. The final push runs
+after ``final/`` is safely on disk; its failure is reported clearly (a ``HubError``) and can be redone with
+``scripts/push_to_hub.py``. The staging code (and with it the analysis and matplotlib) is imported only when a
+push actually runs.
 """
+
+import warnings
 
 from huggingface_hub import HfApi
 from transformers import TrainerCallback
 
 from ..layout import RunLayout, checkpoint_name
-from .upload import push_folder, require_token
+from .upload import HubError, push_folder, require_token
 
 
 class HubPushCallback(TrainerCallback):
@@ -18,30 +24,55 @@ class HubPushCallback(TrainerCallback):
                  api: HfApi | None = None, token: str | None = None):
         self.repo_id, self.push_checkpoints, self.private, self.api = repo_id, push_checkpoints, private, api
         self.token = require_token(token)  # fail before any training is done
-        self.futures = []
+        self.futures: dict[int, object] = {}  # step -> upload future
+        self.failed_steps: list[int] = []
 
     def on_save(self, args, state, control, checkpoint_dir=None, **kwargs):
         if not self.push_checkpoints or not state.is_world_process_zero or checkpoint_dir is None:
             return
+        self._collect_finished()
+        try:
+            self.futures[state.global_step] = self._push_checkpoint(args.output_dir, state.global_step)
+        except Exception as error:  # noqa: BLE001 - any failure of a background push must leave training running
+            self._failed(state.global_step, error)
+
+    def _push_checkpoint(self, output_dir: str, step: int):
         from .staging import stage_upload
 
-        name, layout = checkpoint_name(state.global_step), RunLayout(args.output_dir)
-        staged = stage_upload(layout.checkpoint_model_dir(state.global_step), layout.hub_staging_dir / name,
-                              self.repo_id, run_dir=layout.root, with_gpt2_export=False)
-        self.futures.append(push_folder(staged, self.repo_id, self.private, revision=name,
-                                        api=self.api, token=self.token,
-                                        commit_message=f"Checkpoint at step {state.global_step}", run_as_future=True))
+        name, layout = checkpoint_name(step), RunLayout(output_dir)
+        staged = stage_upload(layout.checkpoint_model_dir(step), layout.hub_staging_dir / name, self.repo_id,
+                              run_dir=layout.root, with_gpt2_export=False)
+        return push_folder(staged, self.repo_id, self.private, revision=name, api=self.api, token=self.token,
+                           commit_message=f"Checkpoint at step {step}", run_as_future=True)
+
+    def _failed(self, step: int, error: BaseException) -> None:
+        self.failed_steps.append(step)
+        warnings.warn(f"Pushing the step-{step} checkpoint to {self.repo_id} failed ({type(error).__name__}: {error});"
+                      " training continues and the next checkpoint will be pushed.", stacklevel=1)
+
+    def _collect_finished(self, wait: bool = False) -> None:
+        for step, future in list(self.futures.items()):
+            if not hasattr(future, "result") or not (wait or future.done()):
+                continue
+            del self.futures[step]
+            try:
+                future.result()
+            except Exception as error:  # noqa: BLE001
+                self._failed(step, error)
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         from .staging import stage_upload
 
-        for future in self.futures:
-            if hasattr(future, "result"):
-                future.result()
+        self._collect_finished(wait=True)
         layout = RunLayout(args.output_dir)
-        staged = stage_upload(layout.final_dir, layout.hub_staging_dir / layout.final_dir.name,
-                              self.repo_id, run_dir=layout.root)
-        push_folder(staged, self.repo_id, self.private, api=self.api, token=self.token,
-                    commit_message=f"Final model after {state.global_step} steps")
+        try:
+            staged = stage_upload(layout.final_dir, layout.hub_staging_dir / layout.final_dir.name,
+                                  self.repo_id, run_dir=layout.root)
+            push_folder(staged, self.repo_id, self.private, api=self.api, token=self.token,
+                        commit_message=f"Final model after {state.global_step} steps")
+        except Exception as error:
+            raise HubError(f"Training finished and the final model is saved in {layout.final_dir}, but pushing it "
+                           f"to {self.repo_id} failed ({type(error).__name__}: {error}). Push it again with: "
+                           f"python scripts/push_to_hub.py {layout.final_dir} --repo_id {self.repo_id}") from error

@@ -107,7 +107,12 @@ class TrainArguments:
                                                default=None)
     target_val_loss: float | None = _help("Stop once the validation loss is at or below this value.", default=None)
     on_nonfinite: str = _help("A NaN/inf loss or gradient norm: 'stop' (keep the last good checkpoint) or 'skip' "
-                              "the update and continue.", default="stop")
+                              "the update and continue (bounded by max_consecutive_skips and max_skipped_updates).",
+                              default="stop")
+    max_consecutive_skips: int = _help("Stop the run (keeping the last good checkpoint) after this many skipped updates "
+                                       "in a row: NaN/inf with --on_nonfinite skip, or spikes skipped by the "
+                                       "spike_detector. A run that keeps skipping is not training.", default=5)
+    max_skipped_updates: int = _help("Stop the run after this many skipped updates in total.", default=100)
     callbacks: list[str] = _help(
         "Callbacks by name, with arguments as name:key=value,key=value (e.g. spike_detector:z_threshold=4). "
         "Built in: grad_norm, layer_ratios, histograms, spike_detector, early_stopping.",
@@ -130,9 +135,20 @@ class TrainArguments:
             problems.append(f"min_lr ({self.min_lr}) is larger than max_lr ({self.max_lr})")
         if self.warmup_steps < 0:
             problems.append(f"warmup_steps must be >= 0 (got {self.warmup_steps})")
-        for name in ("seq_len", "micro_batch_size", "total_batch_tokens", "max_steps"):
+        for name in ("seq_len", "micro_batch_size", "total_batch_tokens", "max_steps", "max_consecutive_skips",
+                     "max_skipped_updates"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        for name in ("eval_every", "eval_tokens", "sample_every", "sample_tokens", "num_samples", "save_every",
+                     "keep_last", "hellaswag_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.eval_every > 0 and self.eval_tokens < self.seq_len:
+            problems.append(f"eval_tokens ({self.eval_tokens}) must be at least seq_len ({self.seq_len}) when "
+                            "eval_every > 0 (or set eval_every 0 to disable validation)")
+        if self.sample_every > 0 and (self.num_samples < 1 or self.sample_tokens < 1):
+            problems.append(f"sampling every {self.sample_every} steps needs num_samples >= 1 and sample_tokens >= 1 "
+                            "(or set sample_every 0)")
         if self.on_nonfinite not in ("stop", "skip"):
             problems.append(f"on_nonfinite must be 'stop' or 'skip' (got {self.on_nonfinite!r})")
         if problems:

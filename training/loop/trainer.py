@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
 from ..layout import (CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRACKER, TRAINING_STATE_FILE,
                       RunLayout, Tags, temporary_name)
-from .arguments import RunConfig
+from .arguments import ConfigError, RunConfig
 from .builders import build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits, enable_tf32
 from .callbacks import GPTTrainerControl, RunCallbackHandler
 from .checkpointing import CheckpointManager, publish_folder, recover_folder, write_json
@@ -34,6 +35,10 @@ from .optimization import build_optimizer, build_scheduler, device_peak_flops, m
 
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm became NaN/inf and the run was told to stop."""
+
+
+class TooManySkippedUpdates(NonFiniteLossError):
+    """Updates were skipped (NaN/inf or spikes) more often than --max_consecutive_skips / --max_skipped_updates."""
 
 
 class RunLog:
@@ -84,6 +89,7 @@ class TrainingProgress:
         return {"global_step": t.state.global_step, "tokens_seen": t.state.num_input_tokens_seen,
                 "best_metric": t.state.best_metric, "best_global_step": t.state.best_global_step,
                 "log_history": list(t.state.log_history), "skipped_updates": t.skipped_updates,
+                "consecutive_skips": t.consecutive_skips,
                 "callbacks": t.callbacks.callback_states()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -93,6 +99,7 @@ class TrainingProgress:
         t.state.best_metric, t.state.best_global_step = state["best_metric"], state["best_global_step"]
         t.state.log_history = list(state["log_history"])
         t.skipped_updates = state["skipped_updates"]
+        t.consecutive_skips = state.get("consecutive_skips", 0)
         t.callbacks.load_callback_states(state["callbacks"])
 
 
@@ -142,6 +149,7 @@ class Trainer:
         self.log = RunLog(self.accelerator, self.state, on_log=lambda logs: self._fire("on_log", logs=logs))
         self.hellaswag = HellaSwagInLoop(self.args.hellaswag_path, self.args.hellaswag_limit)
         self.skipped_updates = 0
+        self.consecutive_skips = 0
         self.progress = TrainingProgress(self)
         self.accelerator.register_for_checkpointing(self.scheduler, self.train_loader, self.progress)
         self.checkpoints = CheckpointManager(self.layout.checkpoints_dir, self.args.keep_last)
@@ -152,7 +160,33 @@ class Trainer:
         self.num_parameters = sum(p.numel() for p in self.raw_model.parameters())
         self.flops_per_token = model_flops_per_token(self.raw_model, self.args.seq_len)
         self.peak_flops = config.logging.peak_flops or device_peak_flops(self.device)
+        self.check_settings()
         self._fire("on_init_end")
+
+    def check_settings(self) -> None:
+        """Every setting that an optional step (evaluation, HellaSwag, sampling) uses is checked now, before any
+        training: a bad one must not surface hours later, at the end of the run, before the final save."""
+        args, context = self.args, self.raw_model.config.n_positions
+        if args.sample_every > 0:
+            prompt_tokens = len(self.tokenizer.encode(args.sample_prompt))
+            if prompt_tokens == 0:
+                raise ConfigError("--sample_prompt is empty; give a prompt or set --sample_every 0.")
+            if prompt_tokens + args.sample_tokens > context:
+                raise ConfigError(
+                    f"Samples need {prompt_tokens} prompt tokens + --sample_tokens {args.sample_tokens} = "
+                    f"{prompt_tokens + args.sample_tokens} positions, more than the model's context of {context} "
+                    f"(--seq_len); lower --sample_tokens to at most {max(0, context - prompt_tokens)}, shorten "
+                    "--sample_prompt, or set --sample_every 0.")
+        if args.eval_every > 0:
+            if self.val_set is None:
+                raise ConfigError("--eval_every is set but there is no validation data; set --eval_every 0.")
+            if self.val_set.num_tokens(args.seq_len, args.eval_tokens) == 0:
+                raise ConfigError(
+                    f"The validation data ({self.val_set.paths[0]}) has {len(self.val_set.tokens)} tokens, fewer than "
+                    f"seq_len + 1 = {args.seq_len + 1}: prepare a larger validation shard (--val_tokens), lower "
+                    "--seq_len, or set --eval_every 0.")
+        if args.hellaswag_every > 0:
+            self.hellaswag.examples()  # loads (or downloads) and validates the file now
 
     # ------------------------------------------------------------------------------------------- hooks, logs
     def _fire(self, event: str, **kwargs):
@@ -208,6 +242,19 @@ class Trainer:
             "a lower --max_lr / longer --warmup_steps, or pass --on_nonfinite skip to skip such updates."
         )
 
+    def _count_skip(self, loss: float, grad_norm: float) -> None:
+        self.skipped_updates += 1
+        self.consecutive_skips += 1
+        step, args = self.state.global_step + 1, self.args
+        if self.consecutive_skips > args.max_consecutive_skips or self.skipped_updates > args.max_skipped_updates:
+            latest = self.checkpoints.latest()
+            where = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+            raise TooManySkippedUpdates(
+                f"Step {step}: {self.consecutive_skips} updates skipped in a row, {self.skipped_updates} in total "
+                f"(limits --max_consecutive_skips {args.max_consecutive_skips}, --max_skipped_updates "
+                f"{args.max_skipped_updates}; last loss={loss}, grad_norm={grad_norm}): the run is not training. "
+                f"Stopping; {where}. Resume from it with a lower --max_lr or a longer --warmup_steps.")
+
     def training_step(self) -> dict:
         started = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -222,8 +269,9 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             self._handle_nonfinite(loss, grad_norm)
         if self.control.should_skip_update:
-            self.skipped_updates += 1
+            self._count_skip(loss, grad_norm)
         else:
+            self.consecutive_skips = 0
             self.optimizer.step()
             self._fire("on_optimizer_step")
         self.optimizer.zero_grad(set_to_none=True)
@@ -329,7 +377,11 @@ class Trainer:
         if self.control.should_save:
             self.save_checkpoint()  # before sampling: nothing optional runs between a step and its checkpoint
         if self.control.should_sample:
-            self.sample()
+            try:
+                self.sample()
+            except Exception as error:  # samples are for looking at: never worth the run
+                warnings.warn(f"Step {self.state.global_step}: sampling failed ({type(error).__name__}: {error}); "
+                              "training continues.", stacklevel=1)
 
     # ------------------------------------------------------------------------------------------- run
     def resume(self, spec: str) -> Path:

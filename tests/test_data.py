@@ -107,9 +107,8 @@ def test_shard_validation_errors_name_the_shard(tmp_path):
     with pytest.raises(ShardError, match="x_train_000001.npy is empty"):
         DistributedTokenLoader(folder, 1, 4)
     np.save(folder / "x_train_000001.npy", np.full(10, 50256, dtype=np.uint16))
-    loader = DistributedTokenLoader(folder, 1, 4, vocab_size=1000)
-    with pytest.raises(ShardError, match="x_train_000001.npy contains token id 50256.*vocab_size is 1000"):
-        loader.next_batch()
+    with pytest.raises(ShardError, match="vocab_size 1000: x_train_000001.npy \\(max id 50256\\)"):
+        DistributedTokenLoader(folder, 1, 4, vocab_size=1000)
     (folder / "x_train_000001.npy").write_bytes(b"garbage")
     with pytest.raises(ShardError, match="x_train_000001.npy is not a readable .npy"):
         DistributedTokenLoader(folder, 1, 4)
@@ -134,3 +133,23 @@ def test_validation_batches_are_fixed_and_split_across_ranks(tmp_path):
     assert len(ranks[0]) == 4 and len(ranks[1]) == 4
     with pytest.raises(ShardError, match="fewer than seq_len"):
         list(ValidationSet(tmp_path, max_tokens=10).batches(1, 64))
+
+
+def test_every_shard_is_checked_at_start_up_not_when_reached(tmp_path):
+    folder = _make_shards(tmp_path / "ids", [40, 40, 40])
+    bad = np.full(40, 7, dtype=np.uint16)
+    bad[-1] = 60000  # the last shard: reached only after many steps
+    write_shard_atomic(folder / "t_train_000003.npy", bad)
+    with pytest.raises(ShardError, match="1 shard\\(s\\) hold token ids >= the model's vocab_size 50304: "
+                                         "t_train_000003.npy \\(max id 60000\\)"):
+        DistributedTokenLoader(folder, 1, 4, vocab_size=50304)
+
+
+def test_largest_ids_come_from_meta_when_preparation_recorded_them(tmp_path, shakespeare_shards):
+    from training.data.shards import find_shards, largest_token_ids, read_meta
+
+    meta = read_meta(shakespeare_shards)
+    assert all("max_token_id" in shard for shard in meta["shards"])
+    paths = find_shards(shakespeare_shards, "train")
+    found = largest_token_ids(paths)
+    assert found == {p: int(np.load(p).max()) for p in paths}

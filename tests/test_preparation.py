@@ -12,7 +12,7 @@ import pytest
 from modeling.tokenization import TiktokenGPT2
 from training.data import preparation
 from training.data.preparation import CorpusError, PrepareConfig, prepare
-from training.data.shards import find_shards
+from training.data.shards import ShardError, find_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,3 +195,35 @@ def test_prepare_script_reports_errors_without_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "missing.txt does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_binary_data_is_refused_as_text(tmp_path):
+    noise = tmp_path / "noise.txt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    with pytest.raises(CorpusError, match=r"noise.txt is not UTF-8 text: \d+% of its characters cannot be decoded"):
+        prepare(PrepareConfig(output_dir=str(tmp_path / "out"), files=[str(noise)], progress=False))
+
+
+def test_a_few_bad_bytes_are_replaced_with_a_warning(tmp_path):
+    text = tmp_path / "mostly.txt"
+    text.write_bytes(("hello world. " * 500).encode() + b"\xff" + b" the end")
+    with pytest.warns(UserWarning, match="1 undecodable byte sequence"):
+        meta = prepare(PrepareConfig(output_dir=str(tmp_path / "out"), files=[str(text)], shard_tokens=500,
+                                     val_tokens=100, progress=False))
+    assert meta["tokens"]["train"] > 0
+
+
+def test_invalid_utf8_in_jsonl_names_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(CorpusError, match=r"bad.jsonl:2: not valid UTF-8"):
+        prepare(PrepareConfig(output_dir=str(tmp_path / "out"), files=[str(bad)], progress=False))
+
+
+def test_corrupt_meta_on_rerun_names_the_file(tmp_path, shakespeare_path):
+    config = PrepareConfig(output_dir=str(tmp_path / "out"), files=[str(shakespeare_path)], shard_tokens=100_000,
+                           val_tokens=8192, max_tokens=150_000, progress=False)
+    prepare(config)
+    (tmp_path / "out" / "meta.json").write_text('{"version": 1, "compl')
+    with pytest.raises(ShardError, match=r"meta.json is not valid JSON"):
+        prepare(config)

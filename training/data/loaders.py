@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .shards import ShardError, check_token_ids, find_shards, open_shard
+from .shards import ShardError, check_all_token_ids, check_token_ids, find_shards, open_shard
 
 EOT_TOKEN_ID = 50256
 
@@ -39,8 +39,8 @@ class TokenStream:
             raise ShardError("No training shards were found; prepare data first (scripts/prepare_data.py).")
         self.paths = [Path(p) for p in paths]
         self.lengths = [len(open_shard(p)) for p in self.paths]
+        check_all_token_ids(self.paths, vocab_size)
         self.vocab_size, self.shuffle, self.seed, self.eot = vocab_size, shuffle, seed, eot_token_id
-        self._checked: set[int] = set()
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached_shards = cached_shards
 
@@ -56,9 +56,6 @@ class TokenStream:
             self._cache.move_to_end(key)
             return self._cache[key]
         tokens = open_shard(self.paths[shard_id])
-        if shard_id not in self._checked:
-            check_token_ids(self.paths[shard_id], tokens, self.vocab_size)
-            self._checked.add(shard_id)
         if self.shuffle:
             tokens = self._shuffle_documents(tokens, epoch, shard_id)
         self._cache[key] = tokens

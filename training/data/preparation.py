@@ -9,6 +9,7 @@ produces byte-identical shards.
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -119,8 +120,30 @@ def _expand_files(paths: list[str]) -> list[Path]:
     return files
 
 
+NOT_TEXT_FRACTION = 0.01  # a file with more undecodable characters than this is not UTF-8 text
+
+
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file. A few undecodable bytes become U+FFFD (with a warning); a file where more than 1% of
+    the characters cannot be decoded (binary data, another encoding) is refused rather than trained on."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        first_bad = error.start
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - raw.count("\ufffd".encode())
+    fraction = bad / max(1, len(text))
+    if fraction > NOT_TEXT_FRACTION:
+        raise CorpusError(f"{path} is not UTF-8 text: {100 * fraction:.0f}% of its characters cannot be decoded "
+                          f"(first bad byte at offset {first_bad}). Convert it to UTF-8, or remove it from --files.")
+    warnings.warn(f"{path}: {bad} undecodable byte sequence(s) (first at offset {first_bad}) replaced by U+FFFD.",
+                  stacklevel=2)
+    return text
+
+
 def _iter_txt(path: Path, mode: str) -> Iterator[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text_file(path)
     if mode == "file":
         pieces = [text]
     elif mode == "paragraph":
@@ -131,8 +154,13 @@ def _iter_txt(path: Path, mode: str) -> Iterator[str]:
 
 
 def _iter_json_lines(path: Path, text_field: str, bad: BadLineCounter) -> Iterator[str]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad.bad(f"{path}:{number}: not valid UTF-8 (byte {error.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
@@ -271,7 +299,9 @@ class ShardWriter:
         split = "val" if self.index == 0 else "train"
         name = shard_filename(self.config.name, split, self.index)
         write_shard_atomic(self.out / name, self.buffer[: self.filled])
-        self.meta["shards"].append({"file": name, "split": split, "tokens": int(self.filled)})
+        # The largest id is recorded so that a run can check every shard against its vocabulary at start-up.
+        self.meta["shards"].append({"file": name, "split": split, "tokens": int(self.filled),
+                                    "max_token_id": int(self.buffer[: self.filled].max())})
         self.index += 1
         self.meta["progress"] = {"shard_index": self.index, "documents": documents, "doc_offset": doc_offset,
                                  "tokens": self.total}

@@ -85,7 +85,36 @@ def read_meta(data_dir: str | os.PathLike) -> dict | None:
     path = Path(data_dir) / META_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ShardError(f"{path} is not valid JSON ({error}); it was damaged. Re-run the preparation into an empty "
+                         "--output_dir (or restore meta.json from a copy).") from error
+    if not isinstance(meta, dict):
+        raise ShardError(f"{path} does not hold a JSON object; re-run the preparation into an empty --output_dir.")
+    return meta
+
+
+def largest_token_ids(paths: list[Path]) -> dict[Path, int]:
+    """The largest token id of every shard: from ``meta.json`` where preparation recorded it, else read from the
+    shard (one pass over its tokens)."""
+    recorded = {}
+    for folder in {p.parent for p in paths}:
+        meta = read_meta(folder) or {}
+        recorded.update({folder / s["file"]: s["max_token_id"] for s in meta.get("shards", []) if "max_token_id" in s})
+    return {p: recorded[p] if p in recorded else int(open_shard(p).max()) for p in paths}
+
+
+def check_all_token_ids(paths: list[Path], vocab_size: int | None) -> None:
+    """Every shard's ids fit the model's embedding table; checked before training, not when a shard is reached."""
+    if vocab_size is None:
+        return
+    bad = [(p, largest) for p, largest in largest_token_ids(paths).items() if largest >= vocab_size]
+    if bad:
+        listed = ", ".join(f"{p.name} (max id {largest})" for p, largest in bad[:5])
+        raise ShardError(f"{len(bad)} shard(s) hold token ids >= the model's vocab_size {vocab_size}: {listed}"
+                         f"{', ...' if len(bad) > 5 else ''}. The shards were made with a larger tokenizer than the "
+                         "model expects (or are damaged); re-prepare them or raise --vocab_size.")
 
 
 def write_meta(data_dir: str | os.PathLike, meta: dict) -> None:

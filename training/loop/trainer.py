@@ -187,6 +187,20 @@ class Trainer:
                     "--seq_len, or set --eval_every 0.")
         if args.hellaswag_every > 0:
             self.hellaswag.examples()  # loads (or downloads) and validates the file now
+        self._announce_data_passes()
+
+    def _announce_data_passes(self) -> None:
+        """Say so when the run will read its training data more than once (a small corpus, a long run)."""
+        stream = getattr(self.train_loader, "stream", None)
+        if stream is None:
+            return
+        dataset_tokens, needed = sum(stream.lengths), self.args.max_steps * self.tokens_per_step
+        if needed > dataset_tokens:
+            shuffled = "reshuffled each epoch" if stream.shuffle else "in the same order each epoch (--shuffle)"
+            self.accelerator.print(
+                f"Note: {self.args.max_steps:,} steps x {self.tokens_per_step:,} tokens = {needed:,} tokens from "
+                f"{dataset_tokens:,} training tokens: the data is read {needed / dataset_tokens:.1f} times, "
+                f"{shuffled}; validation loss below training loss is then no longer a fair test.")
 
     # ------------------------------------------------------------------------------------------- hooks, logs
     def _fire(self, event: str, **kwargs):

@@ -10,13 +10,13 @@ Examples:
 """
 
 import argparse
-import json
 import sys
+import warnings
 from pathlib import Path
 
 from training.analysis.plots import plot_comparison, write_plots
 from training.analysis.report import build_report, write_report
-from training.analysis.runs import load_run
+from training.analysis.runs import RunReadError, load_run
 from training.layout import COMPARISON_DIR, RunLayout
 
 
@@ -40,10 +40,14 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(argv)
     try:
-        runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
+        with warnings.catch_warnings(record=True) as caught:  # damaged event files: say so, use the rest
+            warnings.simplefilter("always")
+            runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]
+    except (FileNotFoundError, RunReadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     for run in runs:
         out = Path(args.out) / run.name if args.out and len(runs) > 1 else Path(args.out or RunLayout(run.run_dir).analysis_dir)
         plots = write_plots(run, out)

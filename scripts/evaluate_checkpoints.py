@@ -38,7 +38,11 @@ def parse(argv):
 
 
 def main(argv=None) -> int:
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except ValueError as error:  # unknown options, values refused by EvalArguments
+        print(f"error: {error} (see --help)", file=sys.stderr)
+        return 2
     accelerator = Accelerator()
     try:
         result = compare(args, accelerator)

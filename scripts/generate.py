@@ -29,14 +29,33 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+def check_arguments(args, prompt_tokens: int | None = None, context: int | None = None) -> None:
+    """Bad values are refused with the option's name, before (counts) or after (context) loading the model."""
+    for name in ("num_samples", "max_new_tokens", "top_k"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name} must be positive (got {getattr(args, name)}).")
+    if args.temperature <= 0:
+        raise ValueError(f"--temperature must be positive (got {args.temperature}).")
+    if prompt_tokens == 0:
+        raise ValueError("--prompt is empty; give some text to continue.")
+    if context is not None and prompt_tokens + args.max_new_tokens > context:
+        raise ValueError(f"The prompt ({prompt_tokens} tokens) + --max_new_tokens {args.max_new_tokens} exceed the "
+                         f"model's context of {context} tokens; use --max_new_tokens "
+                         f"{max(0, context - prompt_tokens)} or less.")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    tokenizer = TiktokenGPT2()
     try:
+        check_arguments(args)
         model = load_causal_lm(args.checkpoint, device=args.device)
-    except CheckpointError as error:
+        context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+        check_arguments(args, len(tokenizer.encode(args.prompt)), context)
+    except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    texts = generate_samples(model, TiktokenGPT2(), args.prompt, args.num_samples, args.max_new_tokens,
+    texts = generate_samples(model, tokenizer, args.prompt, args.num_samples, args.max_new_tokens,
                              top_k=args.top_k, seed=args.seed, temperature=args.temperature)
     for i, text in enumerate(texts):
         print(f"> sample {i}: {text}")

@@ -18,7 +18,11 @@ from training.data.shards import ShardError
 
 def main(argv=None) -> int:
     parser = HfArgumentParser(PrepareConfig, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # unknown options, values refused by PrepareConfig
+        print(f"error: {error} (see --help)", file=sys.stderr)
+        return 2
     try:
         meta = prepare(config)
     except (CorpusError, ShardError) as error:

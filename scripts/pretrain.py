@@ -17,6 +17,7 @@ from training.data.preparation import CorpusError
 from training.data.shards import ShardError
 from training.hub.upload import HubError
 from training.layout import RunLayout
+from training.loop.checkpointing import CheckpointSaveError
 from training.loop.trainer import NonFiniteLossError, Trainer
 
 USER_ERRORS = (ConfigError, CorpusError, ShardError, TokenizerUnavailableError, HubError, FileNotFoundError,
@@ -35,10 +36,10 @@ def main(argv=None) -> int:
         trainer.accelerator.print(f"Done: {state.global_step} steps, {state.num_input_tokens_seen:,} tokens; "
                                   f"model in {RunLayout(config.train.output_dir).final_dir}")
         return 0
-    except (NonFiniteLossError, HubError) as error:
+    except (NonFiniteLossError, HubError, CheckpointSaveError) as error:  # stopped during training
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except FileNotFoundError as error:  # --resume_from_checkpoint pointing nowhere
+    except (ConfigError, FileNotFoundError) as error:  # --resume_from_checkpoint: missing, damaged, incompatible
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -38,11 +38,25 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+def read_eval_json(path: Path) -> dict:
+    try:
+        evaluation = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise HubError(f"--eval_json {path} does not exist.") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HubError(f"--eval_json {path} is not valid JSON ({error}); pass the file written by "
+                       "scripts/evaluate_checkpoints.py.") from error
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("models"), list):
+        raise HubError(f"--eval_json {path} has no 'models' list; pass the file written by "
+                       "scripts/evaluate_checkpoints.py.")
+    return evaluation
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     try:
         token = None if args.dry_run else require_token()  # before any work is done
-        evaluation = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+        evaluation = read_eval_json(Path(args.eval_json)) if args.eval_json else None
         staging = Path(args.staging_dir or Path(args.checkpoint).resolve().parent / HUB_STAGING_DIR)
         folder = stage_upload(args.checkpoint, staging, args.repo_id, args.run_dir, evaluation)
         print(f"staged {sum(1 for p in folder.rglob('*') if p.is_file())} files in {folder}")

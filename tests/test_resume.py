@@ -9,8 +9,16 @@ from safetensors.torch import load_file
 from training.layout import RunLayout, checkpoint_name
 from training.loop.trainer import Trainer
 
-from .helpers import (ACCELERATE_LAUNCH, StopAtStep, config_to_argv, load_final_weights, read_scalars, run_pretrain,
-                      tiny_run_config, train)
+from .helpers import (
+    ACCELERATE_LAUNCH,
+    StopAtStep,
+    config_to_argv,
+    load_final_weights,
+    read_scalars,
+    run_pretrain,
+    tiny_run_config,
+    train,
+)
 
 
 def checkpoint_weights(run_dir, step) -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """Reading a run back: its TensorBoard scalars and texts, its configuration, its measured reference, its data size."""
 
 import json
+import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,11 +44,31 @@ def purge_step(path: Path) -> int | None:
     return None
 
 
+def truncated_at(path: Path) -> int | None:
+    """The byte offset of an incomplete last record (a file cut short by a crash or a full disk), else None.
+    TFRecord framing: an 8-byte length, a 4-byte CRC, the payload, a 4-byte CRC."""
+    size, position = path.stat().st_size, 0
+    with open(path, "rb") as handle:
+        while position < size:
+            handle.seek(position)
+            header = handle.read(12)
+            if len(header) < 12:
+                return position
+            end = position + 12 + struct.unpack("<Q", header[:8])[0] + 4
+            if end > size:
+                return position
+            position = end
+    return None
+
+
 def _read_series(run_dir, read_file) -> dict:
     """tag -> {step: value} over a run's event files in order: a later file's purge step drops the steps at and
     after it that earlier files of the same folder wrote, and a step written again keeps the value written last."""
     merged: dict[str, dict[int, tuple]] = {}  # tag -> step -> (value, folder)
     for path in event_files(run_dir):
+        if (offset := truncated_at(path)) is not None:
+            warnings.warn(f"{path} is truncated (or still being written) at byte {offset}: the events before it are "
+                          "used.", stacklevel=2)
         folder, purge = path.parent, purge_step(path)
         if purge is not None:
             for series in merged.values():
@@ -151,8 +173,7 @@ def load_run(run_dir: str | Path, reference_loss: float | None = None, reference
         run.reference_loss, run.reference_source = reference_loss, "given (--reference_loss)"
     elif reference_eval is not None or layout.reference_eval_file.exists():
         path = Path(reference_eval or layout.reference_eval_file)
-        payload = json.loads(path.read_text())
-        reference = payload.get("reference", payload)
+        reference = read_reference_eval(path)
         run.reference_loss = reference["val_loss"]
         run.reference_source = f"measured: {reference.get('name', 'reference')} ({path})"
     elif run.has(Tags.REFERENCE_VAL_LOSS):
@@ -160,6 +181,26 @@ def load_run(run_dir: str | Path, reference_loss: float | None = None, reference
     if run.dataset_tokens is None:
         run.dataset_tokens = _dataset_tokens(config)
     return run
+
+
+class RunReadError(ValueError):
+    """A file the analysis needs is missing or malformed; the message names it."""
+
+
+def read_reference_eval(path: Path) -> dict:
+    """The reference's row of an evaluate_checkpoints.py JSON (or of a run's reference_eval.json)."""
+    if not path.is_file():
+        raise RunReadError(f"Reference evaluation {path} does not exist (write it with scripts/evaluate_checkpoints.py "
+                           "--reference gpt2).")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunReadError(f"Reference evaluation {path} is not valid JSON ({error}).") from error
+    reference = payload.get("reference", payload) if isinstance(payload, dict) else None
+    if not isinstance(reference, dict) or not isinstance(reference.get("val_loss"), (int, float)):
+        raise RunReadError(f"Reference evaluation {path} has no reference val_loss (expected the JSON written by "
+                           "scripts/evaluate_checkpoints.py --reference ...).")
+    return reference
 
 
 def _dataset_tokens(config: dict) -> int | None:

@@ -5,8 +5,10 @@ The layout is build-nanogpt's, so its loader reads our shards and ours reads its
 ``.npy`` array in which every document starts with the EOT token (50256).
 """
 
+import errno
 import json
 import os
+import shutil
 import re
 from pathlib import Path
 
@@ -31,10 +33,19 @@ def write_shard_atomic(path: str | os.PathLike, tokens: np.ndarray) -> None:
     under a name a loader would read (``*.npy.tmp`` does not match the shard pattern)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(tokens, dtype=SHARD_DTYPE))
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(tokens, dtype=SHARD_DTYPE))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            free = shutil.disk_usage(path.parent).free
+            raise ShardError(f"No space left on the device while writing {path}: a shard needs "
+                             f"{2 * len(tokens) / 1e6:,.1f} MB and {free / 1e6:,.1f} MB are free. Free space, then "
+                             "re-run the same command: it resumes after the last complete shard.") from error
+        raise
     os.replace(tmp, path)
 
 

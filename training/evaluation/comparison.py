@@ -41,6 +41,16 @@ class EvalArguments:
     dtype: str = field(default="auto", metadata={"help": "float32, bfloat16, or auto (bfloat16 on GPU, float32 on "
                                                          "CPU)."})
 
+    def __post_init__(self):
+        problems = [f"--{name} must be positive (got {getattr(self, name)})"
+                    for name in ("val_tokens", "seq_len", "batch_size") if getattr(self, name) <= 0]
+        if self.limit is not None and self.limit <= 0:
+            problems.append(f"--limit must be positive (got {self.limit})")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            problems.append(f"--dtype must be auto, float32 or bfloat16 (got {self.dtype!r})")
+        if problems:
+            raise ValueError("; ".join(problems) + ".")
+
 
 def default_data_dir(checkpoint: str) -> Path | None:
     """The validation data a checkpoint of ours was trained with."""

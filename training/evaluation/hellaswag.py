@@ -74,6 +74,8 @@ def _parse(line: str, path: Path, number: int) -> Example:
     endings, label = record["endings"], record["label"]
     if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
         raise HellaSwagError(f"{path}:{number}: 'endings' must be a list of 4 strings.")
+    if not all(e.strip() for e in endings) or not isinstance(record["ctx"], str):
+        raise HellaSwagError(f"{path}:{number}: every ending must be non-empty text and 'ctx' a string.")
     if str(label) not in {"0", "1", "2", "3"}:
         raise HellaSwagError(f"{path}:{number}: 'label' must be 0..3, got {label!r}.")
     return Example(ctx=record["ctx"], endings=endings, label=int(label))

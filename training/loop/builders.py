@@ -18,6 +18,22 @@ from .arguments import ConfigError, RunConfig
 from .callbacks import FlowCallback, build_callback, parse_callback_spec
 
 
+def prepare_output_dir(path: str | Path, process_index: int = 0) -> Path:
+    """The run folder, created and checked writable now rather than at the first save."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_probe_{process_index}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError as error:
+        raise ConfigError(f"--output_dir {out} exists and is not a folder; choose another --output_dir.") from error
+    except OSError as error:
+        raise ConfigError(f"Cannot write to --output_dir {out} ({error.strerror}); choose another folder or fix "
+                          "its permissions.") from error
+    return out
+
+
 def build_accelerator(config: RunConfig) -> Accelerator:
     """DDP / mixed precision come from ``accelerate launch`` (its config file); gradient accumulation is derived
     from the batch sizes and the number of processes."""
@@ -60,7 +76,13 @@ def load_initial_weights(source: str) -> GPTForCausalLM:
 
     from modeling.weight_conversion import from_gpt2
 
-    if AutoConfig.from_pretrained(source).model_type == GPTConfig.model_type:
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--init_from {source}: not a model folder (no readable config.json) and not a reachable "
+                          f"Hub id ({type(error).__name__}). Pass a checkpoint folder such as runs/<run>/final, or a "
+                          "GPT-2 Hub id like gpt2 (online, or cached with HF_HUB_OFFLINE=1).") from error
+    if config.model_type == GPTConfig.model_type:
         return GPTForCausalLM.from_pretrained(source)
     return from_gpt2(source)
 
@@ -94,6 +116,9 @@ def resolve_data_dir(config: RunConfig, accelerator: Accelerator) -> Path:
             raise ConfigError(f"--data {source} does not exist; pass a folder of token shards or a corpus file.")
         if source.is_dir() and find_shards(source, "train"):
             return source
+        if source.is_dir() and (find_shards(source, "val") or any(source.glob("*.npy"))):
+            raise ConfigError(f"--data {source} holds token shards but no training shards (<name>_train_NNNNNN.npy); "
+                              "point --data at a complete prepared folder (scripts/prepare_data.py).")
         prepared = layout.prepared_shards_dir
         prepare(PrepareConfig(output_dir=str(prepared), files=[str(source)], text_field=data.text_field,
                               name=source.stem.replace("_", "-") or "corpus", shard_tokens=data.shard_tokens,

@@ -13,14 +13,33 @@ chosen by ``latest``), so the checkpoints left in ``checkpoints/`` are one histo
 in which they were committed, and pruning (``keep_last``) removes the oldest of that history only.
 """
 
+import errno
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-from ..layout import (ABANDONED_DIR, checkpoint_name, checkpoint_step, is_temporary, previous_name,
-                      temporary_name)
+import yaml
+
+from ..layout import (
+    ABANDONED_DIR,
+    CHECKPOINT_MODEL_SUBDIR,
+    RUN_CONFIG_FILE,
+    checkpoint_name,
+    checkpoint_step,
+    is_temporary,
+    previous_name,
+    temporary_name,
+)
+from .arguments import ConfigError, RunConfig
+
+# Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
+RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias"), "train": ("seq_len",)}
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); the message names the path and what to do."""
 
 
 class CheckpointManager:
@@ -90,6 +109,63 @@ class CheckpointManager:
             raise FileNotFoundError(f"--resume_from_checkpoint {path}: not a checkpoint folder (expected the "
                                     f"output of a previous run, e.g. {self.path_for(1000)}).")
         return path
+
+
+# ----------------------------------------------------------------------------------------------- resume checks
+def check_resume_compatible(checkpoint: Path, config: RunConfig) -> None:
+    """Refuse, naming every difference, to resume a checkpoint under a different architecture or context length
+    (its weights or positions would not fit); other settings (learning rate, steps, batch layout) may change."""
+    saved_file = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
+    if not saved_file.exists():
+        return
+    saved, current = yaml.safe_load(saved_file.read_text()) or {}, config.to_dict()
+    differences = [f"{section}.{name}: checkpoint {saved[section][name]!r}, now {current[section][name]!r}"
+                   for section, names in RESUME_FIXED.items() for name in names
+                   if name in saved.get(section, {}) and saved[section][name] != current[section][name]]
+    if differences:
+        raise ConfigError(f"Cannot resume from {checkpoint}: the run's shape changed ({'; '.join(differences)}). "
+                          "Use the checkpoint's settings, or start a new run (--init_from its model/ folder to "
+                          "start from its weights).")
+
+
+def damaged_files(checkpoint: Path) -> list[Path]:
+    """Weight files of a checkpoint that cannot be read in full (truncated or corrupt)."""
+    from safetensors.torch import load_file
+
+    damaged = []
+    for path in sorted(checkpoint.rglob("*.safetensors")):
+        try:
+            load_file(str(path))
+        except Exception:  # noqa: BLE001 - safetensors raises its own error types for every kind of damage
+            damaged.append(path)
+    return damaged
+
+
+def describe_unloadable(checkpoint: Path, error: BaseException, manager: "CheckpointManager") -> str:
+    """Why a checkpoint could not be loaded, and the newest intact one to resume from instead."""
+    damaged = damaged_files(checkpoint)
+    what = f"damaged file(s): {', '.join(str(p) for p in damaged)}" if damaged else \
+        f"{type(error).__name__}: {error}"
+    older = [p for p in reversed(manager.checkpoints()) if p != checkpoint and not damaged_files(p)]
+    advice = (f"The newest intact checkpoint is {older[0]}: resume with --resume_from_checkpoint {older[0]}."
+              if older else "No other intact checkpoint was found.")
+    return f"Cannot resume from {checkpoint} ({what}). {advice}"
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def raise_if_disk_full(error: OSError, path: Path, needed_bytes: int, latest: Path | None) -> None:
+    """Turn ENOSPC into a message with the path, the space a save needs and the space free."""
+    if error.errno != errno.ENOSPC:
+        return
+    free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    where = f"resume from {latest}" if latest else "restart"
+    raise CheckpointSaveError(
+        errno.ENOSPC, f"No space left on the device while writing {path}: a checkpoint of this run takes about "
+        f"{needed_bytes / 1e6:,.0f} MB and {free / 1e6:,.0f} MB are free. Free space (or lower --keep_last, or "
+        f"move --output_dir), then {where}.") from error
 
 
 # ----------------------------------------------------------------------------------------------- atomic folders

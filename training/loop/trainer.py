@@ -24,12 +24,37 @@ from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
 from ..evaluation.hellaswag import HellaSwagInLoop
 from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
-from ..layout import (CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, TENSORBOARD_DIR, TRACKER, TRAINING_STATE_FILE,
-                      RunLayout, Tags, temporary_name)
+from ..layout import (
+    CHECKPOINT_MODEL_SUBDIR,
+    RUN_CONFIG_FILE,
+    TENSORBOARD_DIR,
+    TRACKER,
+    TRAINING_STATE_FILE,
+    RunLayout,
+    Tags,
+    temporary_name,
+)
 from .arguments import ConfigError, RunConfig
-from .builders import build_accelerator, build_callbacks, build_data, build_model, check_tokenizer_fits, enable_tf32
+from .builders import (
+    build_accelerator,
+    build_callbacks,
+    build_data,
+    build_model,
+    check_tokenizer_fits,
+    enable_tf32,
+    prepare_output_dir,
+)
 from .callbacks import GPTTrainerControl, RunCallbackHandler
-from .checkpointing import CheckpointManager, publish_folder, recover_folder, write_json
+from .checkpointing import (
+    CheckpointManager,
+    check_resume_compatible,
+    describe_unloadable,
+    folder_size,
+    publish_folder,
+    raise_if_disk_full,
+    recover_folder,
+    write_json,
+)
 from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
 
 
@@ -115,8 +140,7 @@ class Trainer:
         enable_tf32(self.device)
         set_seed(self.args.seed)
         self.grad_accum = self.accelerator.gradient_accumulation_steps
-        self.output_dir = Path(self.args.output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.output_dir = prepare_output_dir(self.args.output_dir, self.accelerator.process_index)
         self.layout = RunLayout(self.output_dir)
 
         self.tokenizer = TiktokenGPT2()
@@ -343,9 +367,15 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.checkpoints.remove_incomplete()
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        if self.accelerator.is_main_process:
-            self.save_model(tmp / CHECKPOINT_MODEL_SUBDIR)
+        try:
+            self.accelerator.save_state(str(tmp))
+            if self.accelerator.is_main_process:
+                self.save_model(tmp / CHECKPOINT_MODEL_SUBDIR)
+        except OSError as error:
+            latest = self.checkpoints.latest()
+            shutil.rmtree(tmp, ignore_errors=True)  # give the space back; the previous checkpoints are intact
+            raise_if_disk_full(error, tmp, folder_size(latest) if latest else 5 * 4 * self.num_parameters, latest)
+            raise
         self.accelerator.wait_for_everyone()
         path = self.checkpoints.path_for(step)
         if self.accelerator.is_main_process:
@@ -400,7 +430,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- run
     def resume(self, spec: str) -> Path:
         path = self.checkpoints.resolve(spec)
-        self.accelerator.load_state(str(path))
+        check_resume_compatible(path, self.config)
+        try:
+            self.accelerator.load_state(str(path))
+        except ValueError as error:  # the data loader refuses a position in other shards / shuffling
+            raise ConfigError(f"Cannot resume from {path}: {error}") from error
+        except Exception as error:  # noqa: BLE001 - torch/safetensors raise many types for damaged files
+            raise ConfigError(describe_unloadable(path, error, self.checkpoints)) from error
         # load_state restores Accelerate's micro-step counter, which counts micro-steps of the saved layout
         # (processes x accumulation). Checkpoints are taken at optimizer-step boundaries, so under any layout the
         # position inside the step is 0; a stale count would make accumulate() miss the sync micro-step.

@@ -170,3 +170,13 @@ def test_analyze_run_script_writes_plots_and_report(planted, tmp_path):
     missing = subprocess.run([sys.executable, str(REPO / "scripts" / "analyze_run.py"), str(tmp_path / "nope")],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_single_loss_spike_is_reported_from_synthetic_logs(tmp_path):
+    from training.analysis.runs import Run
+
+    losses = {step: 10.0 - 0.05 * step for step in range(1, 101)}
+    losses[60] = 25.0
+    run = Run(name="synthetic", run_dir=tmp_path, scalars={"train/loss": losses})
+    findings = {f["id"]: f for f in build_report(run)["findings"]}
+    assert "loss_spikes" in findings and "steps 60" in findings["loss_spikes"]["evidence"]

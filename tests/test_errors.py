@@ -209,3 +209,13 @@ def test_push_to_hub_bad_eval_json_names_the_file(finished_run, tmp_path, capsys
                                          "--eval_json", broken, "--staging_dir", tmp_path / "stage"], capsys)
     assert code == 2 and str(broken) in err
 
+
+
+def test_analyze_a_one_step_run_says_it_is_too_short(tmp_path, shakespeare_shards, capsys):
+    train(tiny_run_config(tmp_path / "run", shakespeare_shards, max_steps=1, eval_every=1))
+    code = script("analyze_run").main([str(tmp_path / "run"), "--out", str(tmp_path / "a")])
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert code == 0
+    assert [f["id"] for f in report["findings"] if f["severity"] == "info"][-1] == "too_short"
+    assert not any(f["id"] == "healthy" for f in report["findings"])
+    assert "Too short to judge" in capsys.readouterr().out

@@ -34,6 +34,7 @@ OVERFIT_VAL_RISE = 0.05  # nats validation loss rises from its minimum ...
 OVERFIT_TRAIN_FALL = -0.05  # ... while the smoothed train loss keeps falling by this much
 SEED_IDEAL_GRAD_NORM = 0.3  # the seed write-up's "ideal range 0.3-0.7" lower end
 CLIPPING_DOMINANT = 0.5
+MIN_STEPS_TO_JUDGE = 20  # fewer optimizer steps than this: trends, warmup and clipping statistics mean nothing yet
 
 
 @dataclass
@@ -261,8 +262,21 @@ def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
                    else "")
 
 
+def too_short_finding(s: RunSummary) -> Finding | None:
+    steps = s.loss["steps"]
+    if steps >= MIN_STEPS_TO_JUDGE:
+        return None
+    return Finding("too_short", "info", "Too short to judge",
+                   f"the run has {steps} logged step(s); at least {MIN_STEPS_TO_JUDGE} are needed before trends, "
+                   "warmup and clipping statistics say anything, so no verdict is given.",
+                   "Train longer (or analyse again later: the report reads the logs as they grow).")
+
+
 def diagnose(summary: RunSummary) -> list[Finding]:
     findings = [init_finding(summary)]
+    too_short = too_short_finding(summary)
+    if too_short:
+        return findings + [too_short]
     for rule in (instability_finding, learning_rate_low_finding, overfitting_finding):
         finding = rule(summary)
         if finding:
@@ -273,7 +287,7 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     spikes = summary.spikes["spike_steps"]
     if spikes and not any(f.id == "lr_too_high" for f in findings):
         findings.append(Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
-                                f"{', '.join(map(str, spikes[:10]))} ({summary['spikes']['source']})."))
+                                f"{', '.join(map(str, spikes[:10]))} ({summary.spikes['source']})."))
     healthy = healthy_finding(summary, findings)
     if healthy:
         findings.append(healthy)

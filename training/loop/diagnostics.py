@@ -5,8 +5,10 @@ Why both ratios: AdamW divides each step by a running RMS of the gradient, so a 
 std(grad)/std(weight)) does not mean small updates. The update-to-weight ratio, std(Δw)/std(w) of the change the
 optimizer actually made, is what says whether a layer learns; ~1e-3 per step is the usual healthy region.
 
-All statistics are computed on the main process, at the optimizer step, from gradients that accumulation and DDP
-have already summed/averaged (identical on every rank), after clipping: what the optimizer receives. The total
+All statistics are computed at the optimizer step, from gradients that accumulation and DDP have already
+summed/averaged, after clipping: what the optimizer receives. Under DDP they are computed on the main process
+alone; with sharded parameters (FSDP2) every process joins the gathers of whole tensors (``distributed.py``) and
+the main process computes and logs, so the numbers are those of the whole matrices, never of a shard. The total
 gradient norm (``train/grad_norm``) is the one before clipping. Parameter names are the model's own, without
 ``module.`` / ``_orig_mod.`` / ``transformer.`` prefixes; the tied ``wte``/``lm_head`` matrix appears once.
 """
@@ -19,6 +21,7 @@ from transformers import TrainerCallback
 
 from ..layout import Tags
 from .callbacks import is_due
+from .distributed import full_tensor, runs_here
 
 _PREFIXES = ("module.", "_orig_mod.", "transformer.")
 
@@ -69,8 +72,10 @@ class GradNormCallback(TrainerCallback):
         self.clipped += int(clipped)
         logger.add_step_metrics({Tags.TRAIN_CLIPPED_FRACTION: self.clipped / self.steps,
                                  Tags.TRAIN_CLIPPED: float(clipped)})
-        if state.is_world_process_zero and measured(state, self.every):
-            logger.log_metrics(self.layer_norms(model), step=state.global_step + 1)
+        if measured(state, self.every) and runs_here(model, state.is_world_process_zero):
+            norms = self.layer_norms(model)  # every process gathers when sharded
+            if state.is_world_process_zero:
+                logger.log_metrics(norms, step=state.global_step + 1)
 
     @staticmethod
     def layer_norms(model: torch.nn.Module) -> dict[str, float]:
@@ -79,7 +84,7 @@ class GradNormCallback(TrainerCallback):
             if param.grad is None:
                 continue
             name = clean_name(name)
-            squared = param.grad.detach().float().pow(2).sum()
+            squared = full_tensor(param.grad.detach()).float().pow(2).sum()
             metrics[Tags.GRAD_NORM_PARAM + name] = squared.sqrt().item()
             blocks[block_of(name)] = blocks.get(block_of(name), 0.0) + squared.item()
         metrics.update({Tags.GRAD_NORM_BLOCK + block: math.sqrt(value) for block, value in blocks.items()})
@@ -104,16 +109,18 @@ class LayerRatioCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         self._before = None
-        if not state.is_world_process_zero or logger is None or not measured(state, self.every):
+        if logger is None or not measured(state, self.every) or not runs_here(model, state.is_world_process_zero):
             return
         metrics, before = {}, {}
         for name, param in named_matrices(model):
-            weight = param.detach().float()
+            weight = full_tensor(param.detach()).float()
             if param.grad is not None:
-                metrics[Tags.GRAD_RATIO + name] = (param.grad.detach().float().std() / weight.std()).item()
+                grad = full_tensor(param.grad.detach()).float()
+                metrics[Tags.GRAD_RATIO + name] = (grad.std() / weight.std()).item()
             before[name] = weight.clone()
         self._before = before
-        logger.log_metrics(metrics, step=state.global_step + 1)
+        if state.is_world_process_zero:
+            logger.log_metrics(metrics, step=state.global_step + 1)
 
     def on_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         if self._before is None:
@@ -121,11 +128,12 @@ class LayerRatioCallback(TrainerCallback):
         metrics = {Tags.UPDATE_RATIO + name: self.update_ratio(self._before[name], param)
                    for name, param in named_matrices(model) if name in self._before}
         self._before = None
-        logger.log_metrics(metrics, step=state.global_step + 1)
+        if state.is_world_process_zero:
+            logger.log_metrics(metrics, step=state.global_step + 1)
 
     @staticmethod
     def update_ratio(before: torch.Tensor, param: torch.Tensor) -> float:
-        return ((param.detach().float() - before).std() / before.std()).item()
+        return ((full_tensor(param.detach()).float() - before).std() / before.std()).item()
 
     def on_step_end(self, args, state, control, **kwargs):
         self._before = None  # a skipped update never reached on_optimizer_step
@@ -140,22 +148,26 @@ class HistogramCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         self._before = None
-        if not state.is_world_process_zero or logger is None or not measured(state, self.every):
+        if logger is None or not measured(state, self.every) or not runs_here(model, state.is_world_process_zero):
             return
-        step = state.global_step + 1
+        step, main = state.global_step + 1, state.is_world_process_zero
         self._before = {}
         for name, param in named_matrices(model):
-            logger.log_histogram(Tags.WEIGHTS + name, param, step)
-            if param.grad is not None:
-                logger.log_histogram(Tags.GRADIENTS + name, param.grad, step)
-            self._before[name] = param.detach().float().clone()
+            weight = full_tensor(param.detach()).float()
+            grad = full_tensor(param.grad.detach()) if param.grad is not None else None
+            if main:
+                logger.log_histogram(Tags.WEIGHTS + name, weight, step)
+                if grad is not None:
+                    logger.log_histogram(Tags.GRADIENTS + name, grad, step)
+            self._before[name] = weight.clone()
 
     def on_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         if self._before is None:
             return
         for name, param in named_matrices(model):
-            logger.log_histogram(Tags.UPDATES + name, param.detach().float() - self._before[name],
-                                 state.global_step + 1)
+            update = full_tensor(param.detach()).float() - self._before[name]
+            if state.is_world_process_zero:
+                logger.log_histogram(Tags.UPDATES + name, update, state.global_step + 1)
         self._before = None
 
 

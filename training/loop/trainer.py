@@ -55,6 +55,7 @@ from .checkpointing import (
     recover_folder,
     write_json,
 )
+from .distributed import full_state_dict, is_sharded, runs_here
 from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
 
 
@@ -345,10 +346,13 @@ class Trainer:
         return metrics
 
     def sample(self) -> list[str]:
-        if not self.accelerator.is_main_process:
+        if not runs_here(self.raw_model, self.accelerator.is_main_process):
             return []
+        # Sharded parameters: every process generates (same seed, same tokens) so each forward's gathers match.
         texts = generate_samples(self.raw_model, self.tokenizer, self.args.sample_prompt, self.args.num_samples,
                                  self.args.sample_tokens, seed=self.args.seed + self.state.global_step)
+        if not self.accelerator.is_main_process:
+            return texts
         self.log.log_text(Tags.SAMPLES, "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)).replace("\n", "  \n"),
                       self.state.global_step)
         return texts
@@ -369,8 +373,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         try:
             self.accelerator.save_state(str(tmp))
-            if self.accelerator.is_main_process:
-                self.save_model(tmp / CHECKPOINT_MODEL_SUBDIR)
+            self.save_model(tmp / CHECKPOINT_MODEL_SUBDIR)
         except OSError as error:
             latest = self.checkpoints.latest()
             shutil.rmtree(tmp, ignore_errors=True)  # give the space back; the previous checkpoints are intact
@@ -386,8 +389,12 @@ class Trainer:
 
     def save_model(self, folder: Path) -> None:
         """A folder ``AutoModelForCausalLM.from_pretrained`` loads: weights, config with auto_map, modeling code,
-        tokenizer files, and what the run knows about itself (``training_state.json``, ``run_config.yaml``)."""
-        self.raw_model.save_pretrained(folder)
+        tokenizer files, and what the run knows about itself (``training_state.json``, ``run_config.yaml``).
+        Called on every process: sharded weights are gathered by all of them; the main process writes."""
+        state_dict = full_state_dict(self.raw_model) if is_sharded(self.raw_model) else None
+        if not self.accelerator.is_main_process:
+            return
+        self.raw_model.save_pretrained(folder, state_dict=state_dict)
         save_hf_tokenizer(folder, model_max_length=self.raw_model.config.n_positions)
         self.config.save(folder / RUN_CONFIG_FILE)
         last_eval = next((h for h in reversed(self.state.log_history) if Tags.VAL_LOSS in h), {})
@@ -403,13 +410,16 @@ class Trainer:
 
     def save_final_model(self) -> Path:
         """``final/`` written like a checkpoint: a complete temporary folder, fsynced, then renamed into place, so
-        a crash while writing it leaves the previous ``final/`` whole (weights and training_state.json agree)."""
+        a crash while writing it leaves the previous ``final/`` whole (weights and training_state.json agree).
+        Called on every process (see ``save_model``)."""
         final = self.layout.final_dir
         tmp = final.with_name(temporary_name(final.name))
-        if tmp.exists():
+        if self.accelerator.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         self.save_model(tmp)
-        return publish_folder(tmp, final)
+        if self.accelerator.is_main_process:
+            publish_folder(tmp, final)
+        return final
 
     def _carry_out(self, metrics: dict) -> None:
         if self.control.should_log:
@@ -481,8 +491,7 @@ class Trainer:
                                 tok_s=f"{metrics[Tags.TRAIN_TOKENS_PER_SEC]:,.0f}", refresh=False)
         finally:
             bar.close()
-        if self.accelerator.is_main_process:
-            self.save_final_model()
+        self.save_final_model()
         self.accelerator.wait_for_everyone()
         self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
         return self.state

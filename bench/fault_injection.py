@@ -46,6 +46,13 @@ def latest_step(out: Path) -> int:
     return max([s for s in steps if s is not None], default=0)
 
 
+def final_step(out: Path) -> int | None:
+    try:
+        return json.loads((out / "final" / "training_state.json").read_text())["global_step"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def where_killed(out: Path) -> str:
     checkpoints = out / "checkpoints"
     if any(p.name.endswith((".tmp", ".previous")) for p in out.iterdir() if p.name.startswith("final")):
@@ -113,20 +120,24 @@ def main() -> None:
     out = work / "faulted"
     places, lost, failed_resumes, incoherent_final = {}, 0, 0, 0
     for kill in range(args.kills):
-        done = latest_step(out)
-        if done >= args.steps:
+        if final_step(out) == args.steps:
             break
+        done = latest_step(out)
         resume = ["--resume_from_checkpoint", "latest"] if done else []
-        # Aim at a step still to come: the checkpoint before it must be committed, then a random moment inside
-        # it (training, saving). The last kills aim at the last step, whose end writes final/.
+        # Early kills aim at a step still to come: once the checkpoint before it is committed, a random moment
+        # inside it (training or saving). The last kills aim at the end of the run: a moment after final/'s
+        # temporary folder appears, i.e. while final/ is being written.
         late = kill >= args.kills - max(2, args.kills // 4)
-        target = args.steps if late else rng.randint(done + 1, args.steps)
-        wait_for = target if late else target - 1
         process = launch(run_args(out, shards, args.steps) + resume)
-        while process.poll() is None and latest_step(out) < wait_for:
-            time.sleep(0.002)
+        if late:
+            ready, jitter = (lambda: (out / "final.tmp").exists()), rng.uniform(0.0, 0.05)
+        else:
+            wait_for = rng.randint(done + 1, args.steps) - 1
+            ready, jitter = (lambda: latest_step(out) >= wait_for), rng.uniform(0.0, 0.4)
+        while process.poll() is None and not ready():
+            time.sleep(0.001)
         if process.poll() is None:
-            time.sleep(rng.uniform(0.0, 0.25 if late else 0.4))
+            time.sleep(jitter)
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -225,3 +225,31 @@ def test_checkpoint_folder_works_with_lm_evaluation_harness(tmp_path, two_checkp
         alone = ours.generate(torch.tensor([tok.encode(prompt)]), max_new_tokens=6, do_sample=False,
                               pad_token_id=50256)
         assert tok.decode(alone[0, len(tok.encode(prompt)):].tolist()).split("\n")[0] == text
+
+
+def test_the_reference_is_measured_like_the_run(tmp_path, shakespeare_shards):
+    """evaluate_checkpoints.py on a run's final model reproduces the run's last val/loss (same tokens, same
+    precision policy), and with that model as the reference the report says it is reached at the last step."""
+    from training.analysis.report import build_report
+    from training.analysis.runs import load_run
+
+    from .helpers import read_scalars, tiny_run_config, train
+
+    run = tmp_path / "run"
+    train(tiny_run_config(run, shakespeare_shards, max_steps=20, eval_every=10, eval_tokens=2000))
+    last_val = read_scalars(run)["val/loss"][20]
+    out = tmp_path / "eval.json"
+    result = _run_eval([run / "final", "--skip_hellaswag", "--output", out, "--reference", run / "final",
+                        "--log_reference_to", run])
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads(out.read_text())
+    ours = evaluation["models"][0]
+    assert ours["val_loss"] == pytest.approx(last_val, abs=1e-4)
+    assert evaluation["val_tokens"] == ours["val_tokens"] == (2000 // 32) * 32  # the run's eval_tokens, truly
+    assert evaluation["seq_len"] == 32 and evaluation["measured_like_run"] is True
+    assert evaluation["precision"] == "float32 weights"
+    recorded = json.loads((run / "reference_eval.json").read_text())
+    assert recorded["val_tokens"] == ours["val_tokens"] and recorded["precision"] == "float32 weights"
+    report = build_report(load_run(run))
+    assert report["reference"]["val_crossing_step"] == pytest.approx(20.0)
+    assert "reference_reached" in {f["id"] for f in report["findings"]}

@@ -19,10 +19,10 @@ from bench.common import machine, table  # noqa: E402
 from modeling import GPTConfig, GPTForCausalLM  # noqa: E402
 from modeling.tokenization import TiktokenGPT2  # noqa: E402
 from training.data.loaders import ValidationSet  # noqa: E402
-from training.evaluation.checkpoints import load_causal_lm
-from training.evaluation.validation import validation_loss  # noqa: E402
-from training.evaluation.hellaswag import accuracy_metric, evaluate_hellaswag, load_examples  # noqa: E402
 from training.data.shards import write_shard_atomic  # noqa: E402
+from training.evaluation.checkpoints import load_causal_lm
+from training.evaluation.hellaswag import accuracy_metric, evaluate_hellaswag, load_examples  # noqa: E402
+from training.evaluation.validation import validation_loss  # noqa: E402
 
 
 def main(argv=None):

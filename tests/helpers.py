@@ -137,3 +137,13 @@ def train(config, callbacks=None, **kwargs):
     finally:
         trainer.close()
     return trainer
+
+
+class FreezeMatrix(TrainerCallback):
+    """Freezes one weight matrix when training begins (a planted 'frozen layer')."""
+
+    def __init__(self, name: str = "h.0.attn.c_attn.weight"):
+        self.name = name
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        dict(model.transformer.named_parameters())[self.name].requires_grad_(False)

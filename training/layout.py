@@ -186,6 +186,9 @@ class Tags:
     GRAD_NORM_BLOCK = "grad_norm_block/"
     GRAD_RATIO = "grad_ratio/"
     UPDATE_RATIO = "update_ratio/"
+    UPDATE_RATIO_GRAD = "update_ratio_grad/"  # the update without AdamW's decoupled decay: what gradients moved
+    UPDATE_RATIO_DECAY = "update_ratio_decay/"  # lr * weight_decay: the decay's share, known exactly
+    WEIGHT_RMS = "weight_rms/"
     SPIKE_LOSS_Z = "spikes/loss_z"
     SPIKE_GRAD_NORM_Z = "spikes/grad_norm_z"
     SPIKE_IS_SPIKE = "spikes/is_spike"

@@ -12,7 +12,8 @@ import numpy as np  # noqa: E402
 
 from ..layout import Tags  # noqa: E402
 from .runs import Run  # noqa: E402
-from .summaries import RATIO_TARGET, ema, first_crossing  # noqa: E402
+from .summaries import ema, first_crossing  # noqa: E402
+from .thresholds import RATIO_TARGET  # noqa: E402
 
 KINDS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "embeddings"]
 _LAYER = re.compile(r"^h\.(\d+)\.(.+)\.weight$")

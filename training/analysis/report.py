@@ -1,8 +1,11 @@
 """From a run's numbers to findings and recommendations (report.json and report.md).
 
-Every finding cites the numbers it rests on. The diagnosis of "layers not learning" rests only on update-to-weight
-ratios: under AdamW a small raw gradient norm, or a small std(grad)/std(weight), is not by itself evidence of
-vanishing gradients, because Adam divides each step by the gradient's running RMS.
+Every finding cites the numbers it rests on, and every comparison in its words comes from ``thresholds.py``. The
+rules name the setting that is off, resting on measured signals: update/weight ratios (the step the optimizer
+actually took), their split into gradient-driven and weight-decay parts, the weights' RMS, the gradient norm
+against the clip threshold, the loss and validation curves. Under AdamW a small raw gradient norm, or a small
+std(grad)/std(weight), is not by itself evidence of vanishing gradients: Adam divides each step by the
+gradient's running RMS. "Healthy" is said only when no finding is a warning or a problem.
 """
 
 import json
@@ -13,28 +16,38 @@ from pathlib import Path
 from ..layout import Tags
 from .runs import Run
 from .summaries import (
-    FAR_ABOVE,
-    FAR_BELOW,
-    RATIO_TARGET,
     gap_summary,
     grad_norm_summary,
+    grad_spike_summary,
     loss_summary,
     ratio_summary,
     reference_summary,
     spike_summary,
     token_summary,
+    weight_summary,
+)
+from .thresholds import (
+    CLIPPING_DOMINANT,
+    DECAY_DOMINANT,
+    DIVERGENCE_RISE,
+    FAR_ABOVE,
+    FAR_BELOW,
+    INIT_TOLERANCE,
+    LOSS_FLAT,
+    MIN_STEPS_TO_JUDGE,
+    OVERFIT_TRAIN_FALL,
+    OVERFIT_VAL_RISE,
+    RATIO_TARGET,
+    RATIO_UNSTABLE,
+    SEED_IDEAL_GRAD_NORM,
+    SPIKES_FOR_INSTABILITY,
+    WEIGHT_SHRINK,
+    gap_trend,
+    in_healthy_band,
+    ratio_band,
 )
 
-# Thresholds, in the units of the logged numbers.
-INIT_TOLERANCE = 0.15  # nats around ln(vocab) that count as "uniform at init"
-DIVERGENCE_RISE = 0.5  # nats the smoothed train loss climbs back above its minimum
-SPIKES_FOR_INSTABILITY = 2
-RATIO_UNSTABLE = 3 * FAR_ABOVE  # a median update ratio this high moves weights several % per step
-OVERFIT_VAL_RISE = 0.05  # nats validation loss rises from its minimum ...
-OVERFIT_TRAIN_FALL = -0.05  # ... while the smoothed train loss keeps falling by this much
-SEED_IDEAL_GRAD_NORM = 0.3  # the seed write-up's "ideal range 0.3-0.7" lower end
-CLIPPING_DOMINANT = 0.5
-MIN_STEPS_TO_JUDGE = 20  # fewer optimizer steps than this: trends, warmup and clipping statistics mean nothing yet
+SEVERE = ("warning", "problem")
 
 
 @dataclass
@@ -56,25 +69,44 @@ def fmt(value, digits=4) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def listed(names: list[str], values: dict | None = None, limit: int = 10) -> str:
+    items = [f"{n} ({fmt(values[n])})" if values else n for n in names[:limit]]
+    return ", ".join(items) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 @dataclass
 class RunSummary:
     """What the rules read: one section per signal (the dicts of ``summaries.py``; empty when not logged)."""
 
     run: str
+    config: dict
     loss: dict
     reference: dict
     tokens: dict
     gap: dict
     grad_norm: dict
+    grad_spikes: dict
     update_ratio: dict
+    update_ratio_grad: dict
     grad_ratio: dict
+    weights: dict
     spikes: dict
+
+    def setting(self, section: str, name: str, default=None):
+        return self.config.get(section, {}).get(name, default)
+
+    @property
+    def learning_ratio(self) -> dict:
+        """The gradient-driven update ratios when logged (weight decay removed), else the whole update ratios."""
+        return self.update_ratio_grad or self.update_ratio
 
 
 def summarize(run: Run) -> RunSummary:
-    return RunSummary(run=run.name, loss=loss_summary(run), reference=reference_summary(run),
+    return RunSummary(run=run.name, config=run.config, loss=loss_summary(run), reference=reference_summary(run),
                       tokens=token_summary(run), gap=gap_summary(run), grad_norm=grad_norm_summary(run),
-                      update_ratio=ratio_summary(run, Tags.UPDATE_RATIO), grad_ratio=ratio_summary(run, Tags.GRAD_RATIO),
+                      grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
+                      update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
+                      grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
                       spikes=spike_summary(run))
 
 
@@ -83,84 +115,122 @@ def init_finding(s: RunSummary) -> Finding:
     loss = s.loss
     diff = loss["initial_minus_uniform"]
     evidence = (f"initial train loss {fmt(loss['initial_train_loss'])} vs ln(vocab) = {fmt(loss['uniform_loss'])} "
-                f"(difference {fmt(diff, 3)})")
+                f"(difference {fmt(diff, 3)}, tolerance {INIT_TOLERANCE})")
     if diff is None or abs(diff) <= INIT_TOLERANCE:
         return Finding("init_uniform", "info", "Initial loss matches uniform prediction", evidence +
                        ": the randomly initialised model spreads probability evenly, as a well-scaled init should.")
     if diff > 0:
-        return Finding("init_overconfident", "warning", "Initial loss above uniform prediction", evidence +
-                       ": the initial logits are too large (confidently wrong).",
-                       "Check the init std (0.02, residual projections scaled by 1/sqrt(2*n_layer)).")
+        return Finding("init_overconfident", "warning", "Initial loss above uniform prediction: init too large",
+                       evidence + ": the initial logits are too large (confidently wrong).",
+                       f"Lower --init_std (now {s.setting('model', 'init_std', 0.02)}; GPT-2 uses 0.02, with "
+                       "residual projections scaled by 1/sqrt(2*n_layer)).")
     return Finding("init_below_uniform", "info", "Initial loss below uniform prediction", evidence +
                    ": the run started from trained weights (--init_from) or the data is very repetitive.")
 
 
+def too_short_finding(s: RunSummary) -> Finding | None:
+    steps = s.loss["steps"]
+    if steps >= MIN_STEPS_TO_JUDGE:
+        return None
+    return Finding("too_short", "info", "Too short to judge",
+                   f"the run has {steps} logged step(s); at least {MIN_STEPS_TO_JUDGE} are needed before trends, "
+                   "warmup and clipping statistics say anything, so no verdict is given.",
+                   "Train longer (or analyse again later: the report reads the logs as they grow).")
+
+
 def instability_finding(s: RunSummary) -> Finding | None:
-    loss, spikes, ratio = s.loss, s.spikes["spike_steps"], s.update_ratio
+    loss, spikes, ratio = s.loss, s.spikes["spike_steps"], s.learning_ratio
     reasons = []
     if loss["nonfinite_steps"]:
         reasons.append(f"{loss['nonfinite_steps']} steps with a non-finite loss")
     rise = (loss["final_train_loss_smoothed"] or 0) - (loss["min_train_loss_smoothed"] or 0)
     # A noisy stretch of training data can lift the smoothed train loss; divergence needs validation to agree.
     val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > DIVERGENCE_RISE / 5
-    if (loss["final_train_loss_smoothed"] or 0) > (loss["initial_train_loss"] or math.inf):
-        reasons.append(f"the smoothed train loss ended at {fmt(loss['final_train_loss_smoothed'])}, above the initial "
-                       f"{fmt(loss['initial_train_loss'])} (worse than uniform guessing): the run diverged")
+    # A flat loss that ends a hair above where it started is not divergence: require a rise of DIVERGENCE_RISE.
+    if (loss["final_train_loss_smoothed"] or 0) > (loss["initial_train_loss"] or math.inf) + DIVERGENCE_RISE:
+        reasons.append(f"the smoothed train loss ended at {fmt(loss['final_train_loss_smoothed'])}, more than "
+                       f"{DIVERGENCE_RISE} nats above the initial {fmt(loss['initial_train_loss'])}: the run diverged")
     elif rise > DIVERGENCE_RISE and val_agrees:
-        reasons.append(f"the smoothed train loss climbed back {fmt(rise, 3)} nats above its minimum "
-                       f"{fmt(loss['min_train_loss_smoothed'])} to {fmt(loss['final_train_loss_smoothed'])}")
+        reasons.append(f"the smoothed train loss climbed back {fmt(rise, 3)} nats (limit {DIVERGENCE_RISE}) above "
+                       f"its minimum {fmt(loss['min_train_loss_smoothed'])} to {fmt(loss['final_train_loss_smoothed'])}")
     if len(spikes) >= SPIKES_FOR_INSTABILITY:
-        reasons.append(f"{len(spikes)} loss spikes (steps {', '.join(map(str, spikes[:8]))}"
-                       f"{', ...' if len(spikes) > 8 else ''})")
+        reasons.append(f"{len(spikes)} loss spikes (steps {listed([str(x) for x in spikes], limit=8)})")
     if ratio and ratio["overall_median"] > RATIO_UNSTABLE:
         reasons.append(f"median update/weight ratio {fmt(ratio['overall_median'])}, "
-                       f"{fmt(ratio['overall_median'] / RATIO_TARGET, 2)}x the ~1e-3 target")
+                       f"{ratio_band(ratio['overall_median'])}")
     if not reasons:
         return None
+    warmup = s.setting("train", "warmup_steps")
     return Finding("lr_too_high", "problem", "Learning rate too high: training is unstable", "; ".join(reasons) + ".",
-                   "Lower --max_lr (3-10x), lengthen --warmup_steps, keep --grad_clip 1.0; the spike_detector "
-                   "callback with skip_updates=true can ride out isolated spikes.")
+                   f"Lower --max_lr (now {s.setting('train', 'max_lr')}) 3-10x, or lengthen --warmup_steps (now "
+                   f"{warmup}); the spike_detector callback with skip_updates=true can ride out isolated spikes.")
 
 
 def learning_rate_low_finding(s: RunSummary) -> Finding | None:
-    ratio, loss = s.update_ratio, s.loss
+    ratio, loss = s.learning_ratio, s.loss
     drop = (loss["initial_train_loss"] or 0) - (loss["final_train_loss_smoothed"] or 0)
+    which = "gradient-driven update/weight ratio" if s.update_ratio_grad else "update/weight ratio"
     if ratio and ratio["overall_median"] < FAR_BELOW:
-        factor = min(100.0, max(3.0, RATIO_TARGET / ratio["overall_median"]))
+        factor = min(100.0, max(3.0, RATIO_TARGET / max(ratio["overall_median"], 1e-12)))
         return Finding("lr_too_low", "problem", "Learning rate too low: the weights barely move",
-                       f"median update/weight ratio {fmt(ratio['overall_median'])} across "
-                       f"{len(ratio['per_parameter_median'])} weight matrices (target ~1e-3, all below "
-                       f"{fmt(ratio['max'])}); train loss fell only {fmt(drop, 3)} nats "
+                       f"median {which} {fmt(ratio['overall_median'])} across "
+                       f"{len(ratio['per_parameter_median'])} weight matrices, {ratio_band(ratio['overall_median'])} "
+                       f"(the largest is {fmt(ratio['max'])}); train loss fell only {fmt(drop, 3)} nats "
                        f"({fmt(loss['initial_train_loss'])} -> {fmt(loss['final_train_loss_smoothed'])}).",
-                       f"Raise --max_lr about {fmt(factor, 2)}x (update ratios scale with the learning rate "
-                       "under Adam).")
-    if not ratio and loss["steps"] >= 50 and drop < 0.5:
+                       f"Raise --max_lr (now {s.setting('train', 'max_lr')}) about {fmt(factor, 2)}x (update ratios "
+                       "scale with the learning rate under Adam).")
+    if not ratio and loss["steps"] >= 50 and drop < LOSS_FLAT:
         return Finding("loss_flat", "warning", "Loss barely moves",
-                       f"train loss fell only {fmt(drop, 3)} nats in {loss['steps']} steps; no update ratios were "
-                       "logged, so whether the weights move cannot be told.",
+                       f"train loss fell only {fmt(drop, 3)} nats (less than {LOSS_FLAT}) in {loss['steps']} steps; no "
+                       "update ratios were logged, so whether the weights move cannot be told.",
                        "Enable the layer_ratios callback; if update ratios are far below 1e-3, raise --max_lr.")
     return None
 
 
+def weight_decay_finding(s: RunSummary) -> Finding | None:
+    weights = s.weights
+    share, change = weights.get("median_decay_share"), weights.get("median_rms_change")
+    if share is None or change is None or share <= DECAY_DOMINANT or change >= -WEIGHT_SHRINK:
+        return None
+    return Finding("weight_decay_too_high", "warning", "Weight decay dominates: the weights shrink",
+                   f"a median {fmt(100 * share, 3)}% of each weight matrix's update is AdamW's decoupled decay "
+                   f"(lr x weight_decay; limit {fmt(100 * DECAY_DOMINANT, 3)}%), and the median weight RMS fell "
+                   f"{fmt(-100 * change, 3)}% over the run (limit {fmt(100 * WEIGHT_SHRINK, 3)}%): decay, not the "
+                   "gradients, sets the size of the weights.",
+                   f"Lower --weight_decay (now {s.setting('train', 'weight_decay')}; GPT-2 runs use 0.1, the seed "
+                   "suggests trying 0.01).")
+
+
 def layer_findings(s: RunSummary) -> list[Finding]:
-    ratio = s.update_ratio
+    ratio, learning = s.update_ratio, s.learning_ratio
     if not ratio:
         return []
     out = []
-    medians = ratio["per_parameter_median"]
-    if ratio["far_below"] and ratio["overall_median"] >= FAR_BELOW:
-        listed = ", ".join(f"{n} ({fmt(medians[n])})" for n in ratio["far_below"][:10])
+    frozen = ratio.get("zero", [])
+    if frozen:
+        out.append(Finding("matrices_frozen", "warning", "Some weight matrices never change",
+                           f"{len(frozen)} weight matrices have an update/weight ratio of exactly 0: "
+                           f"{listed(frozen)}. They are frozen (requires_grad=False) or receive no gradient.",
+                           "Unfreeze them if that is not intended, or check that they are used in the forward pass."))
+    medians = learning["per_parameter_median"]
+    slow = [n for n in learning["far_below"] if n not in frozen]
+    if slow and learning["overall_median"] >= FAR_BELOW:
+        which = "gradient-driven update/weight ratio" if s.update_ratio_grad else "update/weight ratio"
         out.append(Finding("layers_not_learning", "warning", "Some layers barely learn",
-                           f"{len(ratio['far_below'])} weight matrices have a median update/weight ratio below "
-                           f"{fmt(FAR_BELOW)}: {listed} (overall median {fmt(ratio['overall_median'])}).",
-                           "Look at these parameters: weight decay or a tiny learning rate for them, or rows that "
-                           "never receive gradient (e.g. position embeddings beyond the trained context)."))
-    if ratio["far_above"] and ratio["overall_median"] <= RATIO_UNSTABLE:
-        listed = ", ".join(f"{n} ({fmt(medians[n])})" for n in ratio["far_above"][:10])
+                           f"{len(slow)} weight matrices have a median {which} more than a decade below 1e-3 "
+                           f"(below {fmt(FAR_BELOW)}): {listed(slow, medians)}; overall median "
+                           f"{fmt(learning['overall_median'])}, {ratio_band(learning['overall_median'])}.",
+                           "Look at these parameters: rows that never receive gradient (e.g. position embeddings "
+                           "beyond the trained context), or a depth/init scaling that starves them (--init_std, "
+                           "--n_layer)."))
+    fast = learning["far_above"]
+    if fast and learning["overall_median"] <= RATIO_UNSTABLE:
+        which = "gradient-driven update/weight ratio" if s.update_ratio_grad else "update/weight ratio"
         out.append(Finding("layers_too_fast", "warning", "Some layers update very fast",
-                           f"{len(ratio['far_above'])} weight matrices have a median update/weight ratio above "
-                           f"{fmt(FAR_ABOVE)}: {listed}.",
-                           "If the loss is noisy or spiky, lower --max_lr or lengthen --warmup_steps."))
+                           f"{len(fast)} weight matrices have a median {which} more than a decade above "
+                           f"1e-3 (above {fmt(FAR_ABOVE)}): {listed(fast, medians)}.",
+                           f"Lower --max_lr (now {s.setting('train', 'max_lr')}) or lengthen --warmup_steps if the "
+                           "loss is noisy or spiky."))
     return out
 
 
@@ -182,46 +252,78 @@ def overfitting_finding(s: RunSummary) -> Finding | None:
 
 
 def gap_finding(s: RunSummary) -> Finding | None:
-    gap, tokens = s.gap, s.tokens
+    gap, tokens, loss = s.gap, s.tokens, s.loss
     if gap.get("evaluations", 0) < 2:
         return None
-    one_pass = tokens.get("epochs_started") == 1
-    trend = "widens" if gap["gap_change_second_half"] > 0.1 else "stays stable"
+    still_falling = loss.get("min_val_step") == loss.get("last_val_step")
     text = (f"validation minus smoothed train loss is {fmt(gap['gap_final'], 3)} at the end "
-            f"({fmt(gap['gap_mid'], 3)} at mid-run): the gap {trend}, while validation loss is still "
-            f"{'falling' if gap['val_rise_from_min'] <= OVERFIT_VAL_RISE else 'above its minimum'}.")
-    if one_pass:
+            f"({fmt(gap['gap_mid'], 3)} at mid-run): the gap {gap_trend(gap['gap_change_second_half'])}, while "
+            f"validation loss is {'at its lowest so far' if still_falling else 'above its minimum'}.")
+    if tokens.get("epochs_started") == 1:
         text += (" Every training token was seen once, so the gap cannot be memorisation: it reflects the "
                  "difference between the training and validation text and the lag of the smoothed curve, "
                  "not overfitting.")
     return Finding("train_val_gap", "info", "Train/validation gap", text)
 
 
-def grad_norm_findings(s: RunSummary) -> list[Finding]:
+def clipping_finding(s: RunSummary) -> Finding | None:
+    grad, ratio = s.grad_norm, s.update_ratio
+    if not grad or not grad["clip"] or grad["steps_after_warmup"] < MIN_STEPS_TO_JUDGE // 2:
+        return None
+    if grad["clipped_fraction_after_warmup"] <= CLIPPING_DOMINANT:
+        return None
+    step = (f" The update ratios (median {fmt(ratio['overall_median'])}, {ratio_band(ratio['overall_median'])}) "
+            "show the step the optimizer actually takes.") if ratio else ""
+    return Finding("clip_threshold_low", "warning", "The clip threshold sits below the typical gradient norm",
+                   f"{fmt(100 * grad['clipped_fraction_after_warmup'], 3)}% of the {grad['steps_after_warmup']} steps "
+                   f"after warmup (limit {fmt(100 * CLIPPING_DOMINANT, 3)}%) had a norm above --grad_clip "
+                   f"{fmt(grad['clip'])} (median norm {fmt(grad['median_after_warmup'])}). Under AdamW a gradient "
+                   "scaled down by a constant gives nearly the same step (Adam divides by the running RMS), so this "
+                   "clipping does not make the steps smaller: it normalises every gradient, and outliers are no "
+                   "longer told apart from ordinary steps." + step,
+                   f"Raise --grad_clip to about {fmt(grad['p90_after_warmup'], 2)} (the 90th percentile of the norm "
+                   "after warmup) so that only outlier steps are clipped.")
+
+
+def grad_spike_finding(s: RunSummary) -> Finding | None:
+    spikes = s.grad_spikes.get("after_warmup", []) if s.grad_spikes else []
+    if not spikes:
+        return None
+    values = s.grad_spikes["values"]
+    return Finding("grad_norm_spikes", "warning", "Gradient-norm spikes after warmup",
+                   f"{len(spikes)} step(s) after warmup had a gradient norm more than 5 standard deviations above "
+                   f"the previous steps: {listed([str(x) for x in spikes], {str(k): v for k, v in values.items()})}.",
+                   "Look at the data around these steps; if the loss also jumps there, the spike_detector callback "
+                   "with skip_updates=true skips such updates.")
+
+
+def grad_norm_findings(s: RunSummary, findings: list[Finding]) -> list[Finding]:
     grad, ratio, grad_ratio = s.grad_norm, s.update_ratio, s.grad_ratio
     if not grad:
         return []
+    spikes = s.grad_spikes.get("after_warmup", []) if s.grad_spikes else []
     out = [Finding("grad_norm_regime", "info", "Gradient-norm regime",
                    f"initial peak {fmt(grad['initial_peak'])} at step {grad['initial_peak_step']}; after warmup the "
                    f"norm sits between {fmt(grad['p10_after_warmup'])} and {fmt(grad['p90_after_warmup'])} "
-                   f"(10th-90th percentile, median {fmt(grad['median_after_warmup'])}); "
+                   f"(10th-90th percentile, median {fmt(grad['median_after_warmup'])}) with {len(spikes)} spike(s); "
                    f"{fmt(100 * grad['clipped_fraction'], 3)}% of all steps were clipped at {fmt(grad['clip'])}.")]
-    if grad["clip"] and grad["clipped_fraction_after_warmup"] > CLIPPING_DOMINANT:
-        out.append(Finding("clipping_dominant", "warning", "Clipping is active on most steps",
-                           f"{fmt(100 * grad['clipped_fraction_after_warmup'], 3)}% of the steps after warmup had a "
-                           f"norm above {fmt(grad['clip'])}, so the effective step is smaller than scheduled.",
-                           "If the loss is stable, the learning rate may be too high for this clip value."))
     looks_small = grad["median_after_warmup"] < SEED_IDEAL_GRAD_NORM or (
         grad_ratio and grad_ratio["overall_median"] < RATIO_TARGET)
     if looks_small:
-        raw = (f"the raw gradient norm (median {fmt(grad['median_after_warmup'])} after warmup"
-               + (f", std(grad)/std(w) median {fmt(grad_ratio['overall_median'])}" if grad_ratio else "") + ")")
+        raw = (f"the raw gradient norm (median {fmt(grad['median_after_warmup'])} after warmup, before clipping"
+               + (f"; std(grad)/std(w) of the clipped gradient, median {fmt(grad_ratio['overall_median'])}"
+                  if grad_ratio else "") + ")")
         if ratio:
-            verdict = ("the weights do move at a healthy rate" if FAR_BELOW <= ratio["overall_median"] <= FAR_ABOVE
-                       else "the update ratios are themselves out of range (see the learning-rate finding)")
+            median = ratio["overall_median"]
+            lr_finding = next((f.id for f in findings if f.id in ("lr_too_low", "lr_too_high")), None)
+            if in_healthy_band(median):
+                verdict = "the weights do move at a healthy rate"
+            else:
+                verdict = "the update ratios are themselves out of range" + (
+                    f" (see the {lr_finding} finding)" if lr_finding else "")
             text = (f"{raw} looks small, but under AdamW that is not evidence of vanishing gradients: Adam divides "
-                    f"each step by the gradient's running RMS. The update/weight ratios (median "
-                    f"{fmt(ratio['overall_median'])}, target ~1e-3) show {verdict}.")
+                    f"each step by the gradient's running RMS. The update/weight ratios (median {fmt(median)}, "
+                    f"{ratio_band(median)}) show {verdict}.")
         else:
             text = (f"{raw} looks small, but under AdamW that alone is not evidence of vanishing gradients; no "
                     "update ratios were logged, so whether layers learn cannot be concluded.")
@@ -242,34 +344,38 @@ def reference_finding(s: RunSummary) -> Finding | None:
                        f"smoothed train loss at step {fmt(ref['train_crossing_step'], 5)} "
                        f"({fmt(ref['train_crossing_tokens'])} tokens).")
     best = loss.get("min_val_loss")
+    if best is None:
+        return Finding("reference_not_reached", "info", "Reference validation loss not reached",
+                       f"no validation loss was logged to compare with the reference {fmt(ref['reference_loss'])}.",
+                       "Set --eval_every to log validation loss.")
     return Finding("reference_not_reached", "info", "Reference validation loss not reached",
                    f"best validation loss {fmt(best)} vs reference {fmt(ref['reference_loss'])} "
-                   f"({ref['reference_source']}); still {fmt((best or math.nan) - ref['reference_loss'], 3)} above.",
+                   f"({ref['reference_source']}); still {fmt(best - ref['reference_loss'], 3)} above.",
                    "Train for more tokens if validation loss is still falling.")
 
 
-def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
-    if any(f.severity == "problem" for f in findings):
+def loss_spike_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
+    spikes = s.spikes["spike_steps"]
+    if not spikes or any(f.id == "lr_too_high" for f in findings):
         return None
-    loss, ratio, spikes = s.loss, s.update_ratio, s.spikes["spike_steps"]
+    return Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
+                   f"{listed([str(x) for x in spikes])} ({s.spikes['source']}).")
+
+
+def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
+    """Only when nothing is wrong: no warning or problem, and every weight matrix learning."""
+    if any(f.severity in SEVERE for f in findings):
+        return None
+    loss, ratio = s.loss, s.update_ratio
     text = (f"train loss fell from {fmt(loss['initial_train_loss'])} to {fmt(loss['final_train_loss_smoothed'])}"
             + (f", validation to {fmt(loss['final_val_loss'])}" if "final_val_loss" in loss else "")
-            + (f"; median update/weight ratio {fmt(ratio['overall_median'])} (within a decade of 1e-3)"
-               if ratio else "") + f"; {len(spikes)} loss spikes.")
-    still_improving = "min_val_step" in loss and loss["min_val_step"] == loss["steps"]
+            + (f"; median update/weight ratio {fmt(ratio['overall_median'])}, {ratio_band(ratio['overall_median'])}"
+               if ratio else "") + f"; {len(s.spikes['spike_steps'])} loss spikes; no warning.")
+    still_improving = "min_val_step" in loss and loss["min_val_step"] == loss.get("last_val_step") and \
+        loss.get("val_evaluations", 0) >= 2
     return Finding("healthy", "info", "Healthy run", text,
-                   "Validation loss was still falling at the end: more tokens should help." if still_improving
-                   else "")
-
-
-def too_short_finding(s: RunSummary) -> Finding | None:
-    steps = s.loss["steps"]
-    if steps >= MIN_STEPS_TO_JUDGE:
-        return None
-    return Finding("too_short", "info", "Too short to judge",
-                   f"the run has {steps} logged step(s); at least {MIN_STEPS_TO_JUDGE} are needed before trends, "
-                   "warmup and clipping statistics say anything, so no verdict is given.",
-                   "Train longer (or analyse again later: the report reads the logs as they grow).")
+                   "Validation loss was at its lowest at the last evaluation: more tokens should help."
+                   if still_improving else "")
 
 
 def diagnose(summary: RunSummary) -> list[Finding]:
@@ -277,19 +383,18 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     too_short = too_short_finding(summary)
     if too_short:
         return findings + [too_short]
-    for rule in (instability_finding, learning_rate_low_finding, overfitting_finding):
-        finding = rule(summary)
-        if finding:
+    for rule in (instability_finding, learning_rate_low_finding, weight_decay_finding, overfitting_finding):
+        if finding := rule(summary):
             findings.append(finding)
     findings += layer_findings(summary)
+    if not any(f.id == "lr_too_high" for f in findings):
+        # In an unstable run the large norms are a symptom; raising the clip threshold would be the wrong advice.
+        findings += [f for f in (clipping_finding(summary), grad_spike_finding(summary)) if f]
     findings += [f for f in (gap_finding(summary), reference_finding(summary)) if f]
-    findings += grad_norm_findings(summary)
-    spikes = summary.spikes["spike_steps"]
-    if spikes and not any(f.id == "lr_too_high" for f in findings):
-        findings.append(Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
-                                f"{', '.join(map(str, spikes[:10]))} ({summary.spikes['source']})."))
-    healthy = healthy_finding(summary, findings)
-    if healthy:
+    findings += grad_norm_findings(summary, findings)
+    if spike := loss_spike_finding(summary, findings):
+        findings.append(spike)
+    if healthy := healthy_finding(summary, findings):
         findings.append(healthy)
     return findings
 
@@ -297,7 +402,9 @@ def diagnose(summary: RunSummary) -> list[Finding]:
 # ----------------------------------------------------------------------------------------------- output
 def build_report(run: Run) -> dict:
     summary = summarize(run)
-    return {**asdict(summary), "findings": [asdict(f) for f in diagnose(summary)]}
+    report = asdict(summary)
+    report.pop("config")
+    return {**report, "findings": [asdict(f) for f in diagnose(summary)]}
 
 
 def render_markdown(report: dict, plots: list[str]) -> str:

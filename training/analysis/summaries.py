@@ -6,10 +6,9 @@ import numpy as np
 
 from ..layout import Tags
 from .runs import Run
+from .thresholds import FAR_ABOVE, FAR_BELOW, REFERENCE_TOLERANCE, SPIKE_WINDOW, SPIKE_Z
 
-RATIO_TARGET = 1e-3  # healthy per-step update/weight ratio (order of magnitude)
-FAR_BELOW = RATIO_TARGET / 10
-FAR_ABOVE = RATIO_TARGET * 10
+__all__ = ["FAR_ABOVE", "FAR_BELOW", "ema", "first_crossing"]  # thresholds re-exported for the plots
 
 
 def ema(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
@@ -50,7 +49,8 @@ def loss_summary(run: Run) -> dict:
     if len(val):
         best = int(np.argmin(val))
         summary.update({"initial_val_loss": float(val[0]), "final_val_loss": float(val[-1]),
-                        "min_val_loss": float(val[best]), "min_val_step": int(val_steps[best])})
+                        "min_val_loss": float(val[best]), "min_val_step": int(val_steps[best]),
+                        "last_val_step": int(val_steps[-1]), "val_evaluations": int(len(val))})
     return summary
 
 
@@ -66,8 +66,14 @@ def reference_summary(run: Run) -> dict:
         return out
     steps, loss = run.series(Tags.TRAIN_LOSS)
     val_steps, val = run.series(Tags.VAL_LOSS)
-    train_cross = first_crossing(steps, ema(loss), run.reference_loss) if len(loss) else None
-    val_cross = first_crossing(val_steps, val, run.reference_loss) if len(val) else None
+    # Within REFERENCE_TOLERANCE counts as reached: the same model measured twice agrees to about that much.
+    def crossing(x, y):
+        if not len(y):
+            return None
+        found = first_crossing(x, y, run.reference_loss)
+        return found if found is not None else first_crossing(x, y, run.reference_loss + REFERENCE_TOLERANCE)
+
+    train_cross, val_cross = crossing(steps, ema(loss)), crossing(val_steps, val)
     out.update({"train_crossing_step": train_cross, "train_crossing_tokens": tokens_at(run, train_cross),
                 "val_crossing_step": val_cross, "val_crossing_tokens": tokens_at(run, val_cross)})
     return out
@@ -109,13 +115,15 @@ def grad_norm_summary(run: Run) -> dict:
     steps, norm = steps[finite], norm[finite]
     early = max(1, len(norm) // 20)
     warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
-    after = norm[steps > min(warmup, steps[-1] // 2)] if (steps > min(warmup, steps[-1] // 2)).any() else norm
+    after_mask = steps > warmup
+    after = norm[after_mask] if after_mask.any() else norm  # percentiles of all steps when none is after warmup
     clip = run.grad_clip
     return {"initial_peak": float(norm[:early].max()), "initial_peak_step": int(steps[int(np.argmax(norm[:early]))]),
             "median": float(np.median(norm)), "p10_after_warmup": float(np.percentile(after, 10)),
             "p90_after_warmup": float(np.percentile(after, 90)), "median_after_warmup": float(np.median(after)),
             "clip": clip, "clipped_fraction": float((norm > clip).mean()) if clip else 0.0,
-            "clipped_fraction_after_warmup": float((after > clip).mean()) if clip else 0.0}
+            "clipped_fraction_after_warmup": float((after > clip).mean()) if clip else 0.0,
+            "steps_after_warmup": int(after_mask.sum())}
 
 
 def ratio_summary(run: Run, prefix: str) -> dict:
@@ -136,25 +144,66 @@ def ratio_summary(run: Run, prefix: str) -> dict:
         return {}
     medians = np.array(list(per_param.values()))
     return {"per_parameter_median": per_param, "overall_median": float(np.median(medians)),
+            "zero": sorted(n for n, v in per_param.items() if v == 0),
             "far_below": sorted(n for n, v in per_param.items() if v < FAR_BELOW),
             "far_above": sorted(n for n, v in per_param.items() if v > FAR_ABOVE),
             "min": float(medians.min()), "max": float(medians.max())}
 
 
-def spike_summary(run: Run, z_threshold: float = 5.0, window: int = 50) -> dict:
+def zscore_outliers(steps: np.ndarray, values: np.ndarray, z_threshold: float = SPIKE_Z,
+                    window: int = SPIKE_WINDOW) -> list[int]:
+    """Steps whose value is more than ``z_threshold`` standard deviations above the trailing ``window`` (or not
+    finite), llm.c's outlier rule; needs 8 finite values of history."""
+    out = []
+    for i in range(window // 4, len(values)):
+        history = values[max(0, i - window):i]
+        history = history[np.isfinite(history)]
+        if len(history) < 8:
+            continue
+        std = history.std()
+        if not np.isfinite(values[i]) or (std > 0 and (values[i] - history.mean()) / std > z_threshold):
+            out.append(int(steps[i]))
+    return out
+
+
+def grad_spike_summary(run: Run) -> dict:
+    """Gradient-norm outliers after warmup (the early, large norms of warmup are expected and not counted)."""
+    steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
+    warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
+    spikes = [s for s in zscore_outliers(steps, norm) if s > warmup]
+    return {"after_warmup": spikes, "values": {s: float(run.scalars[Tags.TRAIN_GRAD_NORM][s]) for s in spikes}}
+
+
+def weight_summary(run: Run) -> dict:
+    """How the weights' size evolves (RMS per matrix, first vs last measurement) and how much of each matrix's
+    update is AdamW's decoupled weight decay (lr * wd, logged exactly) rather than gradient-driven."""
+    rms_tags = run.tags(Tags.WEIGHT_RMS)
+    if not rms_tags:
+        return {}
+    change = {}
+    for tag in rms_tags:
+        _, values = run.series(tag)
+        if len(values) >= 2 and values[0] > 0:
+            change[tag[len(Tags.WEIGHT_RMS):]] = float(values[-1] / values[0] - 1)
+    decay_share = {}
+    for tag in run.tags(Tags.UPDATE_RATIO_DECAY):
+        name = tag[len(Tags.UPDATE_RATIO_DECAY):]
+        decay_steps, decay = run.series(tag)
+        total = run.scalars.get(Tags.UPDATE_RATIO + name, {})
+        shares = [d / total[int(s)] for s, d in zip(decay_steps, decay) if total.get(int(s), 0) > 0]
+        if shares:
+            decay_share[name] = float(np.median(shares))
+    return {"rms_change": change, "median_rms_change": float(np.median(list(change.values()))) if change else None,
+            "decay_share": decay_share,
+            "median_decay_share": float(np.median(list(decay_share.values()))) if decay_share else None}
+
+
+def spike_summary(run: Run, z_threshold: float = SPIKE_Z, window: int = SPIKE_WINDOW) -> dict:
     """Loss spikes: the spike detector's own log when present, else a z-score of the loss against the trailing
     window (llm.c's rule) computed here."""
     if run.has(Tags.SPIKE_IS_SPIKE):
         steps, flags = run.series(Tags.SPIKE_IS_SPIKE)
         return {"source": "spike_detector", "spike_steps": [int(s) for s, f in zip(steps, flags) if f > 0]}
     steps, loss = run.series(Tags.TRAIN_LOSS)
-    spikes = []
-    for i in range(window // 4, len(loss)):
-        history = loss[max(0, i - window):i]
-        history = history[np.isfinite(history)]
-        if len(history) < 8:
-            continue
-        std = history.std()
-        if not np.isfinite(loss[i]) or (std > 0 and (loss[i] - history.mean()) / std > z_threshold):
-            spikes.append(int(steps[i]))
+    spikes = zscore_outliers(steps, loss, z_threshold, window)
     return {"source": f"loss z-score > {z_threshold} over the previous {window} steps", "spike_steps": spikes}

@@ -16,7 +16,6 @@ from .checkpoints import load_causal_lm, require_checkpoint, training_facts
 from .hellaswag import evaluate_hellaswag, load_examples
 from .validation import validation_loss
 
-
 DEFAULT_VAL_TOKENS = 1_048_576
 DEFAULT_SEQ_LEN = 1024
 

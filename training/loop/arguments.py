@@ -37,12 +37,16 @@ class ModelArguments:
     bias: bool = _help("Biases in Linear layers and LayerNorms, as in GPT-2.", default=True)
     attn_implementation: str = _help("Attention kernel: sdpa (default), eager, or any name registered in "
                                      "transformers' ALL_ATTENTION_FUNCTIONS.", default="sdpa")
+    init_std: float = _help("Std of the N(0, std) weight init (GPT-2: 0.02); residual projections use "
+                            "std / sqrt(2 * n_layer).", default=0.02)
     init_from: str | None = _help("Start from weights instead of random init: a checkpoint folder of ours, or a "
                                   "GPT-2 Hub id/folder such as 'gpt2' (converted, vocab padded).", default=None)
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, ~30% slower).",
                                          default=False)
 
     def __post_init__(self):
+        if self.init_std <= 0:
+            raise ValueError(f"model.init_std must be positive (got {self.init_std}).")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}).")
 

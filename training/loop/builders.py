@@ -63,7 +63,7 @@ def build_model(config: RunConfig) -> GPTForCausalLM:
         model = GPTForCausalLM(GPTConfig(
             vocab_size=model_args.vocab_size, n_positions=train.seq_len, n_embd=model_args.n_embd,
             n_layer=model_args.n_layer, n_head=model_args.n_head, bias=model_args.bias, dropout=model_args.dropout,
-            attn_implementation=model_args.attn_implementation))
+            initializer_range=model_args.init_std, attn_implementation=model_args.attn_implementation))
     model.set_attn_implementation(model_args.attn_implementation)
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -38,11 +38,21 @@ def clean_name(name: str) -> str:
 
 
 def named_matrices(model: torch.nn.Module):
-    """(clean name, parameter) for trainable parameters with dim >= 2 (weights and embeddings; a LayerNorm gain
-    starts with std 0, so a ratio to its std is meaningless)."""
+    """(clean name, parameter) for parameters with dim >= 2 (weights and embeddings; a LayerNorm gain starts with
+    std 0, so a ratio to its std is meaningless). Frozen matrices are included: their update ratio is 0, which is
+    how the report can name them."""
     for name, param in model.named_parameters():
-        if param.requires_grad and param.dim() >= 2:
+        if param.dim() >= 2:
             yield clean_name(name), param
+
+
+def decay_factors(optimizer) -> dict[int, float]:
+    """id(parameter) -> lr * weight_decay of its group: AdamW's decoupled decay moves a weight by exactly
+    lr * wd * w in a step, so that share of the update ratio is known without measuring it."""
+    if optimizer is None:
+        return {}
+    return {id(p): group["lr"] * group.get("weight_decay", 0.0) for group in optimizer.param_groups
+            for p in group["params"]}
 
 
 def block_of(name: str) -> str:
@@ -98,7 +108,9 @@ class GradNormCallback(TrainerCallback):
 
 
 class LayerRatioCallback(TrainerCallback):
-    """std(grad)/std(w) (the seed's ratio) and std(Δw)/std(w) (the update ratio) per weight matrix.
+    """Per weight matrix, at the cadence: std(grad)/std(w) (the seed's ratio, of the clipped gradient), the weight's
+    RMS, and the update ratio std(Δw)/std(w) split into what AdamW's decoupled weight decay moved (exactly
+    lr * wd) and what the gradients moved: std(Δw + lr*wd*w)/std(w).
 
     A copy of the weights is taken only on measured steps, just before the optimizer step, and freed after it.
     """
@@ -106,17 +118,22 @@ class LayerRatioCallback(TrainerCallback):
     def __init__(self, every: int = 25):
         self.every = every
         self._before: dict[str, torch.Tensor] | None = None
+        self._decay: dict[str, float] = {}
 
-    def on_pre_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, logger=None, model=None, optimizer=None, **kwargs):
         self._before = None
         if logger is None or not measured(state, self.every) or not runs_here(model, state.is_world_process_zero):
             return
-        metrics, before = {}, {}
+        metrics, before, factors = {}, {}, decay_factors(optimizer)
+        self._decay = {}
         for name, param in named_matrices(model):
             weight = full_tensor(param.detach()).float()
             if param.grad is not None:
                 grad = full_tensor(param.grad.detach()).float()
                 metrics[Tags.GRAD_RATIO + name] = (grad.std() / weight.std()).item()
+            metrics[Tags.WEIGHT_RMS + name] = weight.pow(2).mean().sqrt().item()
+            # A parameter without a gradient is skipped by AdamW entirely (no decay either).
+            self._decay[name] = factors.get(id(param), 0.0) if param.grad is not None else 0.0
             before[name] = weight.clone()
         self._before = before
         if state.is_world_process_zero:
@@ -125,8 +142,15 @@ class LayerRatioCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, logger=None, model=None, **kwargs):
         if self._before is None:
             return
-        metrics = {Tags.UPDATE_RATIO + name: self.update_ratio(self._before[name], param)
-                   for name, param in named_matrices(model) if name in self._before}
+        metrics = {}
+        for name, param in named_matrices(model):
+            if name not in self._before:
+                continue
+            before, decay = self._before[name], self._decay.get(name, 0.0)
+            delta = full_tensor(param.detach()).float() - before
+            metrics[Tags.UPDATE_RATIO + name] = (delta.std() / before.std()).item()
+            metrics[Tags.UPDATE_RATIO_GRAD + name] = ((delta + decay * before).std() / before.std()).item()
+            metrics[Tags.UPDATE_RATIO_DECAY + name] = decay
         self._before = None
         if state.is_world_process_zero:
             logger.log_metrics(metrics, step=state.global_step + 1)

@@ -1,9 +1,11 @@
 """The tiktoken ``gpt2`` encoding, wrapped for this project, and a matching transformers tokenizer folder.
 
-tiktoken downloads its BPE files on first use and caches them in ``TIKTOKEN_CACHE_DIR``; offline machines point that
-variable at a folder holding the cached files.
+GPT-2's BPE files ship with the project (``gpt2_bpe/``), so tokenization needs no download: the encoding is built
+from them with tiktoken's own loader. A user who set ``TIKTOKEN_CACHE_DIR`` gets tiktoken's usual cached
+encoding instead (same ids).
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -11,8 +13,13 @@ import tiktoken
 
 ENCODING_NAME = "gpt2"
 EOT_TOKEN = "<|endoftext|>"
-_BPE_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
-_BPE_FILES = {  # tiktoken's URL -> the transformers file name it corresponds to
+EOT_TOKEN_ID = 50256
+BPE_DIR = Path(__file__).resolve().parent / "gpt2_bpe"
+_BPE_HASHES = {  # the sha256 tiktoken expects for its gpt2 encoding
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+_BPE_FILES = {  # our file -> the transformers file name it corresponds to
     "encoder.json": "vocab.json",
     "vocab.bpe": "merges.txt",
 }
@@ -27,8 +34,8 @@ def _offline_hint(error: Exception) -> str:
     where = f"TIKTOKEN_CACHE_DIR={cache!r} does not hold them" if cache else "TIKTOKEN_CACHE_DIR is not set"
     return (
         f"Could not load the tiktoken '{ENCODING_NAME}' BPE files ({type(error).__name__}: {error}); {where}. "
-        "Either connect to the internet once (tiktoken downloads and caches them), or set TIKTOKEN_CACHE_DIR "
-        "to a folder with the cached files (e.g. a copy of another machine's cache)."
+        "Unset TIKTOKEN_CACHE_DIR to use the BPE files that ship with this project, connect to the internet "
+        "once (tiktoken downloads and caches them), or point it at a folder with the cached files."
     )
 
 
@@ -36,10 +43,7 @@ class TiktokenGPT2:
     """tiktoken ``gpt2`` with the handful of operations training and evaluation need."""
 
     def __init__(self):
-        try:
-            self._enc = tiktoken.get_encoding(ENCODING_NAME)
-        except Exception as error:  # tiktoken raises requests/urllib/OSError variants when offline
-            raise TokenizerUnavailableError(_offline_hint(error)) from error
+        self._enc = gpt2_encoding()
         self.eot_token_id: int = self._enc.eot_token
         self.vocab_size: int = self._enc.n_vocab
 
@@ -59,14 +63,40 @@ class TiktokenGPT2:
         return self._enc.decode([int(i) for i in ids if int(i) < self.vocab_size])
 
 
-def read_bpe_file(name: str) -> bytes:
-    """One of GPT-2's BPE files (``encoder.json`` or ``vocab.bpe``) through tiktoken's cache/download logic."""
-    from tiktoken.load import read_file_cached
+@functools.lru_cache(maxsize=1)
+def gpt2_encoding() -> tiktoken.Encoding:
+    """tiktoken's ``gpt2`` encoding: from ``TIKTOKEN_CACHE_DIR`` when the user set it, else from the shipped files."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        try:
+            return tiktoken.get_encoding(ENCODING_NAME)
+        except Exception as error:  # tiktoken raises requests/urllib/OSError variants when offline
+            raise TokenizerUnavailableError(_offline_hint(error)) from error
+    return shipped_encoding()
 
+
+def shipped_encoding() -> tiktoken.Encoding:
+    """The ``gpt2`` encoding built by tiktoken's own loader from the BPE files in ``gpt2_bpe/`` (hash-checked)."""
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""  # tiktoken's switch for "read the files, cache nothing"
     try:
-        return read_file_cached(_BPE_BASE_URL + name)
-    except Exception as error:
-        raise TokenizerUnavailableError(_offline_hint(error)) from error
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(BPE_DIR / "vocab.bpe"), encoder_json_file=str(BPE_DIR / "encoder.json"),
+            vocab_bpe_hash=_BPE_HASHES["vocab.bpe"], encoder_json_hash=_BPE_HASHES["encoder.json"])
+    finally:
+        if previous is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR")
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
+    return tiktoken.Encoding(name=ENCODING_NAME, pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={EOT_TOKEN: EOT_TOKEN_ID}, explicit_n_vocab=50257)
+
+
+def read_bpe_file(name: str) -> bytes:
+    """One of GPT-2's BPE files (``encoder.json`` or ``vocab.bpe``), as shipped with the project."""
+    return (BPE_DIR / name).read_bytes()
 
 
 def save_hf_tokenizer(folder: str | os.PathLike, model_max_length: int = 1024):
@@ -101,7 +131,7 @@ def check_vocab_fits(tokenizer_vocab_size: int, model_vocab_size: int, what: str
 
 def tokenizer_info() -> dict:
     """What is recorded in metadata files about the tokenizer."""
-    return {"library": "tiktoken", "encoding": ENCODING_NAME, "eot_token_id": 50256, "vocab_size": 50257}
+    return {"library": "tiktoken", "encoding": ENCODING_NAME, "eot_token_id": EOT_TOKEN_ID, "vocab_size": 50257}
 
 
 __all__ = ["TiktokenGPT2", "TokenizerUnavailableError", "check_vocab_fits", "save_hf_tokenizer", "tokenizer_info"]

@@ -17,11 +17,12 @@ from pathlib import Path
 from training.analysis.plots import plot_comparison, write_plots
 from training.analysis.report import build_report, write_report
 from training.analysis.runs import RunReadError, load_run
+from training.cli import HelpFormatter
 from training.layout import COMPARISON_DIR, RunLayout
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="Run directories (runs/<run>) holding tensorboard/ logs.")
     reference = parser.add_mutually_exclusive_group()
     reference.add_argument("--reference_loss", type=float, default=None,

@@ -9,7 +9,6 @@ Examples:
     accelerate launch scripts/evaluate_checkpoints.py runs/gpt2-124m-seed/final --reference gpt2   # split across GPUs
 """
 
-import argparse
 import json
 import sys
 from dataclasses import fields
@@ -19,6 +18,7 @@ from accelerate import Accelerator
 from transformers import HfArgumentParser
 
 from modeling.tokenization import TokenizerUnavailableError
+from training.cli import HelpFormatter
 from training.data.shards import ShardError
 from training.evaluation.checkpoints import CheckpointError
 from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
@@ -26,7 +26,7 @@ from training.evaluation.hellaswag import HellaSwagError
 
 
 def parse(argv):
-    parser = HfArgumentParser(EvalArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(EvalArguments, description=__doc__, formatter_class=HelpFormatter)
     # The checkpoints (EvalArguments' first field) are positional, as in the examples.
     positional = fields(EvalArguments)[0].name
     for action in parser._actions:

@@ -12,12 +12,13 @@ import sys
 import torch
 
 from modeling.tokenization import TiktokenGPT2
+from training.cli import HelpFormatter
 from training.evaluation.checkpoints import CheckpointError, load_causal_lm
 from training.evaluation.sampling import generate_samples
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="A checkpoint folder (runs/<run>/final) or a GPT-2-family Hub id.")
     parser.add_argument("--prompt", default="Hello, I'm a language model,", help="Text to continue.")
     parser.add_argument("--num_samples", type=int, default=4, help="Independent samples.")

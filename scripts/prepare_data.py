@@ -7,17 +7,17 @@ Examples:
         --val_tokens 30000
 """
 
-import argparse
 import sys
 
 from transformers import HfArgumentParser
 
+from training.cli import HelpFormatter
 from training.data.preparation import CorpusError, PrepareConfig, prepare
 from training.data.shards import ShardError
 
 
 def main(argv=None) -> int:
-    parser = HfArgumentParser(PrepareConfig, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(PrepareConfig, description=__doc__, formatter_class=HelpFormatter)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # unknown options, values refused by PrepareConfig

@@ -16,7 +16,6 @@ from training.cli import ConfigError, parse_run_config
 from training.data.preparation import CorpusError
 from training.data.shards import ShardError
 from training.hub.upload import HubError
-from training.layout import RunLayout
 from training.loop.checkpointing import CheckpointSaveError
 from training.loop.trainer import NonFiniteLossError, Trainer
 
@@ -32,9 +31,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        state = trainer.train()
-        trainer.accelerator.print(f"Done: {state.global_step} steps, {state.num_input_tokens_seen:,} tokens; "
-                                  f"model in {RunLayout(config.train.output_dir).final_dir}")
+        trainer.train()
+        trainer.accelerator.print(trainer.summary())
         return 0
     except (NonFiniteLossError, HubError, CheckpointSaveError) as error:  # stopped during training
         print(f"error: {error}", file=sys.stderr)

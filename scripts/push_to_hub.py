@@ -14,16 +14,18 @@ The token comes from HF_TOKEN or `hf auth login`; it is never printed or written
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from training.cli import HelpFormatter
 from training.hub.staging import stage_upload
 from training.hub.upload import HubError, push_folder, require_token
-from training.layout import HUB_STAGING_DIR
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="A model folder: runs/<run>/final or runs/<run>/checkpoints/step_N/model.")
     parser.add_argument("--repo_id", required=True, help="Hub repository, user/name (created if missing).")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
@@ -32,8 +34,10 @@ def parse(argv):
                                                           "the gpt2 reference): fills the card's evaluation table.")
     parser.add_argument("--run_dir", default=None, help="The run directory (TensorBoard logs, plots); default: "
                                                         "found from the checkpoint path.")
-    parser.add_argument("--staging_dir", default=None, help="Where to assemble the upload (default: "
-                                                            "<checkpoint>/../hub_staging).")
+    parser.add_argument("--staging_dir", default=None, help="Where to assemble the upload (default: a temporary "
+                                                            "folder, removed after the upload; with --dry_run it "
+                                                            "is kept and printed). Keep it outside runs/: "
+                                                            "TensorBoard would list its copy of the logs as a run.")
     parser.add_argument("--dry_run", action="store_true", help="Assemble the folder but do not upload.")
     return parser.parse_args(argv)
 
@@ -54,11 +58,13 @@ def read_eval_json(path: Path) -> dict:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    temporary = args.staging_dir is None
+    staging = Path(args.staging_dir) if args.staging_dir else Path(tempfile.mkdtemp(prefix="gpt2-pretrain-hub-"))
     try:
         token = None if args.dry_run else require_token()  # before any work is done
         evaluation = read_eval_json(Path(args.eval_json)) if args.eval_json else None
-        staging = Path(args.staging_dir or Path(args.checkpoint).resolve().parent / HUB_STAGING_DIR)
-        folder = stage_upload(args.checkpoint, staging, args.repo_id, args.run_dir, evaluation)
+        folder = stage_upload(args.checkpoint, staging / "upload" if temporary else staging, args.repo_id,
+                              args.run_dir, evaluation)
         print(f"staged {sum(1 for p in folder.rglob('*') if p.is_file())} files in {folder}")
         if args.dry_run:
             return 0
@@ -66,6 +72,9 @@ def main(argv=None) -> int:
     except (HubError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if temporary and not args.dry_run:
+            shutil.rmtree(staging, ignore_errors=True)
     print(f"pushed to https://huggingface.co/{args.repo_id}" + (f"/tree/{args.revision}" if args.revision else ""))
     return 0
 

@@ -9,9 +9,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(os.environ.get("GPT2_PRETRAIN_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-# tiktoken downloads its BPE files on first use; point it at the offline copy unless the user chose a cache.
-if "TIKTOKEN_CACHE_DIR" not in os.environ and (TEST_DATA / "tiktoken_cache").is_dir():
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(TEST_DATA / "tiktoken_cache")
+# The tokenizer's BPE files ship with the project: no TIKTOKEN_CACHE_DIR is needed (one set by the user is honoured).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

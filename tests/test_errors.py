@@ -219,3 +219,16 @@ def test_analyze_a_one_step_run_says_it_is_too_short(tmp_path, shakespeare_shard
     assert [f["id"] for f in report["findings"] if f["severity"] == "info"][-1] == "too_short"
     assert not any(f["id"] == "healthy" for f in report["findings"])
     assert "Too short to judge" in capsys.readouterr().out
+
+
+def test_offline_hub_work_fails_at_once_saying_what_to_pass(tmp_path, finished_run, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    code, err = run_main("prepare_data", ["--output_dir", tmp_path / "out"], capsys)
+    assert code == 2 and "needs the Hugging Face Hub, but HF_HUB_OFFLINE is set" in err and "--files" in err
+    code, err = run_main("evaluate_checkpoints", [RunLayout(finished_run).final_dir, "--reference", "gpt2",
+                                                  "--skip_hellaswag", "--output", tmp_path / "e.json"], capsys)
+    assert code == 2 and "gpt2 is a Hub model id, but HF_HUB_OFFLINE is set" in err and "local folder" in err
+    assert time.perf_counter() - started < 30

@@ -253,3 +253,11 @@ def test_the_reference_is_measured_like_the_run(tmp_path, shakespeare_shards):
     report = build_report(load_run(run))
     assert report["reference"]["val_crossing_step"] == pytest.approx(20.0)
     assert "reference_reached" in {f["id"] for f in report["findings"]}
+
+
+def test_samples_end_at_the_first_end_of_text():
+    from training.evaluation.sampling import until_end_of_text
+
+    assert until_end_of_text([1, 2, 3, 50256, 4, 50256], 2, 50256) == [1, 2, 3]
+    assert until_end_of_text([1, 2, 3, 4], 2, 50256) == [1, 2, 3, 4]
+    assert until_end_of_text([50256, 2, 3], 1, 50256) == [50256, 2, 3]  # an EOT inside the prompt stays

@@ -216,3 +216,9 @@ def test_a_failing_final_push_says_the_model_is_safe_and_how_to_retry(tmp_path, 
     trainer.close()
     assert FAKE_TOKEN not in str(error.value)
     assert (tmp_path / "final" / "model.safetensors").exists()
+
+
+def test_card_names_the_data_without_local_paths(trained_run):
+    root, staged, _ = trained_run
+    card = (staged / "README.md").read_text()
+    assert str(root) not in card and "/tmp" not in card

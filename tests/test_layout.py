@@ -99,7 +99,7 @@ def _shared_names() -> set[str]:
     "model" are used as plain English keys elsewhere)."""
     tags = {value for name, value in vars(Tags).items() if name.isupper()} - {Tags.SAMPLES, Tags.CONFIG_TEXT}
     files = {layout.CONFIG_FILE, layout.TENSORBOARD_DIR, layout.REFERENCE_EVAL_FILE, layout.CHECKPOINTS_DIR,
-             layout.FINAL_DIR, layout.HUB_STAGING_DIR, layout.TRAINING_STATE_FILE, layout.RUN_CONFIG_FILE}
+             layout.FINAL_DIR, layout.TRAINING_STATE_FILE, layout.RUN_CONFIG_FILE}
     return tags | files
 
 
@@ -153,4 +153,3 @@ def test_run_layout_paths_agree_with_the_helpers(tmp_path):
     assert run.checkpoint_model_dir(7).parent == run.checkpoint_dir(7)
     assert run_of_model_folder(run.checkpoint_model_dir(7)) == (run, checkpoint_name(7))
     assert run_of_model_folder(run.final_dir) == (run, layout.FINAL_DIR)
-    assert run.reference_tensorboard_dir.parent == run.tensorboard_dir

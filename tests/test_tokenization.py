@@ -26,14 +26,39 @@ def test_hf_tokenizer_folder_matches_tiktoken(tmp_path, shakespeare_path):
     assert hf("a<|endoftext|>b").input_ids == [64, 50256, 65]
 
 
-def test_missing_bpe_files_give_an_actionable_error(monkeypatch):
+def test_works_offline_from_the_shipped_files_with_tiktoken_ids(monkeypatch, shakespeare_path):
+    from .conftest import data_file
+
+    def local_only(path):
+        if "://" in path:
+            raise ConnectionError(f"no network: {path}")
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    text = shakespeare_path.read_text()[:50000]
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.setattr("tiktoken.load.read_file", local_only)  # any download attempt fails
+    tokenization.gpt2_encoding.cache_clear()
+    try:
+        shipped = TiktokenGPT2().encode(text)
+    finally:
+        tokenization.gpt2_encoding.cache_clear()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(data_file("tiktoken_cache")))
+    assert shipped == tiktoken.get_encoding("gpt2").encode_ordinary(text)  # tiktoken's own encoding, from its cache
+
+
+def test_a_user_cache_that_cannot_load_gives_an_actionable_error(monkeypatch):
     def offline(name):
         raise ConnectionError("no network")
 
+    tokenization.gpt2_encoding.cache_clear()
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/nonexistent/cache")
-    with pytest.raises(TokenizerUnavailableError, match="TIKTOKEN_CACHE_DIR='/nonexistent/cache'.*internet"):
-        tokenization.TiktokenGPT2()
+    try:
+        with pytest.raises(TokenizerUnavailableError, match="TIKTOKEN_CACHE_DIR='/nonexistent/cache'.*ship"):
+            tokenization.TiktokenGPT2()
+    finally:
+        tokenization.gpt2_encoding.cache_clear()
 
 
 def test_vocab_that_does_not_fit_is_rejected():

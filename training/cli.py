@@ -18,14 +18,17 @@ from transformers import HfArgumentParser
 
 from .loop.arguments import ARGUMENT_CLASSES, ConfigError, RunConfig
 
-__all__ = ["ConfigError", "build_parser", "load_preset", "parse_run_config"]
+__all__ = ["ConfigError", "HelpFormatter", "build_parser", "load_preset", "parse_run_config"]
 
 SECTIONS = dict(zip(("model", "data", "train", "logging"), ARGUMENT_CLASSES))
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The scripts' docstrings as written (examples keep their lines), and every option's default shown."""
+
+
 def build_parser(description: str | None = None) -> HfArgumentParser:
-    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML preset (configs/*.yaml); command-line flags override its values.")
     return parser

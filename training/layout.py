@@ -10,7 +10,6 @@ A run folder::
 
     <run>/config.yaml                     the resolved configuration
     <run>/tensorboard/                    event files (tensorboard --logdir runs/)
-    <run>/tensorboard/reference/          the reference's measured numbers (evaluate_checkpoints.py)
     <run>/reference_eval.json             the same numbers as JSON
     <run>/checkpoints/step_0001000/       accelerator.save_state + model/ (a from_pretrained folder)
     <run>/checkpoints/abandoned/<branch>/ checkpoints (and final/) of a branch left behind by a rollback
@@ -18,7 +17,6 @@ A run folder::
     <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
     <run>/data/download/                  a corpus downloaded because no --data was given
     <run>/analysis/                       plots and report of analyze_run.py
-    <run>/hub_staging/                    folders assembled for upload
 """
 
 import re
@@ -29,7 +27,6 @@ from pathlib import Path
 CONFIG_FILE = "config.yaml"
 TENSORBOARD_DIR = "tensorboard"  # also the project name given to Accelerate's tracker, which names the folder
 TRACKER = "tensorboard"  # Accelerate's tracker type (log_with=)
-REFERENCE_TB_SUBDIR = "reference"
 REFERENCE_EVAL_FILE = "reference_eval.json"
 CHECKPOINTS_DIR = "checkpoints"
 ABANDONED_DIR = "abandoned"  # inside checkpoints/: branches left behind by a rollback
@@ -39,7 +36,6 @@ PREPARED_SHARDS_SUBDIR = "shards"
 DOWNLOAD_SUBDIR = "download"
 ANALYSIS_DIR = "analysis"
 COMPARISON_DIR = "comparison"
-HUB_STAGING_DIR = "hub_staging"
 
 # Inside a checkpoint folder and a model folder.
 CHECKPOINT_MODEL_SUBDIR = "model"
@@ -94,10 +90,6 @@ class RunLayout:
         return self.root / TENSORBOARD_DIR
 
     @property
-    def reference_tensorboard_dir(self) -> Path:
-        return self.tensorboard_dir / REFERENCE_TB_SUBDIR
-
-    @property
     def reference_eval_file(self) -> Path:
         return self.root / REFERENCE_EVAL_FILE
 
@@ -126,10 +118,6 @@ class RunLayout:
     @property
     def analysis_dir(self) -> Path:
         return self.root / ANALYSIS_DIR
-
-    @property
-    def hub_staging_dir(self) -> Path:
-        return self.root / HUB_STAGING_DIR
 
     def looks_like_run(self) -> bool:
         return self.config_file.exists() or self.tensorboard_dir.is_dir()

@@ -1,6 +1,9 @@
 """Fetch a public file once into a local cache (tiny shakespeare, hellaswag_val.jsonl)."""
 
+import os
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -27,3 +30,19 @@ def fetch_once(url: str, target: Path, timeout: float = 60) -> Path:
     tmp.write_bytes(payload)
     tmp.rename(target)
     return target
+
+
+def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub cannot be used right now (None when it can): HF_HUB_OFFLINE, or no connection to
+    its endpoint within ``timeout`` seconds. Checked before Hub work so an offline machine fails at once instead of
+    after the client's retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{host} cannot be reached ({error.strerror or error})"
+    return None

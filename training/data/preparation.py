@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from modeling.tokenization import TiktokenGPT2, tokenizer_info
 
+from .download import hub_unreachable_reason
 from .shards import META_VERSION, SHARD_DTYPE, read_meta, shard_filename, write_meta, write_shard_atomic
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
@@ -219,6 +220,11 @@ def iter_local_documents(config: PrepareConfig, bad: BadLineCounter) -> Iterator
 def iter_hub_documents(config: PrepareConfig, start: int) -> Iterator[str]:
     """Stream a Hub dataset (FineWeb-Edu by default); ``start`` documents are skipped server-side."""
     import datasets
+
+    if reason := hub_unreachable_reason():
+        raise CorpusError(f"Streaming {config.dataset} ({config.dataset_config}) needs the Hugging Face Hub, but "
+                          f"{reason}. Pass local files instead: --files my_corpus/ (.txt, .jsonl/.json with a "
+                          "--text_field, .parquet), e.g. FineWeb-Edu parquet files downloaded elsewhere.")
 
     stream = datasets.load_dataset(config.dataset, name=config.dataset_config, split=config.dataset_split,
                                    streaming=True)

@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+from ..data.download import hub_unreachable_reason
 from ..layout import TRAINING_STATE_FILE
 
 
@@ -38,6 +39,7 @@ def load_causal_lm(spec: str, device="cpu", dtype=None):
 
     require_checkpoint(spec)
     path = os.path.expanduser(spec)
+    require_reachable(spec)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
@@ -53,6 +55,20 @@ def load_causal_lm(spec: str, device="cpu", dtype=None):
         raise CheckpointError(f"{spec}: could not read the weights ({type(error).__name__}: {error}); the file may "
                               "be truncated or corrupted: copy it again or pick another checkpoint.") from error
     return model.to(device).eval()
+
+
+def require_reachable(spec: str) -> None:
+    """A Hub id must be in the local cache or the Hub reachable; checked at once, not after the client's retries."""
+    if is_hub_id(spec) and not _in_local_cache(spec) and (reason := hub_unreachable_reason()):
+        raise CheckpointError(f"{spec} is a Hub model id, but {reason} and it is not in the local Hugging Face "
+                              "cache. Pass a local folder instead (a saved copy of the model, e.g. made with "
+                              "save_pretrained on a machine with internet), or copy that machine's cache (HF_HOME).")
+
+
+def _in_local_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def training_facts(spec: str) -> dict:

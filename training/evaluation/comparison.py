@@ -12,7 +12,7 @@ from modeling.tokenization import TiktokenGPT2
 
 from ..data.loaders import ValidationSet
 from ..layout import RUN_CONFIG_FILE, RunLayout, Tags, run_of_model_folder
-from .checkpoints import load_causal_lm, require_checkpoint, training_facts
+from .checkpoints import load_causal_lm, require_checkpoint, require_reachable, training_facts
 from .hellaswag import evaluate_hellaswag, load_examples
 from .validation import validation_loss
 
@@ -164,7 +164,7 @@ def record_reference(run_dir: str | Path, reference: dict) -> None:
     """Measured reference numbers into a run: JSON for analysis, a TensorBoard scalar for the plots."""
     layout = RunLayout(run_dir)
     layout.reference_eval_file.write_text(json.dumps(reference, indent=2) + "\n")
-    writer = SummaryWriter(str(layout.reference_tensorboard_dir))
+    writer = SummaryWriter(str(layout.tensorboard_dir))  # the run's own folder: one entry in TensorBoard
     writer.add_scalar(Tags.REFERENCE_VAL_LOSS, reference["val_loss"], 0)
     if reference.get("hellaswag_acc_norm") is not None:
         writer.add_scalar(Tags.REFERENCE_HELLASWAG_ACC_NORM, reference["hellaswag_acc_norm"], 0)
@@ -182,8 +182,9 @@ def checkpoint_label(spec: str) -> str:
 
 
 def compare(args: EvalArguments, accelerator) -> dict:
-    for spec in args.checkpoints:  # fail before any work is done
+    for spec in args.checkpoints + ([args.reference] if args.reference else []):  # fail before any work is done
         require_checkpoint(spec)
+        require_reachable(spec)
     data_dir = args.data or default_data_dir(args.checkpoints[0])
     if data_dir is None:
         raise ValueError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")

@@ -22,6 +22,13 @@ def generate_samples(model, tokenizer: TiktokenGPT2, prompt: str, num_samples: i
         torch.manual_seed(seed)
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=top_k,
                              temperature=temperature, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
-                             pad_token_id=tokenizer.eot_token_id)
+                             eos_token_id=tokenizer.eot_token_id, pad_token_id=tokenizer.eot_token_id)
     model.train(was_training)
-    return [tokenizer.decode(row.tolist()) for row in out]
+    return [tokenizer.decode(until_end_of_text(row.tolist(), ids.shape[1], tokenizer.eot_token_id)) for row in out]
+
+
+def until_end_of_text(row: list[int], prompt_length: int, eot: int) -> list[int]:
+    """The prompt and what follows it up to the first end-of-text token: a sample is one document, and rows that
+    finished early are padded with that token."""
+    generated = row[prompt_length:]
+    return row[:prompt_length] + (generated[: generated.index(eot)] if eot in generated else generated)

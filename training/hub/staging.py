@@ -71,6 +71,14 @@ def _num(value, pattern="{:,}"):
     return "unknown" if value is None else pattern.format(value)
 
 
+def _data_name(data: dict) -> str:
+    """The training data by name only: a local path would leak the training machine's folders into the card."""
+    source = data.get("data") or data.get("download_url")
+    if not source:
+        return "unknown"
+    return source.rstrip("/").rsplit("/", 1)[-1] if "://" in source else Path(source).name or "unknown"
+
+
 def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
     params = state.get("parameters")
     lines = [f"# {repo_id.split('/')[-1]}", "",
@@ -88,7 +96,7 @@ def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
              "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", "",
              "## Training", "",
              "| | |", "| --- | --- |",
-             f"| data | {data.get('data') or data.get('download_url') or 'unknown'} |",
+             f"| data | {_data_name(data)} |",
              f"| steps | {_num(state.get('global_step'))} |",
              f"| tokens trained | {_num(state.get('tokens_seen'))} |",
              f"| tokens per step | {_num(state.get('tokens_per_step'))} |",

@@ -41,7 +41,7 @@ class ModelArguments:
                             "std / sqrt(2 * n_layer).", default=0.02)
     init_from: str | None = _help("Start from weights instead of random init: a checkpoint folder of ours, or a "
                                   "GPT-2 Hub id/folder such as 'gpt2' (converted, vocab padded).", default=None)
-    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, ~30% slower).",
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, about 30 percent slower).",
                                          default=False)
 
     def __post_init__(self):

@@ -7,7 +7,9 @@ optimizer and schedule step, bookkeeping) and carries out what the callbacks dec
 contract of ``callbacks.py``).
 """
 
+import contextlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -18,6 +20,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import TrainerState
+from transformers.utils import logging as hf_logging
 
 from modeling.tokenization import TiktokenGPT2, save_hf_tokenizer
 
@@ -57,6 +60,28 @@ from .checkpointing import (
 )
 from .distributed import full_state_dict, is_sharded, runs_here
 from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
+
+
+class _SharedTensorNotice(logging.Filter):
+    """Accelerate warns "Removed shared tensor {'lm_head.weight'}" at every save: that is the tied head, saved
+    once by design, and the warning would otherwise repeat at every checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_SharedTensorNotice())
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,6 +127,16 @@ class RunLog:
     def log_text(self, tag: str, text: str, step: int) -> None:
         if (writer := self._writer()) is not None:
             writer.add_text(tag, text, step)
+
+    def log_hparams(self, values: dict) -> None:
+        """The configuration in TensorBoard's HParams tab, written by the run's own writer: SummaryWriter's
+        add_hparams (and Accelerate's store_init_configuration) would open a sub-run named by a timestamp, which
+        TensorBoard lists as one more run."""
+        from torch.utils.tensorboard.summary import hparams
+
+        if (writer := self._writer()) is not None:
+            for summary in hparams(values, {}):
+                writer._get_file_writer().add_summary(summary)
 
 
 class TrainingProgress:
@@ -237,7 +272,8 @@ class Trainer:
         # After a resume, TensorBoard readers drop what an earlier writer logged at steps after the checkpoint
         # (the tail of a crashed run, or an abandoned branch), so the logs show one history.
         init_kwargs = {TRACKER: {"purge_step": self.resumed_step + 1}} if self.resumed_step is not None else {}
-        self.accelerator.init_trackers(TENSORBOARD_DIR, config=self.config.flat(), init_kwargs=init_kwargs)
+        self.accelerator.init_trackers(TENSORBOARD_DIR, init_kwargs=init_kwargs)
+        self.log.log_hparams(self.config.flat())
         if self.accelerator.is_main_process:
             self.config.save(self.layout.config_file)
             config_text = self.layout.config_file.read_text()
@@ -394,7 +430,8 @@ class Trainer:
         state_dict = full_state_dict(self.raw_model) if is_sharded(self.raw_model) else None
         if not self.accelerator.is_main_process:
             return
-        self.raw_model.save_pretrained(folder, state_dict=state_dict)
+        with quiet_progress_bars():  # transformers' "Writing model shards" bar would cut through the training bar
+            self.raw_model.save_pretrained(folder, state_dict=state_dict)
         save_hf_tokenizer(folder, model_max_length=self.raw_model.config.n_positions)
         self.config.save(folder / RUN_CONFIG_FILE)
         last_eval = next((h for h in reversed(self.state.log_history) if Tags.VAL_LOSS in h), {})
@@ -475,6 +512,7 @@ class Trainer:
             self.accelerator.print(f"Resumed from {resumed} at step {self.state.global_step}.")
         self._init_tracking()
         self._fire("on_train_begin")
+        started, first_step = time.perf_counter(), self.state.global_step
         bar = tqdm(total=self.args.max_steps, initial=self.state.global_step, desc="training", unit="step",
                    disable=not (self.accelerator.is_main_process and self.config.logging.progress_bar),
                    dynamic_ncols=True)
@@ -486,15 +524,49 @@ class Trainer:
                 self._fire("on_step_end")
                 metrics.update(self.log.take_step_metrics())  # what callbacks added during this step
                 self._carry_out(metrics)
+                bar.set_postfix(self._progress_fields(metrics), refresh=False)  # before update: drawn once
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics[Tags.TRAIN_LOSS]:.4f}", lr=f"{metrics[Tags.TRAIN_LR]:.2e}",
-                                tok_s=f"{metrics[Tags.TRAIN_TOKENS_PER_SEC]:,.0f}", refresh=False)
         finally:
             bar.close()
         self.save_final_model()
         self.accelerator.wait_for_everyone()
         self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
+        self.elapsed_seconds = time.perf_counter() - started
+        self.steps_this_session = self.state.global_step - first_step
         return self.state
+
+    def _progress_fields(self, metrics: dict) -> dict:
+        fields = {"loss": f"{metrics[Tags.TRAIN_LOSS]:.4f}"}
+        last_val = self.last_logged(Tags.VAL_LOSS)
+        if last_val is not None:
+            fields["val"] = f"{last_val:.4f}"
+        fields.update(lr=f"{metrics[Tags.TRAIN_LR]:.2e}", tok_s=f"{metrics[Tags.TRAIN_TOKENS_PER_SEC]:,.0f}")
+        return fields
+
+    def last_logged(self, tag: str) -> float | None:
+        return next((h[tag] for h in reversed(self.state.log_history) if tag in h), None)
+
+    def summary(self) -> str:
+        """What the run achieved and where its outputs are, printed at the end of ``scripts/pretrain.py``."""
+        losses = [h[Tags.TRAIN_LOSS] for h in self.state.log_history if Tags.TRAIN_LOSS in h][-20:]
+        train_loss = sum(losses) / len(losses) if losses else float("nan")
+        val = self.last_logged(Tags.VAL_LOSS)
+        elapsed = getattr(self, "elapsed_seconds", 0.0)
+        tokens = getattr(self, "steps_this_session", 0) * self.tokens_per_step
+        minutes, seconds = divmod(int(round(elapsed)), 60)
+        run, final = self.layout.root, self.layout.final_dir
+        lines = [f"Done: {self.state.global_step:,} steps, {self.state.num_input_tokens_seen:,} tokens "
+                 f"({minutes}m {seconds:02d}s this session, {tokens / max(elapsed, 1e-9):,.0f} tokens/s).",
+                 f"  train loss (mean of the last {len(losses)} steps): {train_loss:.4f}"
+                 + (f"   validation loss: {val:.4f} (best {self.state.best_metric:.4f} at step "
+                    f"{self.state.best_global_step})" if val is not None else "   (no validation: --eval_every 0)"),
+                 f"  model: {final}   checkpoints: {self.layout.checkpoints_dir}   logs: {self.layout.tensorboard_dir}",
+                 "Next:",
+                 f"  python scripts/analyze_run.py {run}                  # plots + a written diagnosis",
+                 f"  python scripts/evaluate_checkpoints.py {final} --skip_hellaswag",
+                 f"  python scripts/generate.py {final} --prompt \"{self.args.sample_prompt}\"",
+                 f"  tensorboard --logdir {run.parent}"]
+        return "\n".join(lines)
 
     def close(self) -> None:
         """Flush trackers and tear down the process group; call last."""

@@ -316,5 +316,5 @@ def test_a_run_that_repeats_its_data_says_how_often(tmp_path, capsys):
     write_shard_atomic(data / "t_val_000000.npy", np.full(100, 50256, dtype=np.uint16))
     write_shard_atomic(data / "t_train_000001.npy", (np.arange(600) % 1000).astype(np.uint16))
     Trainer(tiny_run_config(tmp_path / "run", data, max_steps=20)).close()
-    assert "20 steps x 128 tokens = 2,560 tokens from 600 training tokens: the data is read 4.3 times" in \
+    assert "20 steps x 128 tokens = 2,560 tokens from 600 training tokens: the data is read 4.27 times" in \
         capsys.readouterr().out

@@ -58,6 +58,21 @@ def load_preset(path: str | Path) -> dict:
                 raise ConfigError(f"{path}: unknown field {key!r} in section {section!r}; known fields: "
                                   f"{', '.join(sorted(known))}.")
             flat[key] = value
+    return resolve_preset_paths(flat, path)
+
+
+PATH_FIELDS = ("data", "hellaswag_path", "init_from")
+
+
+def resolve_preset_paths(flat: dict, preset: Path) -> dict:
+    """A relative path in a preset that does not exist from the working directory is taken relative to the
+    repository holding the preset (configs/<name>.yaml -> the repository root), so the presets work from anywhere."""
+    root = preset.resolve().parent.parent
+    for key in PATH_FIELDS:
+        value = flat.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists() \
+                and (root / value).exists():
+            flat[key] = str(root / value)
     return flat
 
 

@@ -1,6 +1,7 @@
 """The seed's three plots (lossGraph, gradNorm, grad_param_ratio), the update-ratio plot, and a comparison of
 several runs. Each ``plot_*`` returns the matplotlib Figure (tests read the plotted arrays back from it)."""
 
+import json
 import re
 from pathlib import Path
 
@@ -35,9 +36,11 @@ def plot_loss(run: Run):
     ax.plot(steps, smooth, color="goldenrod", linewidth=1.8, label="train loss (smoothed)")
     if len(val):
         ax.plot(val_steps, val, color="green", marker="o", markersize=3, linewidth=1.5, label="validation loss")
+    title = f"{run.name}: loss"
     if run.reference_loss is not None:
-        ax.axhline(run.reference_loss, color="purple", linestyle="--",
-                   label=f"reference {run.reference_loss:.4f} ({run.reference_source})")
+        # A short label: the source (which can be a long path) goes under the title, not into the legend.
+        ax.axhline(run.reference_loss, color="purple", linestyle="--", label=f"reference {run.reference_loss:.4f}")
+        title += f"\nreference: {run.reference_source}"
         for x, y, color, name, offset in ((steps, smooth, "goldenrod", "train", -15), (val_steps, val, "green",
                                                                                      "val", 10)):
             crossing = first_crossing(x, y, run.reference_loss) if len(y) else None
@@ -47,9 +50,9 @@ def plot_loss(run: Run):
                             textcoords="offset points", xytext=(5, offset), color=color, fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats)")
-    ax.set_title(f"{run.name}: loss")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right", framealpha=0.85)
     _token_axis(ax, run)
     fig.tight_layout()
     return fig
@@ -82,11 +85,14 @@ def _kind(name: str) -> tuple[str, int | None]:
 
 
 def plot_ratios(run: Run, prefix: str, title: str):
-    """One panel per parameter kind, one line per layer coloured by depth (so 50+ lines stay readable)."""
+    """One panel per parameter kind (2 rows x 3, readable at column width), one line per layer coloured by depth
+    with a single depth colour bar instead of per-panel legends (so 50+ lines stay readable)."""
     tags = run.tags(prefix)
     layers = sorted({_kind(t[len(prefix):])[1] for t in tags} - {None})
-    colors = plt.cm.viridis(np.linspace(0, 1, max(1, len(layers))))
-    fig, axes = plt.subplots(1, len(KINDS), figsize=(4 * len(KINDS), 4.5), sharey=True)
+    cmap = plt.cm.viridis
+    colors = cmap(np.linspace(0, 1, max(1, len(layers))))
+    fig, grid = plt.subplots(2, 3, figsize=(13, 7.5), sharey=True)
+    axes = list(grid.flat)
     for ax, kind in zip(axes, KINDS):
         for tag in tags:
             name = tag[len(prefix):]
@@ -95,18 +101,25 @@ def plot_ratios(run: Run, prefix: str, title: str):
                 continue
             steps, values = run.series(tag)
             color = colors[layers.index(layer)] if layer is not None else None
-            ax.plot(steps, values, color=color, linewidth=1, label=name if layer is None else f"layer {layer}")
+            ax.plot(steps, values, color=color, linewidth=1.2, label=name if layer is None else f"layer {layer}")
         ax.axhline(RATIO_TARGET, color="black", linestyle="--", linewidth=1)
         ax.set_yscale("log")
-        ax.set_title(kind)
+        ax.set_title(kind, fontsize=11)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, which="both")
-        if kind == "embeddings" or len(layers) <= 12:
-            handles, labels = ax.get_legend_handles_labels()
-            if handles:
-                ax.legend(fontsize=7)
-    axes[0].set_ylabel(title)
-    fig.suptitle(f"{run.name}: {title} (dashed: 1e-3)")
+        if kind == "embeddings" and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9)
+    legend_ax = axes[len(KINDS)]
+    legend_ax.axis("off")
+    if layers:
+        bar = fig.colorbar(plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(min(layers), max(layers)),
+                                                 cmap=cmap), ax=legend_ax, location="left", fraction=0.5)
+        bar.set_ticks(layers if len(layers) <= 12 else layers[:: max(1, len(layers) // 12)])
+        bar.set_label("layer (depth)", fontsize=11)
+    legend_ax.text(0.55, 0.5, "dashed: 1e-3", transform=legend_ax.transAxes, fontsize=11, va="center")
+    for row in grid:
+        row[0].set_ylabel(title, fontsize=10)
+    fig.suptitle(f"{run.name}: {title}", fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -122,9 +135,18 @@ def plot_comparison(runs: list[Run]):
         val_steps, val = run.series(Tags.VAL_LOSS)
         if len(val):
             ax.plot(val_steps * per_step, val, color=color, marker="o", markersize=3, label=f"{run.name} val")
-    references = {r.reference_loss for r in runs if r.reference_loss is not None}
-    for value in references:
-        ax.axhline(value, color="purple", linestyle="--", label=f"reference {value:.4f}")
+    # A reference is a measurement on one run's validation data: draw it once when every run shares it, else
+    # one line per run in that run's colour, so no run is compared with another's reference.
+    references = {(r.reference_loss, json.dumps(r.config.get("data", {}), sort_keys=True)) for r in runs
+                  if r.reference_loss is not None}
+    if len(references) == 1 and all(r.reference_loss is not None for r in runs):
+        ax.axhline(runs[0].reference_loss, color="purple", linestyle="--",
+                   label=f"reference {runs[0].reference_loss:.4f}")
+    else:
+        for i, run in enumerate(runs):
+            if run.reference_loss is not None:
+                ax.axhline(run.reference_loss, color=plt.cm.tab10(i % 10), linestyle="--", linewidth=1,
+                           label=f"{run.name} reference {run.reference_loss:.4f}")
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats)")
     ax.set_title("loss against tokens")

@@ -259,8 +259,9 @@ class Trainer:
             shuffled = "reshuffled each epoch" if stream.shuffle else "in the same order each epoch (--shuffle)"
             self.accelerator.print(
                 f"Note: {self.args.max_steps:,} steps x {self.tokens_per_step:,} tokens = {needed:,} tokens from "
-                f"{dataset_tokens:,} training tokens: the data is read {needed / dataset_tokens:.1f} times, "
-                f"{shuffled}; validation loss below training loss is then no longer a fair test.")
+                f"{dataset_tokens:,} training tokens: the data is read {needed / dataset_tokens:.2f} times, "
+                f"{shuffled}; after the first epoch the training loss partly measures memorisation: judge the run by "
+                f"the validation loss.")
 
     # ------------------------------------------------------------------------------------------- hooks, logs
     def _fire(self, event: str, **kwargs):

@@ -1,0 +1,57 @@
+"""The README's commands as a new user types them: no network, no tokenizer cache, from the repository root."""
+
+import os
+
+import pytest
+
+from .helpers import ACCELERATE_LAUNCH, REPO, read_scalars, run_pretrain
+
+
+def offline_env() -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "TIKTOKEN_CACHE_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
+def test_quick_start_command_trains_offline_and_prints_the_summary(tmp_path):
+    out = tmp_path / "cpu-tiny"
+    result = run_pretrain(["--config", "configs/cpu-tiny.yaml", "--max_steps", "4", "--eval_every", "2",
+                           "--sample_every", "4", "--save_every", "4", "--output_dir", str(out)],
+                          env={**offline_env(), "PYTHONPATH": ""})
+    assert "Done: 4 steps" in result.stdout and "validation loss" in result.stdout
+    assert "python scripts/analyze_run.py" in result.stdout and "tensorboard --logdir" in result.stdout
+    assert (out / "final" / "model.safetensors").exists()
+    assert read_scalars(out)["val/loss"][4] < 11.0
+
+
+def test_preset_data_path_works_from_another_directory(tmp_path):
+    from training.cli import parse_run_config
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        config = parse_run_config(["--config", str(REPO / "configs" / "cpu-tiny.yaml")])
+    finally:
+        os.chdir(cwd)
+    assert os.path.isfile(config.data.data) and config.data.data.endswith("tinyshakespeare.txt")
+
+
+def test_two_process_cpu_example_runs_with_the_quick_start_preset(tmp_path):
+    out = tmp_path / "two"
+    launcher = [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    run_pretrain(["--config", "configs/cpu-tiny.yaml", "--cpu", "true", "--max_steps", "2", "--eval_every", "2",
+                  "--sample_every", "0", "--save_every", "0", "--output_dir", str(out)], launcher=launcher,
+                 env=offline_env())
+    assert read_scalars(out)["run/num_processes"][0] == 2
+
+
+@pytest.mark.parametrize("script", ["pretrain", "prepare_data", "evaluate_checkpoints", "generate", "analyze_run",
+                                    "push_to_hub"])
+def test_every_script_explains_itself(script):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0 and "Example" in result.stdout and "option_strings" not in result.stdout

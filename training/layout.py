@@ -142,6 +142,7 @@ class Tags:
     # written every logged step by the loop
     TRAIN_LOSS = "train/loss"
     TRAIN_LR = "train/lr"
+    TRAIN_LR_MUON = "train/lr_muon"  # with --optimizer muon: the Muon group's learning rate
     TRAIN_GRAD_NORM = "train/grad_norm"
     TRAIN_TOKENS_SEEN = "train/tokens_seen"
     TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"

@@ -85,6 +85,12 @@ class TrainArguments:
     min_lr: float = _help("Final learning rate of the cosine decay.", default=6e-5)
     warmup_steps: int = _help("Linear warmup steps (from max_lr/warmup_steps up to max_lr).", default=715)
     weight_decay: float = _help("AdamW weight decay, applied to parameters with dim >= 2 only.", default=0.1)
+    optimizer: str = _help("adamw, or muon: torch.optim.Muon for the hidden 2-D weight matrices (scaled to AdamW's "
+                           "update RMS) and AdamW for embeddings, the tied head, biases and gains.", default="adamw")
+    muon_lr: float | None = _help("With --optimizer muon: peak learning rate of the Muon group (default: max_lr); "
+                                  "it follows the same warmup + cosine shape down to min_lr/max_lr of it.",
+                                  default=None)
+    muon_momentum: float = _help("With --optimizer muon: Muon's (Nesterov) momentum.", default=0.95)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.95)
     adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
@@ -153,6 +159,10 @@ class TrainArguments:
         if self.sample_every > 0 and (self.num_samples < 1 or self.sample_tokens < 1):
             problems.append(f"sampling every {self.sample_every} steps needs num_samples >= 1 and sample_tokens >= 1 "
                             "(or set sample_every 0)")
+        if self.optimizer not in ("adamw", "muon"):
+            problems.append(f"optimizer must be 'adamw' or 'muon' (got {self.optimizer!r})")
+        if self.optimizer == "muon" and not hasattr(__import__("torch").optim, "Muon"):
+            problems.append("optimizer 'muon' needs torch.optim.Muon (torch >= 2.9)")
         if self.on_nonfinite not in ("stop", "skip"):
             problems.append(f"on_nonfinite must be 'stop' or 'skip' (got {self.on_nonfinite!r})")
         if problems:

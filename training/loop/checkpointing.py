@@ -35,7 +35,7 @@ from ..layout import (
 from .arguments import ConfigError, RunConfig
 
 # Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
-RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias"), "train": ("seq_len",)}
+RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias"), "train": ("seq_len", "optimizer")}
 
 
 class CheckpointSaveError(OSError):

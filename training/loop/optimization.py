@@ -1,4 +1,5 @@
-"""AdamW with GPT-2's weight-decay split, and the warmup + cosine learning-rate schedule."""
+"""AdamW with GPT-2's weight-decay split (or Muon for the hidden matrices plus AdamW for the rest), and the warmup +
+cosine learning-rate schedule."""
 
 import inspect
 import math
@@ -24,6 +25,46 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, beta
                              **({"fused": True} if fused else {}))
 
 
+def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The 2-D weights inside the transformer blocks: what Muon optimizes. Embeddings, the tied head, biases and
+    LayerNorm gains stay on AdamW (Muon orthogonalizes a matrix's update; for an embedding table, whose rows are
+    looked up, not multiplied, that has no meaning)."""
+    return [p for name, p in model.named_parameters()
+            if p.requires_grad and p.dim() == 2 and ".h." in f".{name}" and "wte" not in name and "wpe" not in name]
+
+
+def build_optimizers(model: torch.nn.Module, args, device_type: str = "cpu") -> list[torch.optim.Optimizer]:
+    """``[AdamW]`` for ``--optimizer adamw``; ``[AdamW, Muon]`` for ``--optimizer muon``: Muon (``torch.optim.Muon``,
+    Nesterov momentum, 5 Newton-Schulz steps, its step scaled to AdamW's RMS with ``adjust_lr_fn="match_rms_adamw"``
+    so AdamW-like learning rates apply) on the hidden matrices at ``--muon_lr`` (default ``--max_lr``), AdamW on
+    everything else. Each optimizer gets its own schedule (``build_scheduler``)."""
+    betas, eps = (args.adam_beta1, args.adam_beta2), args.adam_epsilon
+    if args.optimizer == "adamw":
+        return [build_optimizer(model, args.max_lr, args.weight_decay, betas, eps, device_type)]
+    hidden = {id(p) for p in hidden_matrices(model)}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden]
+    adamw_groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": args.weight_decay},
+                    {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    adamw = torch.optim.AdamW(adamw_groups, lr=args.max_lr, betas=betas, eps=eps, **({"fused": True} if fused else {}))
+    muon = torch.optim.Muon([p for p in model.parameters() if id(p) in hidden], lr=args.muon_lr or args.max_lr,
+                            weight_decay=args.weight_decay, momentum=args.muon_momentum, nesterov=True,
+                            adjust_lr_fn="match_rms_adamw")
+    return [adamw, muon]
+
+
+class OptimizerView:
+    """What callbacks receive as ``optimizer=`` when a run has several optimizers: their parameter groups together
+    (read-only use: learning rates and weight decay per parameter)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+
 def warmup_cosine_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
     """Multiplier of max_lr at optimizer step ``step`` (0-based), exactly build-nanogpt's ``get_lr``:
     linear warmup from max_lr/warmup_steps to max_lr over ``warmup_steps`` steps, then half a cosine from max_lr to
@@ -39,8 +80,10 @@ def warmup_cosine_factor(step: int, warmup_steps: int, max_steps: int, min_ratio
 
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, max_lr: float,
                     min_lr: float) -> LambdaLR:
-    """Per-optimizer-step schedule. It is not passed to ``accelerator.prepare`` (a prepared scheduler steps once
-    per process per call); it is registered for checkpointing instead."""
+    """Per-optimizer-step schedule: every group's own peak learning rate times the warmup + cosine factor (min_lr /
+    max_lr sets the floor as a ratio, so a Muon group with its own peak decays in the same shape). It is not passed
+    to ``accelerator.prepare`` (a prepared scheduler steps once per process per call); it is registered for
+    checkpointing instead."""
     factor = partial(warmup_cosine_factor, warmup_steps=warmup_steps, max_steps=max_steps,
                      min_ratio=min_lr / max_lr if max_lr else 0.0)
     return LambdaLR(optimizer, factor)

@@ -59,7 +59,7 @@ from .checkpointing import (
     write_json,
 )
 from .distributed import full_state_dict, is_sharded, runs_here
-from .optimization import build_optimizer, build_scheduler, device_peak_flops, model_flops_per_token
+from .optimization import OptimizerView, build_optimizers, build_scheduler, device_peak_flops, model_flops_per_token
 
 
 class _SharedTensorNotice(logging.Filter):
@@ -188,12 +188,11 @@ class Trainer:
             val_set = val_set if val_set is not None else built_val
         self.train_loader, self.val_set = train_loader, val_set
 
-        self.optimizer = build_optimizer(self.raw_model, self.args.max_lr, self.args.weight_decay,
-                                         (self.args.adam_beta1, self.args.adam_beta2), self.args.adam_epsilon,
-                                         self.device.type)
-        self.scheduler = build_scheduler(self.optimizer, self.args.warmup_steps, self.args.max_steps,
-                                         self.args.max_lr, self.args.min_lr)
-        self.model, self.optimizer = self.accelerator.prepare(self.raw_model, self.optimizer)
+        optimizers = build_optimizers(self.raw_model, self.args, self.device.type)
+        self.schedulers = [build_scheduler(o, self.args.warmup_steps, self.args.max_steps, self.args.max_lr,
+                                           self.args.min_lr) for o in optimizers]
+        self.model, *self.optimizers = self.accelerator.prepare(self.raw_model, *optimizers)
+        self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]  # AdamW: the one HF callbacks see
         if self.args.compile:
             # Only the training forward is compiled; evaluation and generate use raw_model (same parameters).
             self.model = torch.compile(self.model)
@@ -205,13 +204,14 @@ class Trainer:
                                   is_world_process_zero=self.accelerator.is_main_process)
         self.control = GPTTrainerControl()
         self.callbacks = RunCallbackHandler(build_callbacks(config, callbacks), self.raw_model, None,
-                                            self.optimizer, self.scheduler)
+                                            self.optimizer if len(self.optimizers) == 1 else
+                                            OptimizerView(self.optimizers), self.scheduler)
         self.log = RunLog(self.accelerator, self.state, on_log=lambda logs: self._fire("on_log", logs=logs))
         self.hellaswag = HellaSwagInLoop(self.args.hellaswag_path, self.args.hellaswag_limit)
         self.skipped_updates = 0
         self.consecutive_skips = 0
         self.progress = TrainingProgress(self)
-        self.accelerator.register_for_checkpointing(self.scheduler, self.train_loader, self.progress)
+        self.accelerator.register_for_checkpointing(*self.schedulers, self.train_loader, self.progress)
         self.checkpoints = CheckpointManager(self.layout.checkpoints_dir, self.args.keep_last)
         self.resumed_step: int | None = None
 
@@ -333,7 +333,7 @@ class Trainer:
 
     def training_step(self) -> dict:
         started = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lrs = [o.param_groups[0]["lr"] for o in self.optimizers]
         loss = self._forward_backward()
         if not self.accelerator.sync_gradients:
             # Never silent: without a sync micro-step the wrapped optimizer's step() and zero_grad() do nothing.
@@ -348,21 +348,25 @@ class Trainer:
             self._count_skip(loss, grad_norm)
         else:
             self.consecutive_skips = 0
-            self.optimizer.step()
+            for optimizer in self.optimizers:
+                optimizer.step()
             self._fire("on_optimizer_step")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()  # also after a skipped update: the schedule follows the step count
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()  # also after a skipped update: the schedule follows the step count
         self.state.global_step += 1
         self.state.num_input_tokens_seen += self.tokens_per_step
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
         tokens_per_sec = self.tokens_per_step / elapsed
-        metrics = {Tags.TRAIN_LOSS: loss, Tags.TRAIN_LR: lr, Tags.TRAIN_GRAD_NORM: grad_norm,
+        metrics = {Tags.TRAIN_LOSS: loss, Tags.TRAIN_LR: lrs[0], Tags.TRAIN_GRAD_NORM: grad_norm,
                    Tags.TRAIN_TOKENS_SEEN: float(self.state.num_input_tokens_seen),
                    Tags.TRAIN_TOKENS_PER_SEC: tokens_per_sec, Tags.TRAIN_STEP_TIME_MS: elapsed * 1000,
                    Tags.TRAIN_EPOCH: float(self.train_loader.epoch),
                    Tags.TRAIN_SKIPPED_UPDATES: float(self.skipped_updates)}
+        if len(lrs) > 1:
+            metrics[Tags.TRAIN_LR_MUON] = lrs[1]
         if self.peak_flops:
             metrics[Tags.TRAIN_MFU] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
                                                                                self.accelerator.num_processes)

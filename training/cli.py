@@ -18,7 +18,7 @@ from transformers import HfArgumentParser
 
 from .loop.arguments import ARGUMENT_CLASSES, ConfigError, RunConfig
 
-__all__ = ["ConfigError", "HelpFormatter", "build_parser", "load_preset", "parse_run_config"]
+__all__ = ["ConfigError", "HelpFormatter", "build_parser", "run_config_from_values", "load_preset", "parse_run_config"]
 
 SECTIONS = dict(zip(("model", "data", "train", "logging"), ARGUMENT_CLASSES))
 
@@ -74,6 +74,17 @@ def resolve_preset_paths(flat: dict, preset: Path) -> dict:
                 and (root / value).exists():
             flat[key] = str(root / value)
     return flat
+
+
+def run_config_from_values(values: dict) -> RunConfig:
+    """A RunConfig from field -> value (a flattened preset plus overrides), validated like the command line."""
+    parser = build_parser()
+    parser.set_defaults(**values)
+    try:
+        model, data, train, logging = parser.parse_args_into_dataclasses(args=[])[:4]
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    return RunConfig(model=model, data=data, train=train, logging=logging)
 
 
 def parse_run_config(argv: list[str] | None = None, description: str | None = None) -> RunConfig:

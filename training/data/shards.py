@@ -8,8 +8,8 @@ The layout is build-nanogpt's, so its loader reads our shards and ours reads its
 import errno
 import json
 import os
-import shutil
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np

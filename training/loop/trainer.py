@@ -573,6 +573,12 @@ class Trainer:
                  f"  tensorboard --logdir {run.parent}"]
         return "\n".join(lines)
 
+    def finish_tracking(self) -> None:
+        """Flush and close the TensorBoard writer but keep the process group (several runs in one process: sweeps)."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers = []
+
     def close(self) -> None:
         """Flush trackers and tear down the process group; call last."""
         self.accelerator.end_training()

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Run a sweep: a base preset plus named variants (and seeds), each an ordinary run folder, then rank the variants
+by tokens to reach a target validation loss. Interrupted sweeps resume where they stopped (finished runs are
+skipped, interrupted ones resume from their newest checkpoint). Writes sweep.md, sweep.json and compare_loss.png
+into the sweep's output_dir.
+
+Examples:
+    python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml
+    python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml --summarize        # the tables only
+    accelerate launch --config_file accelerate_config.yaml scripts/sweep.py configs/sweeps/seed-recommendations.yaml
+"""
+
+import argparse
+import sys
+
+from training.cli import ConfigError, HelpFormatter
+from training.sweeps.config import load_sweep
+from training.sweeps.runner import run_sweep
+from training.sweeps.summary import write_summary
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("sweep", help="Sweep file (configs/sweeps/*.yaml).")
+    parser.add_argument("--summarize", action="store_true", help="Only (re)write the summary from the runs so far.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        config = load_sweep(args.sweep)
+        if not args.summarize:
+            run_sweep(config)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        summary = write_summary(config)
+        print(summary.read_text())
+        print(f"wrote {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

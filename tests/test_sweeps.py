@@ -1,0 +1,90 @@
+"""Sweeps: variants x seeds as ordinary runs, ranked by tokens to a target; an interrupted sweep resumes."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from training.cli import ConfigError
+from training.layout import RunLayout
+from training.sweeps.config import load_sweep
+from training.sweeps.runner import run_status, run_sweep
+from training.sweeps.summary import write_summary
+
+from .helpers import load_final_weights
+
+
+def write_sweep(tmp_path, shards, **extra) -> str:
+    base = {"model": {"n_layer": 2, "n_head": 4, "n_embd": 32},
+            "data": {"data": str(shards)},
+            "train": {"cpu": True, "mixed_precision": "no", "seq_len": 32, "micro_batch_size": 4,
+                      "total_batch_tokens": 128, "max_steps": 12, "warmup_steps": 2, "eval_every": 3,
+                      "eval_tokens": 1024, "sample_every": 0, "save_every": 4, "keep_last": 0, "grad_clip": 5.0,
+                      "callbacks": ["grad_norm", "layer_ratios"]},
+            "logging": {"progress_bar": False, "diagnostics_every": 4}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {"base": "base.yaml", "output_dir": str(tmp_path / "sweep"), "seeds": [1, 2],
+             "target_val_loss": 10.6,
+             "variants": {"too_slow": {"max_lr": 1e-6, "min_lr": 1e-7}, "fast": {"max_lr": 3e-3, "min_lr": 3e-4}},
+             **extra}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, shakespeare_shards):
+    root = tmp_path_factory.mktemp("sweep")
+    config = load_sweep(write_sweep(root, shakespeare_shards))
+    outcome = run_sweep(config, say=lambda line: None)
+    write_summary(config)
+    return root, config, outcome
+
+
+def test_every_variant_and_seed_is_an_ordinary_run(finished_sweep):
+    _, config, outcome = finished_sweep
+    assert [o[2] for o in outcome] == ["trained"] * 4
+    for variant, seed in config.runs():
+        layout = RunLayout(config.run_dir(variant, seed))
+        assert (layout.final_dir / "model.safetensors").exists() and layout.checkpoints_dir.is_dir()
+        assert run_status(config, variant, seed) == "done"
+
+
+def test_the_ranking_finds_the_planted_difference(finished_sweep):
+    _, config, _ = finished_sweep
+    summary = json.loads((config.output_dir / "sweep.json").read_text())
+    first, second = summary["ranking"]
+    assert first["variant"] == "fast" and first["reached"] and first["tokens_to_target"] > 0
+    assert first["tokens_to_target_spread"] is not None  # two seeds: a spread
+    assert second["variant"] == "too_slow" and not second["reached"]
+    assert second["versus_best"].startswith("worse")
+    assert second["val_loss_at_equal_tokens"] > first["val_loss_at_equal_tokens"]
+    assert second["verdicts"] == ["too short to judge"]  # 12 steps: the report gives no verdict, nor does the sweep
+    markdown = (config.output_dir / "sweep.md").read_text()
+    assert markdown.index("| 1 | fast") < markdown.index("| 2 | too_slow") and "not reached" in markdown
+    assert (config.output_dir / "compare_loss.png").stat().st_size > 0
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(finished_sweep):
+    _, config, _ = finished_sweep
+    run = RunLayout(config.run_dir("fast", 2))
+    before = load_final_weights(run.root)
+    shutil.rmtree(run.final_dir)  # as if killed after the step-8 checkpoint
+    shutil.rmtree(run.checkpoint_dir(12))
+    assert run_status(config, "fast", 2) == "partial"
+    outcome = run_sweep(config, say=lambda line: None)
+    assert {(variant, seed): what for variant, seed, what in outcome} == {
+        ("fast", 1): "skipped", ("fast", 2): "resumed", ("too_slow", 1): "skipped", ("too_slow", 2): "skipped"}
+    after = load_final_weights(run.root)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # exact resume
+
+
+def test_bad_sweep_files_name_the_problem(tmp_path, shakespeare_shards):
+    with pytest.raises(ConfigError, match="unknown argument\\(s\\) \\['max_lrr'\\] in variant 'typo'"):
+        load_sweep(write_sweep(tmp_path, shakespeare_shards, variants={"typo": {"max_lrr": 1.0}}))
+    with pytest.raises(ConfigError, match="seeds must be a non-empty list"):
+        load_sweep(write_sweep(tmp_path, shakespeare_shards, seeds=[]))
+    with pytest.raises(ConfigError, match="target_val_loss: Reference evaluation .*missing.json does not exist"):
+        load_sweep(write_sweep(tmp_path, shakespeare_shards, target_val_loss="missing.json"))

@@ -1,0 +1,178 @@
+"""A sweep's results: per run (tokens to reach the target, final and best validation loss, validation loss at equal
+tokens, training time and tokens/s, the analysis verdict), per variant (mean and spread over seeds), a ranking
+by tokens to the target, and the outputs: ``sweep.json``, ``sweep.md`` and ``compare_loss.png``.
+
+Tokens to the target is the first crossing of the validation curve, interpolated between evaluations. A variant
+whose difference from the best is not larger than the seed-to-seed spread is reported as no different.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.plots import plot_comparison
+from ..analysis.report import build_report
+from ..analysis.runs import Run, load_run
+from ..analysis.summaries import first_crossing
+from ..layout import Tags
+from .config import SweepConfig
+
+SEVERE = ("warning", "problem")
+
+
+@dataclass
+class RunResult:
+    variant: str
+    seed: int
+    run_dir: str
+    tokens_to_target: float | None
+    final_val_loss: float | None
+    best_val_loss: float | None
+    total_tokens: float | None
+    train_seconds: float
+    tokens_per_sec: float | None
+    verdict: str
+    val_loss_at_equal_tokens: float | None = None
+
+
+def _val_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    steps, val = run.series(Tags.VAL_LOSS)
+    return steps * (run.tokens_per_step or 0), val
+
+
+def run_result(variant: str, seed: int, run: Run, target: float | None) -> RunResult:
+    tokens, val = _val_curve(run)
+    crossing = first_crossing(tokens, val, target) if target is not None and len(val) else None
+    _, step_ms = run.series(Tags.TRAIN_STEP_TIME_MS)
+    _, seen = run.series(Tags.TRAIN_TOKENS_SEEN)
+    seconds = float(step_ms.sum() / 1000) if len(step_ms) else 0.0
+    total = float(seen[-1]) if len(seen) else None
+    findings = build_report(run)["findings"]
+    severe = sorted(f["id"] for f in findings if f["severity"] in SEVERE)
+    ids = {f["id"] for f in findings}
+    verdict = ", ".join(severe) if severe else "healthy" if "healthy" in ids else \
+        "too short to judge" if "too_short" in ids else "no verdict"
+    return RunResult(variant=variant, seed=seed, run_dir=str(run.run_dir), tokens_to_target=crossing,
+                     final_val_loss=float(val[-1]) if len(val) else None,
+                     best_val_loss=float(val.min()) if len(val) else None, total_tokens=total,
+                     train_seconds=seconds, tokens_per_sec=total / seconds if total and seconds else None,
+                     verdict=verdict)
+
+
+def collect(config: SweepConfig) -> tuple[list[RunResult], dict[str, Run]]:
+    results, runs = [], {}
+    for variant, seed in config.runs():
+        folder = config.run_dir(variant, seed)
+        if not (folder / "tensorboard").is_dir():
+            continue
+        run = load_run(folder)
+        run.name = f"{variant}/seed{seed}"
+        runs[run.name] = run
+        results.append(run_result(variant, seed, run, config.target_val_loss))
+    common = min((r.total_tokens for r in results if r.total_tokens), default=None)
+    for result in results:  # everyone's validation loss at the tokens the shortest run reached
+        tokens, val = _val_curve(runs[f"{result.variant}/seed{result.seed}"])
+        if common and len(val) and tokens[0] <= common:
+            result.val_loss_at_equal_tokens = float(np.interp(common, tokens, val))
+    return results, runs
+
+
+def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None when a value is missing, or for the spread, with one seed)."""
+    if not values or any(v is None for v in values):
+        return None, None
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def rank(config: SweepConfig, results: list[RunResult]) -> list[dict]:
+    rows = []
+    for variant in config.variants:
+        mine = [r for r in results if r.variant == variant]
+        if not mine:
+            continue
+        tokens, tokens_spread = _stats([r.tokens_to_target for r in mine])
+        final, final_spread = _stats([r.final_val_loss for r in mine])
+        equal, equal_spread = _stats([r.val_loss_at_equal_tokens for r in mine])
+        best = min((r.best_val_loss for r in mine if r.best_val_loss is not None), default=None)
+        rows.append({"variant": variant, "seeds": len(mine), "tokens_to_target": tokens,
+                     "tokens_to_target_spread": tokens_spread, "reached": tokens is not None,
+                     "final_val_loss": final, "final_val_loss_spread": final_spread,
+                     "val_loss_at_equal_tokens": equal, "val_loss_at_equal_tokens_spread": equal_spread,
+                     "best_val_loss": best, "train_seconds": float(np.mean([r.train_seconds for r in mine])),
+                     "tokens_per_sec": _stats([r.tokens_per_sec for r in mine])[0],
+                     "verdicts": sorted({r.verdict for r in mine})})
+    rows.sort(key=lambda r: (not r["reached"], r["tokens_to_target"] if r["reached"] else math.inf,
+                             r["best_val_loss"] if r["best_val_loss"] is not None else math.inf))
+    _compare_with_the_best(rows)
+    return rows
+
+
+def _compare_with_the_best(rows: list[dict]) -> None:
+    """Mark each variant as better/no different/worse than the first, against the seed-to-seed spread."""
+    if not rows:
+        return
+    best = rows[0]
+    key = "tokens_to_target" if best["reached"] else "val_loss_at_equal_tokens"
+    best["versus_best"] = "best"
+    for row in rows[1:]:
+        a, b = row.get(key), best.get(key)
+        spreads = [s for s in (row.get(f"{key}_spread"), best.get(f"{key}_spread")) if s is not None]
+        if key == "tokens_to_target" and not row["reached"]:
+            row["versus_best"] = "worse (target not reached)"
+        elif a is None or b is None:
+            row["versus_best"] = "cannot compare"
+        elif not spreads:
+            row["versus_best"] = f"{'worse' if a > b else 'better'} by {abs(a - b):.4g} (one seed: spread unknown)"
+        elif abs(a - b) <= max(spreads):
+            row["versus_best"] = f"no difference (|{a - b:.4g}| <= seed spread {max(spreads):.4g})"
+        else:
+            row["versus_best"] = f"worse by {a - b:.4g} (> seed spread {max(spreads):.4g})"
+
+
+def _fmt(value, pattern="{:,.0f}"):
+    return "-" if value is None else pattern.format(value)
+
+
+def render_markdown(config: SweepConfig, rows: list[dict]) -> str:
+    target = (f"{config.target_val_loss:.4f} ({config.target_source})" if config.target_val_loss is not None
+              else "none (ranked by validation loss at equal tokens)")
+    lines = [f"# Sweep: {config.path.stem}", "", f"Base preset `{config.base}`; seeds {config.seeds}; target "
+             f"validation loss {target}.", "",
+             "| rank | variant | tokens to target (mean +- sd) | final val loss | val loss at equal tokens | "
+             "train time s | tokens/s | verdict | versus the best |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(rows, start=1):
+        tokens = (f"{_fmt(row['tokens_to_target'])} +- {_fmt(row['tokens_to_target_spread'])}" if row["reached"]
+                  else f"not reached (best {_fmt(row['best_val_loss'], '{:.4f}')})")
+        lines.append(f"| {i} | {row['variant']} | {tokens} | {_fmt(row['final_val_loss'], '{:.4f}')} +- "
+                     f"{_fmt(row['final_val_loss_spread'], '{:.4f}')} | "
+                     f"{_fmt(row['val_loss_at_equal_tokens'], '{:.4f}')} | {row['train_seconds']:.0f} | "
+                     f"{_fmt(row['tokens_per_sec'])} | {'; '.join(row['verdicts'])} | {row['versus_best']} |")
+    lines += ["", "![loss against tokens](compare_loss.png)", ""]
+    return "\n".join(lines)
+
+
+def write_summary(config: SweepConfig) -> Path:
+    """sweep.json, sweep.md and compare_loss.png in the sweep's output folder; returns sweep.md."""
+    import matplotlib.pyplot as plt
+
+    results, runs = collect(config)
+    rows = rank(config, results)
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps({"sweep": str(config.path), "target_val_loss": config.target_val_loss,
+                                                "target_source": config.target_source, "ranking": rows,
+                                                "runs": [asdict(r) for r in results]}, indent=2) + "\n")
+    (out / "sweep.md").write_text(render_markdown(config, rows))
+    if runs:
+        figure = plot_comparison(list(runs.values()))
+        if config.target_val_loss is not None:
+            figure.axes[0].axhline(config.target_val_loss, color="black", linestyle=":",
+                                   label=f"target {config.target_val_loss:.4f}")
+            figure.axes[0].legend(fontsize=8)
+        figure.savefig(out / "compare_loss.png", dpi=110)
+        plt.close(figure)
+    return out / "sweep.md"

@@ -63,6 +63,11 @@ def test_earlier_stages_do_not_import_later_ones():
                                              "training.cli")) == []
 
 
+def test_only_the_scripts_use_the_sweeps():
+    for stage in ("training/data", "training/evaluation", "training/loop", "training/analysis", "training/hub"):
+        assert offenders(stage, ("training.sweeps",)) == []
+
+
 def test_layout_is_a_leaf():
     assert {m for m in imported_modules(REPO / "training" / "layout.py") if m.startswith(("training", "modeling"))} \
         == set()

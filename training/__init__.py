@@ -6,6 +6,7 @@
     loop/        arguments, the Accelerate trainer, optimizer and schedule, checkpoints, callbacks, diagnostics
     analysis/    reading a run back from its logs: the numbers, the report, the plots
     hub/         staging a complete model repo, uploading it, the push callback
+    sweeps/      variants x seeds as ordinary runs, resumed and ranked by tokens to a target
     cli          command line + YAML presets -> a RunConfig (for the scripts; the loop never parses arguments)
 
 A stage imports only the stages above it: the loop uses evaluation to validate during training, analysis reads

@@ -17,7 +17,7 @@ from ..analysis.plots import plot_comparison
 from ..analysis.report import build_report
 from ..analysis.runs import Run, load_run
 from ..analysis.summaries import first_crossing
-from ..layout import Tags
+from ..layout import RunLayout, Tags
 from .config import SweepConfig
 
 SEVERE = ("warning", "problem")
@@ -66,7 +66,7 @@ def collect(config: SweepConfig) -> tuple[list[RunResult], dict[str, Run]]:
     results, runs = [], {}
     for variant, seed in config.runs():
         folder = config.run_dir(variant, seed)
-        if not (folder / "tensorboard").is_dir():
+        if not RunLayout(folder).tensorboard_dir.is_dir():
             continue
         run = load_run(folder)
         run.name = f"{variant}/seed{seed}"

@@ -88,3 +88,20 @@ def test_bad_sweep_files_name_the_problem(tmp_path, shakespeare_shards):
         load_sweep(write_sweep(tmp_path, shakespeare_shards, seeds=[]))
     with pytest.raises(ConfigError, match="target_val_loss: Reference evaluation .*missing.json does not exist"):
         load_sweep(write_sweep(tmp_path, shakespeare_shards, target_val_loss="missing.json"))
+
+
+def test_a_difference_within_the_seed_spread_is_no_difference():
+    from training.sweeps.summary import _compare_with_the_best
+
+    def row(name, tokens, spread, reached=True):
+        return {"variant": name, "reached": reached, "tokens_to_target": tokens, "tokens_to_target_spread": spread}
+
+    rows = [row("a", 1000.0, 50.0), row("b", 1040.0, 30.0), row("c", 1200.0, 40.0), row("d", None, None, False)]
+    _compare_with_the_best(rows)
+    assert rows[0]["versus_best"] == "best"
+    assert rows[1]["versus_best"].startswith("no difference")
+    assert rows[2]["versus_best"].startswith("worse by 200")
+    assert rows[3]["versus_best"] == "worse (target not reached)"
+    single = [row("a", 1000.0, None), row("b", 1040.0, None)]
+    _compare_with_the_best(single)
+    assert "one seed: spread unknown" in single[1]["versus_best"]

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -161,7 +162,7 @@ class TrainArguments:
                             "(or set sample_every 0)")
         if self.optimizer not in ("adamw", "muon"):
             problems.append(f"optimizer must be 'adamw' or 'muon' (got {self.optimizer!r})")
-        if self.optimizer == "muon" and not hasattr(__import__("torch").optim, "Muon"):
+        if self.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
             problems.append("optimizer 'muon' needs torch.optim.Muon (torch >= 2.9)")
         if self.on_nonfinite not in ("stop", "skip"):
             problems.append(f"on_nonfinite must be 'stop' or 'skip' (got {self.on_nonfinite!r})")

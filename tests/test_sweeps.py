@@ -100,7 +100,7 @@ def test_a_difference_within_the_seed_spread_is_no_difference():
     _compare_with_the_best(rows)
     assert rows[0]["versus_best"] == "best"
     assert rows[1]["versus_best"].startswith("no difference")
-    assert rows[2]["versus_best"].startswith("worse by 200")
+    assert rows[2]["versus_best"].startswith("worse by 200 ")
     assert rows[3]["versus_best"] == "worse (target not reached)"
     single = [row("a", 1000.0, None), row("b", 1040.0, None)]
     _compare_with_the_best(single)

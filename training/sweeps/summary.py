@@ -111,6 +111,10 @@ def rank(config: SweepConfig, results: list[RunResult]) -> list[dict]:
     return rows
 
 
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _compare_with_the_best(rows: list[dict]) -> None:
     """Mark each variant as better/no different/worse than the first, against the seed-to-seed spread."""
     if not rows:
@@ -126,11 +130,11 @@ def _compare_with_the_best(rows: list[dict]) -> None:
         elif a is None or b is None:
             row["versus_best"] = "cannot compare"
         elif not spreads:
-            row["versus_best"] = f"{'worse' if a > b else 'better'} by {abs(a - b):.4g} (one seed: spread unknown)"
+            row["versus_best"] = f"{'worse' if a > b else 'better'} by {_num(abs(a - b))} (one seed: spread unknown)"
         elif abs(a - b) <= max(spreads):
-            row["versus_best"] = f"no difference (|{a - b:.4g}| <= seed spread {max(spreads):.4g})"
+            row["versus_best"] = f"no difference ({_num(abs(a - b))} <= seed spread {_num(max(spreads))})"
         else:
-            row["versus_best"] = f"worse by {a - b:.4g} (> seed spread {max(spreads):.4g})"
+            row["versus_best"] = f"worse by {_num(a - b)} (> seed spread {_num(max(spreads))})"
 
 
 def _fmt(value, pattern="{:,.0f}"):
@@ -140,10 +144,10 @@ def _fmt(value, pattern="{:,.0f}"):
 def render_markdown(config: SweepConfig, rows: list[dict]) -> str:
     target = (f"{config.target_val_loss:.4f} ({config.target_source})" if config.target_val_loss is not None
               else "none (ranked by validation loss at equal tokens)")
-    lines = [f"# Sweep: {config.path.stem}", "", f"Base preset `{config.base}`; seeds {config.seeds}; target "
+    lines = [f"# Sweep: {config.path.stem}", "", f"Base preset `{config.base.resolve().name}`; seeds {config.seeds}; target "
              f"validation loss {target}.", "",
              "| rank | variant | tokens to target (mean +- sd) | final val loss | val loss at equal tokens | "
-             "train time s | tokens/s | verdict | versus the best |", "|---|---|---|---|---|---|---|---|---|"]
+             "train time s | tokens/s | verdicts (per seed) | versus the best |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, start=1):
         tokens = (f"{_fmt(row['tokens_to_target'])} +- {_fmt(row['tokens_to_target_spread'])}" if row["reached"]
                   else f"not reached (best {_fmt(row['best_val_loss'], '{:.4f}')})")

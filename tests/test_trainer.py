@@ -318,3 +318,18 @@ def test_a_run_that_repeats_its_data_says_how_often(tmp_path, capsys):
     Trainer(tiny_run_config(tmp_path / "run", data, max_steps=20)).close()
     assert "20 steps x 128 tokens = 2,560 tokens from 600 training tokens: the data is read 4.27 times" in \
         capsys.readouterr().out
+
+
+def test_training_and_validation_build_no_kv_cache(tmp_path, shakespeare_shards, monkeypatch):
+    import transformers.cache_utils as cache_utils
+
+    created = []
+    original = cache_utils.DynamicCache.__init__
+
+    def counting(self, *args, **kwargs):
+        created.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cache_utils.DynamicCache, "__init__", counting)
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=3, eval_every=3, sample_every=0))
+    assert created == []  # generate() would build one; training and validation forwards must not

@@ -333,3 +333,26 @@ def test_training_and_validation_build_no_kv_cache(tmp_path, shakespeare_shards,
     monkeypatch.setattr(cache_utils.DynamicCache, "__init__", counting)
     train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=3, eval_every=3, sample_every=0))
     assert created == []  # generate() would build one; training and validation forwards must not
+
+
+def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
+    """hparams, the measured reference and the run's scalars all live in <run>/tensorboard itself: TensorBoard
+    lists a run once (no timestamp-named hparams sub-run, no reference sub-run)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from training.evaluation.comparison import record_reference
+
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2))
+    record_reference(tmp_path, {"name": "gpt2", "path": "gpt2", "val_loss": 3.29})
+    folders = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    assert folders == {tmp_path / "tensorboard"}
+    plugins = set()
+    for path in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        try:
+            plugins |= set(accumulator.PluginTagToContent("hparams"))
+        except KeyError:  # this file holds no hparams summary
+            pass
+    assert plugins  # the configuration is in TensorBoard's HParams tab
+    assert read_scalars(tmp_path)["reference/val_loss"] == {0: pytest.approx(3.29)}

@@ -34,17 +34,24 @@ def build_parser(description: str | None = None) -> HfArgumentParser:
     return parser
 
 
-def load_preset(path: str | Path) -> dict:
-    """Flatten a sectioned YAML preset into field -> value, rejecting unknown sections and fields."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, kind: str, where_to_look: str, expected: str) -> dict:
+    """A YAML file that must hold a mapping (a preset, a sweep file), with errors that name the file."""
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist; see configs/ for the presets.")
+        raise ConfigError(f"{kind} {path} does not exist; see {where_to_look}.")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"Config file {path} is not valid YAML: {error}")
+        raise ConfigError(f"{kind} {path} is not valid YAML: {error}") from error
     if not isinstance(raw, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of sections ({', '.join(SECTIONS)}).")
+        raise ConfigError(f"{kind} {path} must {expected}.")
+    return raw
+
+
+def load_preset(path: str | Path) -> dict:
+    """Flatten a sectioned YAML preset into field -> value, rejecting unknown sections and fields."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "Config file", "configs/ for the presets",
+                            f"hold a mapping of sections ({', '.join(SECTIONS)})")
     flat = {}
     for section, values in raw.items():
         if section not in SECTIONS:

@@ -100,6 +100,10 @@ class RunSummary:
         """The gradient-driven update ratios when logged (weight decay removed), else the whole update ratios."""
         return self.update_ratio_grad or self.update_ratio
 
+    @property
+    def learning_ratio_name(self) -> str:
+        return "gradient-driven update/weight ratio" if self.update_ratio_grad else "update/weight ratio"
+
 
 def summarize(run: Run) -> RunSummary:
     return RunSummary(run=run.name, config=run.config, loss=loss_summary(run), reference=reference_summary(run),
@@ -169,7 +173,7 @@ def instability_finding(s: RunSummary) -> Finding | None:
 def learning_rate_low_finding(s: RunSummary) -> Finding | None:
     ratio, loss = s.learning_ratio, s.loss
     drop = (loss["initial_train_loss"] or 0) - (loss["final_train_loss_smoothed"] or 0)
-    which = "gradient-driven update/weight ratio" if s.update_ratio_grad else "update/weight ratio"
+    which = s.learning_ratio_name
     if ratio and ratio["overall_median"] < FAR_BELOW:
         factor = min(100.0, max(3.0, RATIO_TARGET / max(ratio["overall_median"], 1e-12)))
         return Finding("lr_too_low", "problem", "Learning rate too low: the weights barely move",
@@ -215,7 +219,7 @@ def layer_findings(s: RunSummary) -> list[Finding]:
     medians = learning["per_parameter_median"]
     slow = [n for n in learning["far_below"] if n not in frozen]
     if slow and learning["overall_median"] >= FAR_BELOW:
-        which = "gradient-driven update/weight ratio" if s.update_ratio_grad else "update/weight ratio"
+        which = s.learning_ratio_name
         out.append(Finding("layers_not_learning", "warning", "Some layers barely learn",
                            f"{len(slow)} weight matrices have a median {which} more than a decade below 1e-3 "
                            f"(below {fmt(FAR_BELOW)}): {listed(slow, medians)}; overall median "
@@ -225,7 +229,7 @@ def layer_findings(s: RunSummary) -> list[Finding]:
                            "--n_layer)."))
     fast = learning["far_above"]
     if fast and learning["overall_median"] <= RATIO_UNSTABLE:
-        which = "gradient-driven update/weight ratio" if s.update_ratio_grad else "update/weight ratio"
+        which = s.learning_ratio_name
         out.append(Finding("layers_too_fast", "warning", "Some layers update very fast",
                            f"{len(fast)} weight matrices have a median {which} more than a decade above "
                            f"1e-3 (above {fmt(FAR_ABOVE)}): {listed(fast, medians)}.",

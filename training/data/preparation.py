@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 from modeling.tokenization import TiktokenGPT2, tokenizer_info
 
 from .download import hub_unreachable_reason
-from .shards import META_VERSION, SHARD_DTYPE, read_meta, shard_filename, write_meta, write_shard_atomic
+from .shards import (
+    META_VERSION,
+    SHARD_DTYPE,
+    make_writable_dir,
+    read_meta,
+    shard_filename,
+    write_meta,
+    write_shard_atomic,
+)
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -317,16 +325,11 @@ class ShardWriter:
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:
-    out = Path(path)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        return make_writable_dir(path)
     except OSError as error:
-        raise CorpusError(f"Cannot write to output directory {out} ({error.strerror}); choose another "
+        raise CorpusError(f"Cannot write to output directory {path} ({error.strerror}); choose another "
                           "--output_dir or fix its permissions.") from error
-    return out
 
 
 def _fresh_meta(config: PrepareConfig) -> dict:

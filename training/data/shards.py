@@ -49,6 +49,17 @@ def write_shard_atomic(path: str | os.PathLike, tokens: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def make_writable_dir(path: str | os.PathLike, probe_name: str = ".write_probe") -> Path:
+    """Create ``path`` and prove it writable now (rather than at the first save); raises the OSError otherwise
+    (FileExistsError when ``path`` is a file). ``probe_name`` lets several processes probe one folder at once."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / probe_name
+    probe.write_bytes(b"")
+    probe.unlink()
+    return out
+
+
 def find_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     """Shard files of one split in ``data_dir``, in index order."""
     data_dir = Path(data_dir)

@@ -37,20 +37,24 @@ class Precision:
 
 @dataclass
 class RunSettings:
-    """How a run of ours measured its val/loss, read from a checkpoint's run_config.yaml / training_state.json."""
+    """How a run of ours measured its val/loss, and on which data, read from a checkpoint's run_config.yaml /
+    training_state.json (all None for models that are not ours)."""
 
     eval_tokens: int | None = None
     seq_len: int | None = None
     mixed_precision: str | None = None
+    data_dir: Path | None = None
 
     @classmethod
     def of(cls, checkpoint: str) -> "RunSettings":
         config_path = Path(checkpoint) / RUN_CONFIG_FILE
         if not config_path.exists():
             return cls()
-        train = (yaml.safe_load(config_path.read_text()) or {}).get("train", {})
+        run = yaml.safe_load(config_path.read_text()) or {}
+        train = run.get("train", {})
         return cls(eval_tokens=train.get("eval_tokens"), seq_len=train.get("seq_len"),
-                   mixed_precision=training_facts(checkpoint).get("mixed_precision") or train.get("mixed_precision"))
+                   mixed_precision=training_facts(checkpoint).get("mixed_precision") or train.get("mixed_precision"),
+                   data_dir=_validation_data(run))
 
     @property
     def known(self) -> bool:
@@ -110,13 +114,9 @@ class EvalArguments:
             raise ValueError("; ".join(problems) + ".")
 
 
-def default_data_dir(checkpoint: str) -> Path | None:
-    """The validation data a checkpoint of ours was trained with."""
-    config_path = Path(checkpoint) / RUN_CONFIG_FILE
-    if not config_path.exists():
-        return None
-    run = yaml.safe_load(config_path.read_text())
-    data = run["data"].get("data")
+def _validation_data(run: dict) -> Path | None:
+    """The folder of shards a run of ours trained and validated on (its --data, or what it prepared from it)."""
+    data = run.get("data", {}).get("data")
     if data and Path(data).is_dir():
         return Path(data)
     prepared = RunLayout(run["train"]["output_dir"]).prepared_shards_dir
@@ -185,10 +185,10 @@ def compare(args: EvalArguments, accelerator) -> dict:
     for spec in args.checkpoints + ([args.reference] if args.reference else []):  # fail before any work is done
         require_checkpoint(spec)
         require_reachable(spec)
-    data_dir = args.data or default_data_dir(args.checkpoints[0])
+    run = RunSettings.of(args.checkpoints[0])  # measure every model as the run measured its val/loss, on its data
+    data_dir = args.data or run.data_dir
     if data_dir is None:
         raise ValueError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")
-    run = RunSettings.of(args.checkpoints[0])  # measure every model as the run measured its val/loss
     args.val_tokens = args.val_tokens or run.eval_tokens or DEFAULT_VAL_TOKENS
     args.seq_len = args.seq_len or run.seq_len or DEFAULT_SEQ_LEN
     precision = resolve_precision(args.dtype, run, accelerator.device)

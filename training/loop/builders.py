@@ -12,7 +12,7 @@ from modeling.tokenization import check_vocab_fits
 from ..data.download import DownloadError, fetch_once
 from ..data.loaders import DistributedTokenLoader, ValidationSet
 from ..data.preparation import PrepareConfig, prepare
-from ..data.shards import find_shards
+from ..data.shards import find_shards, make_writable_dir
 from ..layout import TRACKER, RunLayout
 from .arguments import ConfigError, RunConfig
 from .callbacks import FlowCallback, build_callback, parse_callback_spec
@@ -20,18 +20,13 @@ from .callbacks import FlowCallback, build_callback, parse_callback_spec
 
 def prepare_output_dir(path: str | Path, process_index: int = 0) -> Path:
     """The run folder, created and checked writable now rather than at the first save."""
-    out = Path(path)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_probe_{process_index}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        return make_writable_dir(path, f".write_probe_{process_index}")
     except FileExistsError as error:
-        raise ConfigError(f"--output_dir {out} exists and is not a folder; choose another --output_dir.") from error
+        raise ConfigError(f"--output_dir {path} exists and is not a folder; choose another --output_dir.") from error
     except OSError as error:
-        raise ConfigError(f"Cannot write to --output_dir {out} ({error.strerror}); choose another folder or fix "
+        raise ConfigError(f"Cannot write to --output_dir {path} ({error.strerror}); choose another folder or fix "
                           "its permissions.") from error
-    return out
 
 
 def build_accelerator(config: RunConfig) -> Accelerator:
@@ -141,12 +136,11 @@ def build_callbacks(config: RunConfig, extra=None) -> list:
     """The flow callback first (the schedule), then the configured ones by name, then the caller's objects, then
     the Hub push. Cadences come from the logging arguments at construction (``every``), unless a spec sets its
     own (``grad_norm:every=10``)."""
-    defaults = {"every": config.logging.diagnostics_every}
     callbacks = [FlowCallback(log_every=config.logging.log_every)]
     for spec in config.train.callbacks:
         name, _ = parse_callback_spec(spec)
         cadence = config.logging.histogram_every if name == "histograms" else config.logging.diagnostics_every
-        callbacks.append(build_callback(spec, {**defaults, "every": cadence}))
+        callbacks.append(build_callback(spec, {"every": cadence}))
     callbacks += list(extra or [])
     train = config.train
     if train.push_to_hub:

@@ -155,10 +155,6 @@ class LayerRatioCallback(TrainerCallback):
         if state.is_world_process_zero:
             logger.log_metrics(metrics, step=state.global_step + 1)
 
-    @staticmethod
-    def update_ratio(before: torch.Tensor, param: torch.Tensor) -> float:
-        return ((full_tensor(param.detach()).float() - before).std() / before.std()).item()
-
     def on_step_end(self, args, state, control, **kwargs):
         self._before = None  # a skipped update never reached on_optimizer_step
 

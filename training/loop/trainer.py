@@ -214,6 +214,7 @@ class Trainer:
         self.accelerator.register_for_checkpointing(*self.schedulers, self.train_loader, self.progress)
         self.checkpoints = CheckpointManager(self.layout.checkpoints_dir, self.args.keep_last)
         self.resumed_step: int | None = None
+        self.elapsed_seconds, self.steps_this_session = 0.0, 0  # of the last train() call, for summary()
 
         self.tokens_per_step = self.args.micro_batch_size * self.args.seq_len * self.grad_accum * \
             self.accelerator.num_processes
@@ -306,13 +307,16 @@ class Trainer:
         max_norm = self.args.grad_clip if self.args.grad_clip > 0 else float("inf")
         return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
 
+    def _last_checkpoint(self) -> str:
+        latest = self.checkpoints.latest()
+        return f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+
     def _handle_nonfinite(self, loss: float, grad_norm: float) -> None:
         step = self.state.global_step + 1
         if self.args.on_nonfinite == "skip":
             self.control.should_skip_update = True
             return
-        latest = self.checkpoints.latest()
-        where = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+        where = self._last_checkpoint()
         raise NonFiniteLossError(
             f"Step {step}: loss={loss}, grad_norm={grad_norm} (not finite); stopping, {where}. Resume from it with "
             "a lower --max_lr / longer --warmup_steps, or pass --on_nonfinite skip to skip such updates."
@@ -323,8 +327,7 @@ class Trainer:
         self.consecutive_skips += 1
         step, args = self.state.global_step + 1, self.args
         if self.consecutive_skips > args.max_consecutive_skips or self.skipped_updates > args.max_skipped_updates:
-            latest = self.checkpoints.latest()
-            where = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+            where = self._last_checkpoint()
             raise TooManySkippedUpdates(
                 f"Step {step}: {self.consecutive_skips} updates skipped in a row, {self.skipped_updates} in total "
                 f"(limits --max_consecutive_skips {args.max_consecutive_skips}, --max_skipped_updates "
@@ -556,8 +559,7 @@ class Trainer:
         losses = [h[Tags.TRAIN_LOSS] for h in self.state.log_history if Tags.TRAIN_LOSS in h][-20:]
         train_loss = sum(losses) / len(losses) if losses else float("nan")
         val = self.last_logged(Tags.VAL_LOSS)
-        elapsed = getattr(self, "elapsed_seconds", 0.0)
-        tokens = getattr(self, "steps_this_session", 0) * self.tokens_per_step
+        elapsed, tokens = self.elapsed_seconds, self.steps_this_session * self.tokens_per_step
         minutes, seconds = divmod(int(round(elapsed)), 60)
         run, final = self.layout.root, self.layout.final_dir
         lines = [f"Done: {self.state.global_step:,} steps, {self.state.num_input_tokens_seen:,} tokens "

@@ -16,10 +16,8 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from ..analysis.runs import RunReadError, read_reference_eval
-from ..cli import load_preset
+from ..cli import load_preset, read_yaml_mapping
 from ..loop.arguments import ARGUMENT_CLASSES, ConfigError
 
 KNOWN_FIELDS = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
@@ -78,14 +76,7 @@ def _target(raw, path: Path) -> tuple[float | None, str | None]:
 
 def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Sweep file {path} does not exist; see configs/sweeps/.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"Sweep file {path} is not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Sweep file {path} must be a mapping (base, variants, seeds, ...).")
+    raw = read_yaml_mapping(path, "Sweep file", "configs/sweeps/", "be a mapping (base, variants, seeds, ...)")
     unknown = sorted(set(raw) - {"base", "output_dir", "variants", "seeds", "overrides", "target_val_loss"})
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; use base, output_dir, seeds, target_val_loss, "

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.plots import plot_comparison
-from ..analysis.report import build_report
+from ..analysis.report import SEVERE, build_report
 from ..analysis.runs import Run, load_run
 from ..analysis.summaries import first_crossing
 from ..layout import RunLayout, Tags
 from .config import SweepConfig
-
-SEVERE = ("warning", "problem")
 
 
 @dataclass

@@ -147,3 +147,20 @@ class FreezeMatrix(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         dict(model.transformer.named_parameters())[self.name].requires_grad_(False)
+
+
+class VanishingGradient(TrainerCallback):
+    """A planted vanishing gradient through depth: the gradient reaching block i is scaled by
+    ``decades_per_block`` decades for every block between it and the top one, the way a network without residual
+    paths or normalisation loses its gradient on the way down. Under Adam a scaled gradient gives the same step
+    until it falls below --adam_epsilon, so the lowest blocks (gradients ~1e-12 here) barely move."""
+
+    def __init__(self, decades_per_block: float = 3.0):
+        self.decades_per_block = decades_per_block
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        blocks = model.transformer.h
+        for index, block in enumerate(blocks):
+            factor = 10.0 ** (-self.decades_per_block * (len(blocks) - 1 - index))
+            for param in block.parameters():
+                param.register_hook(lambda grad, factor=factor: grad * factor)

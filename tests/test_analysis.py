@@ -38,6 +38,16 @@ PLANTS = {
     # ~3000 training tokens repeated for ~4 epochs, validated on other text
     "overfit": ("small", dict(max_lr=3e-3, min_lr=1e-3, max_steps=100, n_embd=64),
                 {"overfitting", "layers_too_fast", "grad_norm_spikes"}),
+    # No warmup at a peak learning rate this model trains at once settled: the first Adam steps move every weight
+    # ~45% (update ratio lr/0.02), and at step ~12 the loss jumps 6 nats with a large gradient; after the ratios
+    # settle (step 20) it never jumps again at 90% of the peak rate. The peak rate is also fast for this tiny model
+    # by the 1e-3 yardstick (layers_too_fast, true of the run). A 4-layer, width-128 model on 512-token batches:
+    # on the planted width-32 model early jumps drown in batch noise.
+    "warmup": ("big", dict(max_lr=9e-3, min_lr=9e-5, warmup_steps=0, max_steps=100, n_layer=4, n_embd=128, seq_len=64,
+                           micro_batch_size=8, total_batch_tokens=512, seed=3, diagnostics_every=10),
+               {"warmup_too_short", "layers_too_fast"}),
+    # Gradients scaled down 1e3x per block on their way to the input: blocks 0-1 fall below Adam's epsilon.
+    "depth": ("big", dict(n_layer=4, callbacks=["tests.helpers.VanishingGradient"]), {"depth_starves_layers"}),
 }
 
 
@@ -54,8 +64,8 @@ def planted(tmp_path_factory, shakespeare_path):
     for name, (data, overrides, _) in PLANTS.items():
         overrides = {**COMMON, **overrides}
         callbacks = ["grad_norm", "layer_ratios"] + overrides.pop("callbacks", [])
-        config = tiny_run_config(root / name, root / data, eval_every=10, callbacks=callbacks,
-                                 diagnostics_every=5, **overrides)
+        overrides.setdefault("diagnostics_every", 5)
+        config = tiny_run_config(root / name, root / data, eval_every=10, callbacks=callbacks, **overrides)
         trainer = Trainer(config)
         trainer.train()
         trainer.close()
@@ -83,7 +93,7 @@ def test_report_words_agree_with_its_numbers(planted, name):
     """No sentence states a comparison that the report's own numbers contradict."""
     import re
 
-    from training.analysis.thresholds import gap_trend, ratio_band
+    from training.analysis.thresholds import DEPTH_FLAT, DEPTH_TREND, RATIO_UNSTABLE, gap_trend, ratio_band
 
     report = planted[1][name]
     texts = [f"{f['evidence']} {f['recommendation']}" for f in report["findings"]]
@@ -97,6 +107,16 @@ def test_report_words_agree_with_its_numbers(planted, name):
             assert target in ids(report), text
         for clipped, steps in re.findall(r"([0-9.]+)% of the (\d+) steps after warmup", text):
             assert int(steps) > 0
+        for decades, words in re.findall(r"changes by ([0-9.e+-]+) decades from the first to the last(?: \(limit "
+                                         r"[0-9.]+\))?: (the blocks|learning does not|learning changes)", text):
+            size = abs(float(decades))
+            assert {"the blocks": size >= DEPTH_TREND, "learning does not": size < DEPTH_FLAT,
+                    "learning changes": DEPTH_FLAT <= size < DEPTH_TREND}[words], text
+        for peak, limit in re.findall(r"peaked at ([0-9.e+-]+) at step \d+ .*? stayed above ([0-9.e+-]+)", text):
+            assert float(peak) > float(limit) == RATIO_UNSTABLE, text
+        for excess in re.findall(r"\(\+([0-9.]+) nats, gradient norm", text):
+            limit = float(re.search(r"jump limit ([0-9.]+) nats", text).group(1))
+            assert float(excess) >= limit, text
     loss = report["loss"]
     gap = next((f for f in report["findings"] if f["id"] == "train_val_gap"), None)
     if gap:
@@ -246,3 +266,51 @@ def test_a_single_loss_spike_is_reported_from_synthetic_logs(tmp_path):
     run = Run(name="synthetic", run_dir=tmp_path, scalars={"train/loss": losses})
     findings = {f["id"]: f for f in build_report(run)["findings"]}
     assert "loss_spikes" in findings and "steps 60" in findings["loss_spikes"]["evidence"]
+
+
+def _early_phase_run(tmp_path, jumps=(), hard_batch=False, ratio_start=0.2):
+    """200 steps of a falling, noisy loss; update ratios that start at ``ratio_start`` and settle below 0.03 by
+    step 40 (no warmup: Adam's first steps are large relative to the weights); loss jumps at ``jumps`` with a large
+    gradient norm (or an ordinary one: a hard batch)."""
+    from training.analysis.runs import Run
+
+    rng = np.random.default_rng(0)
+    loss = {s: 4 + 6 * math.exp(-s / 30) + 0.1 * rng.standard_normal() for s in range(1, 201)}
+    grad = {s: 1.0 + 0.05 * rng.standard_normal() for s in range(1, 201)}
+    for step in jumps:
+        loss[step] += 3.0
+        grad[step] = 1.0 if hard_batch else 20.0
+    scalars = {"train/loss": loss, "train/grad_norm": grad, "train/lr": {s: 1e-3 for s in range(1, 201)}}
+    for name in ("h.0.mlp.c_fc.weight", "h.0.attn.c_attn.weight", "wte.weight"):
+        scalars[f"update_ratio/{name}"] = {s: max(3e-3, ratio_start * math.exp(-s / 8)) for s in [1, *range(10, 201, 10)]}
+    return Run(name="synthetic", run_dir=tmp_path, scalars=scalars, config={"train": {"warmup_steps": 0}})
+
+
+def test_warmup_is_named_only_for_jumps_confined_to_the_phase_of_large_steps(tmp_path):
+    findings = {f["id"]: f for f in build_report(_early_phase_run(tmp_path, jumps=[15]))["findings"]}
+    warmup = findings["warmup_too_short"]
+    assert "step(s) 15 (+" in warmup["evidence"] and "--warmup_steps (now 0)" in warmup["recommendation"]
+    assert "lr_too_high" not in findings
+    # The same jump with another one long after the ratios settled: the peak learning rate is not sustainable.
+    assert "warmup_too_short" not in ids(build_report(_early_phase_run(tmp_path, jumps=[15, 150])))
+    # Ratios that never left the healthy range: an early jump cannot be blamed on large early steps.
+    assert "warmup_too_short" not in ids(build_report(_early_phase_run(tmp_path, jumps=[15], ratio_start=0.02)))
+    # A hard batch (the loss jumps, the gradient norm does not) is not damage done by the optimizer.
+    assert "warmup_too_short" not in ids(build_report(_early_phase_run(tmp_path, jumps=[15], hard_batch=True)))
+
+
+def test_depth_trend_is_measured_per_block():
+    from training.analysis.summaries import depth_summary
+
+    def blocks(values):
+        return {f"h.{i}.{kind}.weight": v for i, v in enumerate(values) for kind in ("attn.c_attn", "mlp.c_fc")}
+
+    flat = depth_summary(blocks([1e-3, 1.1e-3, 0.9e-3, 1e-3]) | {"wte.weight": 1e-5})
+    assert flat["flat"] and flat["starved"] is None and abs(flat["trend_decades"]) < 0.1
+    starved_input = depth_summary(blocks([1e-6, 1e-5, 1e-4, 1e-3]))
+    assert starved_input["starved"] == "first" and starved_input["trend_decades"] == pytest.approx(3.0)
+    starved_output = depth_summary(blocks([1e-3, 1e-4, 1e-5]))
+    assert starved_output["starved"] == "last" and starved_output["trend_decades"] == pytest.approx(-2.0)
+    mild = depth_summary(blocks([1e-3, 2e-3, 4e-3]))
+    assert not mild["flat"] and mild["starved"] is None
+    assert depth_summary(blocks([1e-3, 1e-6])) == {"blocks": 2}  # two blocks: no trend can be told

@@ -16,6 +16,8 @@ from pathlib import Path
 from ..layout import Tags
 from .runs import Run
 from .summaries import (
+    depth_summary,
+    early_phase_summary,
     gap_summary,
     grad_norm_summary,
     grad_spike_summary,
@@ -29,11 +31,14 @@ from .summaries import (
 from .thresholds import (
     CLIPPING_DOMINANT,
     DECAY_DOMINANT,
+    DEPTH_FLAT,
+    DEPTH_TREND,
     DIVERGENCE_RISE,
     FAR_ABOVE,
     FAR_BELOW,
     INIT_TOLERANCE,
     LOSS_FLAT,
+    MIN_BLOCKS_FOR_DEPTH,
     MIN_STEPS_TO_JUDGE,
     OVERFIT_TRAIN_FALL,
     OVERFIT_VAL_RISE,
@@ -91,6 +96,13 @@ class RunSummary:
     grad_ratio: dict
     weights: dict
     spikes: dict
+    early_phase: dict
+
+    @property
+    def depth(self) -> dict:
+        """The learning ratio and the raw gradient ratio per transformer block, with their trend over depth."""
+        return {"learning": depth_summary(self.learning_ratio.get("per_parameter_median", {})),
+                "gradient": depth_summary(self.grad_ratio.get("per_parameter_median", {}))}
 
     def setting(self, section: str, name: str, default=None):
         return self.config.get(section, {}).get(name, default)
@@ -111,7 +123,7 @@ def summarize(run: Run) -> RunSummary:
                       grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
                       update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
                       grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
-                      spikes=spike_summary(run))
+                      spikes=spike_summary(run), early_phase=early_phase_summary(run))
 
 
 # ----------------------------------------------------------------------------------------------- rules
@@ -142,19 +154,64 @@ def too_short_finding(s: RunSummary) -> Finding | None:
                    "Train longer (or analyse again later: the report reads the logs as they grow).")
 
 
-def instability_finding(s: RunSummary) -> Finding | None:
-    loss, spikes, ratio = s.loss, s.spikes["spike_steps"], s.learning_ratio
+def climbed_back(loss: dict) -> bool:
+    """The smoothed train loss rose DIVERGENCE_RISE above its minimum by the end, and validation agrees (a noisy
+    stretch of training data can lift the smoothed train loss alone)."""
+    rise = (loss["final_train_loss_smoothed"] or 0) - (loss["min_train_loss_smoothed"] or 0)
+    val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > DIVERGENCE_RISE / 5
+    return rise > DIVERGENCE_RISE and val_agrees
+
+
+def early_phase_end(findings: list[Finding], s: RunSummary) -> int:
+    """The last step of the early phase when a warmup finding has claimed its spikes, else 0."""
+    claimed = any(f.id == "warmup_too_short" for f in findings)
+    return s.early_phase["settle_step"] if claimed else 0
+
+
+def warmup_finding(s: RunSummary) -> Finding | None:
+    """The loss jumped only while Adam's steps were large relative to the weights (the early phase, in which the
+    gradients of successive steps agree, so Adam's normalised step is close to the full learning rate), and training
+    was stable afterwards at a similar learning rate: the warmup, not the peak learning rate, is too short."""
+    early, loss = s.early_phase, s.loss
+    if not early or not early["overshoot"] or early["settle_step"] is None or not early["early_jumps"]:
+        return None
+    settle = early["settle_step"]
+    later_spikes = [x for x in s.spikes["spike_steps"] if x > settle]
+    if early["late_jumps"] or len(later_spikes) >= SPIKES_FOR_INSTABILITY or climbed_back(loss):
+        return None  # unstable after the early phase too: the peak learning rate (instability rule) is the cause
+    jumps = early["early_jumps"]
+    jumped = listed([f"{x} (+{fmt(early['jump_excess'][x], 3)} nats, gradient norm "
+                     f"{fmt(early['jump_grad_norm'][x], 3)})" for x in jumps])
+    lr_text = ""
+    if early.get("max_lr_after_settle") and early.get("peak_lr"):
+        lr_text = (f", with the learning rate still up to {fmt(early['max_lr_after_settle'])} "
+                   f"({fmt(100 * early['max_lr_after_settle'] / early['peak_lr'], 3)}% of its peak)")
+    warmup = s.setting("train", "warmup_steps", 0) or 0
+    return Finding("warmup_too_short", "warning", "Warmup too short: the loss jumped in the early phase",
+                   f"the median update/weight ratio peaked at {fmt(early['peak_ratio'])} at step "
+                   f"{early['peak_ratio_step']} ({ratio_band(early['peak_ratio'])}) and stayed above "
+                   f"{fmt(RATIO_UNSTABLE)} (weights moving several percent per step) until step {settle}; in that "
+                   f"phase the loss jumped above the steps around it at step(s) {jumped} (jump limit "
+                   f"{fmt(early['jump_threshold'], 3)} nats); after step {settle}{lr_text}, it did not jump again. "
+                   "Early in training the gradients of successive steps agree, so Adam's normalised step is close to "
+                   "the full learning rate: the instability belongs to that phase, not to the peak learning rate.",
+                   f"Lengthen --warmup_steps (now {warmup}) to at least {max(2 * warmup, settle)} steps, so the learning "
+                   f"rate is still low while the update ratios are above {fmt(RATIO_UNSTABLE)}; --max_lr (now "
+                   f"{s.setting('train', 'max_lr')}) ran without jumps after the early phase.")
+
+
+def instability_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
+    loss, ratio = s.loss, s.learning_ratio
+    spikes = [x for x in s.spikes["spike_steps"] if x > claimed_until]  # earlier ones belong to a warmup finding
     reasons = []
     if loss["nonfinite_steps"]:
         reasons.append(f"{loss['nonfinite_steps']} steps with a non-finite loss")
     rise = (loss["final_train_loss_smoothed"] or 0) - (loss["min_train_loss_smoothed"] or 0)
-    # A noisy stretch of training data can lift the smoothed train loss; divergence needs validation to agree.
-    val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > DIVERGENCE_RISE / 5
     # A flat loss that ends a hair above where it started is not divergence: require a rise of DIVERGENCE_RISE.
     if (loss["final_train_loss_smoothed"] or 0) > (loss["initial_train_loss"] or math.inf) + DIVERGENCE_RISE:
         reasons.append(f"the smoothed train loss ended at {fmt(loss['final_train_loss_smoothed'])}, more than "
                        f"{DIVERGENCE_RISE} nats above the initial {fmt(loss['initial_train_loss'])}: the run diverged")
-    elif rise > DIVERGENCE_RISE and val_agrees:
+    elif climbed_back(loss):
         reasons.append(f"the smoothed train loss climbed back {fmt(rise, 3)} nats (limit {DIVERGENCE_RISE}) above "
                        f"its minimum {fmt(loss['min_train_loss_smoothed'])} to {fmt(loss['final_train_loss_smoothed'])}")
     if len(spikes) >= SPIKES_FOR_INSTABILITY:
@@ -205,6 +262,52 @@ def weight_decay_finding(s: RunSummary) -> Finding | None:
                    "suggests trying 0.01).")
 
 
+def slow_blocks(s: RunSummary) -> list[int]:
+    """Blocks whose learning ratio is more than a decade below the fastest block's, when depth starves them."""
+    learning = s.depth["learning"]
+    if not learning.get("starved"):
+        return []
+    fastest = max(learning["per_block"].values())
+    return [b for b, value in learning["per_block"].items() if value < fastest / 10]
+
+
+def depth_finding(s: RunSummary) -> Finding | None:
+    """Does learning fade with depth? The seed write-up blamed "vanishing gradients through 12 layers" on raw
+    gradient norms; the measured test is the learning ratio of each block against its depth (and the raw gradient
+    ratio, which shows whether the gradient itself fades on its way down)."""
+    learning, gradient = s.depth["learning"], s.depth["gradient"]
+    if learning.get("blocks", 0) < MIN_BLOCKS_FOR_DEPTH:
+        return None  # with fewer blocks a depth trend cannot be told apart from two blocks that differ
+    which, per_block = s.learning_ratio_name, learning["per_block"]
+    first, last, decades = learning["first_block"], learning["last_block"], learning["trend_decades"]
+    numbers = (f"the median {which} is {fmt(per_block[first])} in block {first} (nearest the input) and "
+               f"{fmt(per_block[last])} in block {last} (nearest the output); a line fitted through all "
+               f"{learning['blocks']} blocks changes by {fmt(decades, 2)} decades from the first to the last")
+    if learning["starved"]:
+        slow = slow_blocks(s)
+        where = "nearest the input" if learning["starved"] == "first" else "nearest the output"
+        fades = (gradient.get("trend_decades") is not None and abs(gradient["trend_decades"]) >= DEPTH_FLAT
+                 and (gradient["trend_decades"] > 0) == (decades > 0))
+        cause = (f"The raw gradient ratio std(grad)/std(w) changes by {fmt(gradient['trend_decades'], 2)} decades "
+                 "the same way: the gradient fades on its way through the layers." if fades else
+                 "The raw gradient ratio does not fade the same way, so the optimizer's step, not a vanishing "
+                 "gradient, differs with depth.")
+        return Finding("depth_starves_layers", "warning", "Learning fades with depth",
+                       f"{numbers} (limit {fmt(DEPTH_TREND, 2)}): the blocks {where} learn more than ten times "
+                       f"slower (block(s) {listed([str(b) for b in slow])} more than a decade below the fastest). "
+                       + cause,
+                       f"Try fewer layers (--n_layer, now {s.setting('model', 'n_layer')}); if the slow blocks' "
+                       f"gradients are tiny, a larger --init_std (now {s.setting('model', 'init_std', 0.02)}) or a "
+                       f"smaller --adam_epsilon (now {s.setting('train', 'adam_epsilon', 1e-8)}) lets Adam see "
+                       "them.")
+    words = ("does not depend on depth" if learning["flat"] else
+             f"changes with depth by less than the {fmt(DEPTH_TREND, 2)}-decade limit")
+    return Finding("learning_by_depth", "info", "Learning by depth",
+                   f"{numbers}: learning {words} (flat below {fmt(DEPTH_FLAT, 2)} decades), so nothing here points to "
+                   f"vanishing gradients through the {learning['blocks']} layers; changing --n_layer would change "
+                   "capacity and speed, not rescue starved layers.")
+
+
 def layer_findings(s: RunSummary) -> list[Finding]:
     ratio, learning = s.update_ratio, s.learning_ratio
     if not ratio:
@@ -217,7 +320,8 @@ def layer_findings(s: RunSummary) -> list[Finding]:
                            f"{listed(frozen)}. They are frozen (requires_grad=False) or receive no gradient.",
                            "Unfreeze them if that is not intended, or check that they are used in the forward pass."))
     medians = learning["per_parameter_median"]
-    slow = [n for n in learning["far_below"] if n not in frozen]
+    by_depth = tuple(f"h.{b}." for b in slow_blocks(s))  # explained by the depth finding
+    slow = [n for n in learning["far_below"] if n not in frozen and not n.startswith(by_depth or ("\0",))]
     if slow and learning["overall_median"] >= FAR_BELOW:
         which = s.learning_ratio_name
         out.append(Finding("layers_not_learning", "warning", "Some layers barely learn",
@@ -289,14 +393,17 @@ def clipping_finding(s: RunSummary) -> Finding | None:
                    "after warmup) so that only outlier steps are clipped.")
 
 
-def grad_spike_finding(s: RunSummary) -> Finding | None:
-    spikes = s.grad_spikes.get("after_warmup", []) if s.grad_spikes else []
+def grad_spike_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
+    every = s.grad_spikes.get("after_warmup", []) if s.grad_spikes else []
+    spikes = [x for x in every if x > claimed_until]  # earlier ones are stated by the warmup finding
     if not spikes:
         return None
     values = s.grad_spikes["values"]
     return Finding("grad_norm_spikes", "warning", "Gradient-norm spikes after warmup",
                    f"{len(spikes)} step(s) after warmup had a gradient norm more than 5 standard deviations above "
-                   f"the previous steps: {listed([str(x) for x in spikes], {str(k): v for k, v in values.items()})}.",
+                   f"the previous steps: {listed([str(x) for x in spikes], {str(k): v for k, v in values.items()})}"
+                   + (" (earlier ones belong to the early phase, see the warmup_too_short finding)"
+                      if len(spikes) < len(every) else "") + ".",
                    "Look at the data around these steps; if the loss also jumps there, the spike_detector callback "
                    "with skip_updates=true skips such updates.")
 
@@ -320,7 +427,10 @@ def grad_norm_findings(s: RunSummary, findings: list[Finding]) -> list[Finding]:
         if ratio:
             median = ratio["overall_median"]
             lr_finding = next((f.id for f in findings if f.id in ("lr_too_low", "lr_too_high")), None)
-            if in_healthy_band(median):
+            if in_healthy_band(median) and any(f.id == "depth_starves_layers" for f in findings):
+                verdict = ("most weights move at a healthy rate, but not every block (see the depth_starves_layers "
+                           "finding)")
+            elif in_healthy_band(median):
                 verdict = "the weights do move at a healthy rate"
             else:
                 verdict = "the update ratios are themselves out of range" + (
@@ -359,7 +469,7 @@ def reference_finding(s: RunSummary) -> Finding | None:
 
 
 def loss_spike_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
-    spikes = s.spikes["spike_steps"]
+    spikes = [x for x in s.spikes["spike_steps"] if x > early_phase_end(findings, s)]
     if not spikes or any(f.id == "lr_too_high" for f in findings):
         return None
     return Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
@@ -387,13 +497,18 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     too_short = too_short_finding(summary)
     if too_short:
         return findings + [too_short]
-    for rule in (instability_finding, learning_rate_low_finding, weight_decay_finding, overfitting_finding):
+    if warmup := warmup_finding(summary):
+        findings.append(warmup)
+    claimed_until = early_phase_end(findings, summary)
+    if unstable := instability_finding(summary, claimed_until):
+        findings.append(unstable)
+    for rule in (learning_rate_low_finding, weight_decay_finding, overfitting_finding, depth_finding):
         if finding := rule(summary):
             findings.append(finding)
     findings += layer_findings(summary)
     if not any(f.id == "lr_too_high" for f in findings):
         # In an unstable run the large norms are a symptom; raising the clip threshold would be the wrong advice.
-        findings += [f for f in (clipping_finding(summary), grad_spike_finding(summary)) if f]
+        findings += [f for f in (clipping_finding(summary), grad_spike_finding(summary, claimed_until)) if f]
     findings += [f for f in (gap_finding(summary), reference_finding(summary)) if f]
     findings += grad_norm_findings(summary, findings)
     if spike := loss_spike_finding(summary, findings):
@@ -408,6 +523,7 @@ def build_report(run: Run) -> dict:
     summary = summarize(run)
     report = asdict(summary)
     report.pop("config")
+    report["depth"] = summary.depth
     return {**report, "findings": [asdict(f) for f in diagnose(summary)]}
 
 
@@ -442,6 +558,17 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             lines.append(f"| {title}: median (min-max over parameters) | {fmt(report[key]['overall_median'])} "
                          f"({fmt(report[key]['min'])}-{fmt(report[key]['max'])}) |")
     lines.append(f"| loss spikes | {len(report['spikes']['spike_steps'])} |")
+    early = report["early_phase"]
+    if early:
+        lines.append(f"| early phase: peak median update ratio (step), settled below {fmt(RATIO_UNSTABLE)} at step, "
+                     f"loss jumps before / after | {fmt(early['peak_ratio'])} ({early['peak_ratio_step']}), "
+                     f"{fmt(early['settle_step'])}, {listed([str(x) for x in early['early_jumps']]) or 'none'} / "
+                     f"{listed([str(x) for x in early['late_jumps']]) or 'none'} |")
+    depth = report["depth"]["learning"]
+    if "trend_decades" in depth:
+        lines.append(f"| learning ratio by depth: block {depth['first_block']} / block {depth['last_block']}, trend "
+                     f"| {fmt(depth['per_block'][depth['first_block']])} / {fmt(depth['per_block'][depth['last_block']])}"
+                     f", {fmt(depth['trend_decades'], 2)} decades |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"

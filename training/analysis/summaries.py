@@ -1,12 +1,27 @@
 """The numbers the report and plots rest on, computed from a ``Run``'s scalars."""
 
 import math
+import re
 
 import numpy as np
 
 from ..layout import Tags
 from .runs import Run
-from .thresholds import FAR_ABOVE, FAR_BELOW, REFERENCE_TOLERANCE, SPIKE_WINDOW, SPIKE_Z
+from .thresholds import (
+    DEPTH_FLAT,
+    DEPTH_TREND,
+    FAR_ABOVE,
+    FAR_BELOW,
+    JUMP_GRAD_FACTOR,
+    JUMP_MIN_NATS,
+    JUMP_NEIGHBOURS,
+    JUMP_NOISE_FACTOR,
+    MIN_BLOCKS_FOR_DEPTH,
+    RATIO_UNSTABLE,
+    REFERENCE_TOLERANCE,
+    SPIKE_WINDOW,
+    SPIKE_Z,
+)
 
 __all__ = ["FAR_ABOVE", "FAR_BELOW", "ema", "first_crossing"]  # thresholds re-exported for the plots
 
@@ -207,3 +222,90 @@ def spike_summary(run: Run, z_threshold: float = SPIKE_Z, window: int = SPIKE_WI
     steps, loss = run.series(Tags.TRAIN_LOSS)
     spikes = zscore_outliers(steps, loss, z_threshold, window)
     return {"source": f"loss z-score > {z_threshold} over the previous {window} steps", "spike_steps": spikes}
+
+
+def loss_jumps(run: Run) -> dict:
+    """Steps where the optimizer pushed the weights somewhere worse: the loss stands out above the medians of the
+    steps on both sides (so a falling trend does not count) and the gradient norm is large at the same step (so a
+    hard batch, which raises the loss alone, does not count). Thresholds in ``thresholds.py``."""
+    steps, loss = run.series(Tags.TRAIN_LOSS)
+    grad_steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
+    k = JUMP_NEIGHBOURS
+    if len(loss) < 2 * k + 1 or not len(norm):
+        return {"steps": [], "threshold": None}
+    loss = np.where(np.isfinite(loss), loss, np.nanmax(loss[np.isfinite(loss)], initial=0) + 10 * JUMP_MIN_NATS)
+    excess = np.full(len(loss), np.nan)
+    for i in range(len(loss)):
+        before, after = loss[max(0, i - k):i], loss[i + 1:i + 1 + k]
+        if len(before) and len(after):
+            excess[i] = loss[i] - max(np.median(before), np.median(after))
+    residual = excess[np.isfinite(excess)]
+    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))  # robust batch-to-batch spread
+    threshold = max(JUMP_MIN_NATS, JUMP_NOISE_FACTOR * noise)
+    grad_at = dict(zip(grad_steps.astype(int).tolist(), norm.tolist()))
+    grad_limit = JUMP_GRAD_FACTOR * float(np.median(norm[np.isfinite(norm)]))
+    jumps = [int(s) for s, e in zip(steps, excess)
+             if e >= threshold and not grad_at.get(int(s), math.inf) < grad_limit]
+    return {"steps": jumps, "threshold": threshold, "grad_limit": grad_limit,
+            "excess": {int(s): float(e) for s, e in zip(steps, excess) if int(s) in jumps},
+            "grad_norm": {s: grad_at.get(s, math.nan) for s in jumps}}
+
+
+def median_ratio_trace(run: Run, prefix: str = Tags.UPDATE_RATIO) -> tuple[np.ndarray, np.ndarray]:
+    """The median over weight matrices of a per-matrix ratio at every diagnostics step."""
+    tags = run.tags(prefix)
+    if not tags:
+        return np.array([]), np.array([])
+    steps = sorted({s for t in tags for s in run.scalars[t]})
+    medians = [np.nanmedian([run.scalars[t].get(s, np.nan) for t in tags]) for s in steps]
+    return np.array(steps), np.array(medians, dtype=float)
+
+
+def early_phase_summary(run: Run) -> dict:
+    """The phase at the start in which Adam's steps are large relative to the weights (early gradients agree from
+    step to step, so Adam's normalised step is close to the full learning rate) and whether the run was damaged
+    in it: where the median update ratio was above RATIO_UNSTABLE, when it settled below for good, and the loss
+    jumps before and after that."""
+    steps, trace = median_ratio_trace(run)
+    if not len(trace):
+        return {}
+    peak = int(np.nanargmax(trace))
+    above = np.flatnonzero(trace > RATIO_UNSTABLE)
+    settle = None
+    if len(above) and above[-1] + 1 < len(trace):
+        settle = int(steps[above[-1] + 1])
+    jumps = loss_jumps(run)
+    boundary = settle if settle is not None else (math.inf if len(above) else 0)
+    out = {"peak_ratio": float(trace[peak]), "peak_ratio_step": int(steps[peak]), "settle_step": settle,
+           "overshoot": bool(len(above)), "jump_threshold": jumps["threshold"],
+           "early_jumps": [s for s in jumps["steps"] if s <= boundary],
+           "late_jumps": [s for s in jumps["steps"] if s > boundary],
+           "jump_excess": jumps.get("excess", {}), "jump_grad_norm": jumps.get("grad_norm", {})}
+    lr_steps, lr = run.series(Tags.TRAIN_LR)
+    if settle is not None and len(lr):
+        later = lr[lr_steps >= settle]
+        out["peak_lr"], out["max_lr_after_settle"] = float(lr.max()), float(later.max()) if len(later) else None
+    return out
+
+
+_BLOCK = re.compile(r"^h\.(\d+)\.")
+
+
+def depth_summary(per_parameter: dict[str, float]) -> dict:
+    """How a per-matrix ratio depends on depth: the median of each transformer block's matrices, and the change
+    from the first to the last block of a least-squares line through log10 of those medians (in decades)."""
+    blocks: dict[int, list[float]] = {}
+    for name, value in per_parameter.items():
+        match = _BLOCK.match(name)
+        if match and value > 0:
+            blocks.setdefault(int(match.group(1)), []).append(value)
+    if len(blocks) < MIN_BLOCKS_FOR_DEPTH:
+        return {"blocks": len(blocks)}
+    index = np.array(sorted(blocks), dtype=float)
+    medians = np.array([np.median(blocks[int(i)]) for i in index])
+    slope = np.polyfit(index, np.log10(medians), 1)[0]
+    decades = float(slope * (index[-1] - index[0]))
+    return {"blocks": len(blocks), "per_block": {int(i): float(m) for i, m in zip(index, medians)},
+            "trend_decades": decades, "first_block": int(index[0]), "last_block": int(index[-1]),
+            "starved": "first" if decades >= DEPTH_TREND else "last" if decades <= -DEPTH_TREND else None,
+            "flat": abs(decades) < DEPTH_FLAT}

@@ -20,6 +20,14 @@ LOSS_FLAT = 0.5  # nats of train-loss drop below which a run of >= 50 steps "bar
 SPIKE_Z = 5.0  # z-score of a loss or gradient norm against its trailing window (llm.c's outlier rule)
 SPIKE_WINDOW = 50
 SPIKES_FOR_INSTABILITY = 2
+# A loss jump: a step whose loss exceeds the median of both its previous and its next JUMP_NEIGHBOURS steps (which
+# removes the trend of a falling loss) by max(JUMP_MIN_NATS, JUMP_NOISE_FACTOR x the run's batch-to-batch noise),
+# with a gradient norm JUMP_GRAD_FACTOR x the run's median or more at that step: the weights were pushed somewhere
+# worse. A hard batch raises the loss but leaves the gradient norm ordinary, so it is not counted.
+JUMP_NEIGHBOURS = 5
+JUMP_MIN_NATS = 1.0
+JUMP_NOISE_FACTOR = 5.0
+JUMP_GRAD_FACTOR = 5.0
 
 # ----------------------------------------------------------------------------------------------- update ratios
 RATIO_TARGET = 1e-3  # usual healthy per-step update/weight ratio under AdamW (an order of magnitude)
@@ -28,6 +36,11 @@ FAR_ABOVE = RATIO_TARGET * 10  # a decade above: the matrix moves a percent per 
 RATIO_UNSTABLE = 3 * FAR_ABOVE  # a median this high moves weights several percent per step
 DECAY_DOMINANT = 0.5  # share of a matrix's update that is weight decay above which decay, not learning, dominates
 WEIGHT_SHRINK = 0.15  # relative fall of the median weight RMS over the run that counts as weights shrinking
+
+# ----------------------------------------------------------------------------------------------- depth
+MIN_BLOCKS_FOR_DEPTH = 3  # with fewer blocks a trend with depth cannot be told from two matrices differing
+DEPTH_TREND = 1.0  # decades the fitted learning ratio changes from the first to the last block: depth starves layers
+DEPTH_FLAT = 0.3  # decades (2x) below which learning does not depend on depth
 
 # ----------------------------------------------------------------------------------------------- gradient norm
 SEED_IDEAL_GRAD_NORM = 0.3  # the seed write-up's "ideal range 0.3-0.7" lower end

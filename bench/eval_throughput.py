@@ -27,18 +27,24 @@ from training.evaluation.validation import validation_loss  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hellaswag", required=True)
-    parser.add_argument("--limit", type=int, default=200)
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--hellaswag", required=True, help="HellaSwag .jsonl (the full validation file: 10,042).")
+    parser.add_argument("--limit", type=int, default=200, help="Examples timed; 0 = all (the full pass).")
+    parser.add_argument("--checkpoint", default=None, help="A checkpoint folder or Hub id (default: random model).")
+    parser.add_argument("--random_124m", action="store_true",
+                        help="A randomly initialised GPT-2 124M (T=1024): the full-pass time without a download.")
     parser.add_argument("--batch_examples", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--val_tokens", type=int, default=65536)
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = load_causal_lm(args.checkpoint, device, dtype) if args.checkpoint else \
-        GPTForCausalLM(GPTConfig(n_layer=4, n_head=4, n_embd=128, n_positions=512)).to(device).eval()
-    name = args.checkpoint or "random 4L/128W (T=512)"
-    examples = load_examples(args.hellaswag, args.limit)
+    if args.checkpoint:
+        model, name = load_causal_lm(args.checkpoint, device, dtype), args.checkpoint
+    elif args.random_124m:
+        model, name = GPTForCausalLM(GPTConfig()).to(device, dtype).eval(), "random GPT-2 124M (T=1024)"
+    else:
+        model = GPTForCausalLM(GPTConfig(n_layer=4, n_head=4, n_embd=128, n_positions=512)).to(device).eval()
+        name = "random 4L/128W (T=512)"
+    examples = load_examples(args.hellaswag, args.limit or None)
     tokenizer = TiktokenGPT2()
     accuracy_metric()  # load the metric module once, outside the timing
     rows = []
@@ -46,7 +52,8 @@ def main(argv=None):
         start = time.perf_counter()
         evaluate_hellaswag(model, examples, tokenizer, device, batch_examples=batch)
         seconds = time.perf_counter() - start
-        rows.append([name, f"HellaSwag, {batch} examples/batch", len(examples), f"{len(examples) / seconds:,.1f} ex/s"])
+        rows.append([name, f"HellaSwag, {batch} examples/batch", len(examples),
+                     f"{len(examples) / seconds:,.1f} ex/s ({seconds:,.1f} s for the pass)"])
     with __import__("tempfile").TemporaryDirectory() as tmp:
         write_shard_atomic(Path(tmp) / "v_val_000000.npy",
                            np.random.default_rng(0).integers(0, 50257, args.val_tokens + 1).astype(np.uint16))

@@ -145,7 +145,7 @@ def render_markdown(config: SweepConfig, rows: list[dict]) -> str:
     lines = [f"# Sweep: {config.path.stem}", "", f"Base preset `{config.base.resolve().name}`; seeds {config.seeds}; target "
              f"validation loss {target}.", "",
              "| rank | variant | tokens to target (mean +- sd) | final val loss | val loss at equal tokens | "
-             "train time s | tokens/s | verdicts (per seed) | versus the best |", "|---|---|---|---|---|---|---|---|---|"]
+             "train time s | tokens/s | verdicts (distinct, over seeds) | versus the best |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, start=1):
         tokens = (f"{_fmt(row['tokens_to_target'])} +- {_fmt(row['tokens_to_target_spread'])}" if row["reached"]
                   else f"not reached (best {_fmt(row['best_val_loss'], '{:.4f}')})")

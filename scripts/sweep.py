@@ -11,6 +11,7 @@ Examples:
 """
 
 import argparse
+import os
 import sys
 
 from training.cli import ConfigError, HelpFormatter
@@ -28,16 +29,18 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    # Under accelerate launch every process runs this script. Its rank comes from the launcher's environment:
+    # creating accelerate's state here would fix the device and process group before each run's own settings
+    # (--cpu) are read, and the processes would then train as independent single-process runs in one folder.
+    main_process = os.environ.get("RANK", "0") == "0"
     try:
         config = load_sweep(args.sweep)
         if not args.summarize:
-            run_sweep(config)
+            run_sweep(config, say=print if main_process else lambda line: None)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if main_process:
         summary = write_summary(config)
         print(summary.read_text())
         print(f"wrote {summary}")

@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 
 
+def offline_env() -> dict:
+    """The environment of a new user's machine without network: no tokenizer cache, the Hub offline."""
+    env = {key: value for key, value in os.environ.items() if key != "TIKTOKEN_CACHE_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
 def tiny_run_config(output_dir, data=None, **train_overrides) -> RunConfig:
     """2 layers, width 32, the real 50304 vocabulary, T=32: a few milliseconds per step on CPU."""
     model_overrides = {k: train_overrides.pop(k) for k in list(train_overrides) if k in ModelArguments.__dataclass_fields__}

@@ -4,13 +4,7 @@ import os
 
 import pytest
 
-from .helpers import ACCELERATE_LAUNCH, REPO, read_scalars, run_pretrain
-
-
-def offline_env() -> dict:
-    env = {key: value for key, value in os.environ.items() if key != "TIKTOKEN_CACHE_DIR"}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return env
+from .helpers import ACCELERATE_LAUNCH, REPO, offline_env, read_scalars, run_pretrain
 
 
 def test_quick_start_command_trains_offline_and_prints_the_summary(tmp_path):

@@ -105,3 +105,25 @@ def test_a_difference_within_the_seed_spread_is_no_difference():
     single = [row("a", 1000.0, None), row("b", 1040.0, None)]
     _compare_with_the_best(single)
     assert "one seed: spread unknown" in single[1]["versus_best"]
+
+
+def test_a_sweep_runs_under_accelerate_launch_with_two_processes(tmp_path, shakespeare_shards):
+    """Both processes train every run together (gloo on CPU); one progress line and one summary."""
+    import subprocess
+
+    from training.analysis.runs import load_run
+
+    from .helpers import ACCELERATE_LAUNCH, REPO, offline_env
+
+    path = write_sweep(tmp_path, shakespeare_shards, seeds=[1], overrides={"total_batch_tokens": 256})
+    launcher = [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    result = subprocess.run([*launcher, str(REPO / "scripts" / "sweep.py"), path], capture_output=True, text=True,
+                            timeout=600, cwd=REPO, env={**offline_env(), "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("fast seed 1: training in") == 1 and result.stdout.count("wrote ") == 1
+    config = load_sweep(path)
+    for variant, seed in config.runs():
+        assert load_run(config.run_dir(variant, seed)).scalars["run/num_processes"][0] == 2
+        assert run_status(config, variant, seed) == "done"
+    assert json.loads((config.output_dir / "sweep.json").read_text())["ranking"][0]["variant"] == "fast"

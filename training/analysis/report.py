@@ -46,6 +46,7 @@ from .thresholds import (
     RATIO_UNSTABLE,
     SEED_IDEAL_GRAD_NORM,
     SPIKES_FOR_INSTABILITY,
+    WARMUP_LATER_LR,
     WEIGHT_SHRINK,
     gap_trend,
     in_healthy_band,
@@ -179,13 +180,14 @@ def warmup_finding(s: RunSummary) -> Finding | None:
     later_spikes = [x for x in s.spikes["spike_steps"] if x > settle]
     if early["late_jumps"] or len(later_spikes) >= SPIKES_FOR_INSTABILITY or climbed_back(loss):
         return None  # unstable after the early phase too: the peak learning rate (instability rule) is the cause
+    if not early.get("peak_lr") or (early.get("max_lr_after_settle") or 0) < WARMUP_LATER_LR * early["peak_lr"]:
+        return None  # the schedule had decayed by then: a sustainable peak rate is not shown
     jumps = early["early_jumps"]
     jumped = listed([f"{x} (+{fmt(early['jump_excess'][x], 3)} nats, gradient norm "
                      f"{fmt(early['jump_grad_norm'][x], 3)})" for x in jumps])
-    lr_text = ""
-    if early.get("max_lr_after_settle") and early.get("peak_lr"):
-        lr_text = (f", with the learning rate still up to {fmt(early['max_lr_after_settle'])} "
-                   f"({fmt(100 * early['max_lr_after_settle'] / early['peak_lr'], 3)}% of its peak)")
+    lr_text = (f", with the learning rate still up to {fmt(early['max_lr_after_settle'])} "
+               f"({fmt(100 * early['max_lr_after_settle'] / early['peak_lr'], 3)}% of its peak; at least "
+               f"{fmt(100 * WARMUP_LATER_LR, 3)}% is needed to clear the peak rate)")
     warmup = s.setting("train", "warmup_steps", 0) or 0
     return Finding("warmup_too_short", "warning", "Warmup too short: the loss jumped in the early phase",
                    f"the median update/weight ratio peaked at {fmt(early['peak_ratio'])} at step "

@@ -28,6 +28,9 @@ JUMP_NEIGHBOURS = 5
 JUMP_MIN_NATS = 1.0
 JUMP_NOISE_FACTOR = 5.0
 JUMP_GRAD_FACTOR = 5.0
+# Warmup (not the peak lr) is blamed only if, after the early phase, the run trained without jumps at this fraction
+# of its peak learning rate or more: otherwise the decaying schedule, not the end of the early phase, calmed it.
+WARMUP_LATER_LR = 0.8
 
 # ----------------------------------------------------------------------------------------------- update ratios
 RATIO_TARGET = 1e-3  # usual healthy per-step update/weight ratio under AdamW (an order of magnitude)

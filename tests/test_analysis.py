@@ -238,13 +238,35 @@ def test_plots_are_drawn_from_the_logs(planted, tmp_path):
     assert panel["mlp.c_fc"].get_yscale() == "log"
 
 
+def test_early_phase_and_depth_plots_show_what_the_rules_read(planted):
+    from training.analysis.plots import plot_depth, plot_early_phase
+    from training.analysis.summaries import depth_summary, early_phase_summary, median_ratio_trace, ratio_summary
+
+    root, _ = planted
+    run = load_run(root / "warmup")
+    figure = plot_early_phase(run)
+    ratio_line = next(line for line in figure.axes[0].lines if line.get_label() == "median update/weight ratio")
+    steps, trace = median_ratio_trace(run)
+    assert np.array_equal(ratio_line.get_xdata(), steps) and np.allclose(ratio_line.get_ydata(), trace)
+    jumps = next(c for c in figure.axes[1].collections if c.get_label() == "loss jump, early phase")
+    assert [int(x) for x, _ in jumps.get_offsets()] == early_phase_summary(run)["early_jumps"]
+
+    run = load_run(root / "depth")
+    figure = plot_depth(run)
+    learning = next(line for line in figure.axes[0].lines if line.get_label() == "update/weight (learning)")
+    per_block = depth_summary(ratio_summary(run, "update_ratio_grad/")["per_parameter_median"])["per_block"]
+    assert list(learning.get_xdata()) == sorted(per_block)
+    assert np.allclose(learning.get_ydata(), [per_block[b] for b in sorted(per_block)])
+
+
 def test_analyze_run_script_writes_plots_and_report(planted, tmp_path):
     root, _ = planted
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "analyze_run.py"), str(root / "healthy"),
                              str(root / "overfit"), "--reference_loss", "9.9", "--out", str(tmp_path)],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("lossGraph.png", "gradNorm.png", "grad_param_ratio.png", "update_ratio.png", "report.md",
+    for name in ("lossGraph.png", "gradNorm.png", "grad_param_ratio.png", "update_ratio.png", "early_phase.png",
+                 "depth.png", "report.md",
                  "report.json"):
         path = tmp_path / "healthy" / name
         assert path.exists() and path.stat().st_size > (10_000 if name.endswith(".png") else 200), name

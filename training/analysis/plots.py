@@ -13,8 +13,15 @@ import numpy as np  # noqa: E402
 
 from ..layout import Tags  # noqa: E402
 from .runs import Run  # noqa: E402
-from .summaries import ema, first_crossing  # noqa: E402
-from .thresholds import RATIO_TARGET  # noqa: E402
+from .summaries import (  # noqa: E402
+    depth_summary,
+    early_phase_summary,
+    ema,
+    first_crossing,
+    median_ratio_trace,
+    ratio_summary,
+)
+from .thresholds import MIN_BLOCKS_FOR_DEPTH, RATIO_TARGET, RATIO_UNSTABLE  # noqa: E402
 
 KINDS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "embeddings"]
 _LAYER = re.compile(r"^h\.(\d+)\.(.+)\.weight$")
@@ -124,6 +131,71 @@ def plot_ratios(run: Run, prefix: str, title: str):
     return fig
 
 
+def plot_early_phase(run: Run):
+    """The early phase the warmup rule reads: the median update ratio over steps (log) with the 3e-2 line and where
+    it settled below it for good, and the train loss with the jumps it found (before / after settling)."""
+    early = early_phase_summary(run)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    steps, trace = median_ratio_trace(run)
+    ax.plot(steps, trace, color="tab:purple", marker="o", markersize=3, linewidth=1.4,
+            label="median update/weight ratio")
+    ax.axhline(RATIO_UNSTABLE, color="tab:purple", linestyle="--", linewidth=1, label=f"{RATIO_UNSTABLE:g}")
+    if early.get("settle_step") is not None:
+        ax.axvline(early["settle_step"], color="gray", linestyle=":", label=f"settled: step {early['settle_step']}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("update / weight (median over matrices)")
+    loss_ax = ax.twinx()
+    loss_steps, loss = run.series(Tags.TRAIN_LOSS)
+    loss_ax.plot(loss_steps, loss, color="goldenrod", alpha=0.5, linewidth=0.8, label="train loss")
+    at = dict(zip(loss_steps.astype(int).tolist(), loss.tolist()))
+    for key, color, name in (("early_jumps", "red", "loss jump, early phase"), ("late_jumps", "black",
+                                                                                 "loss jump, later")):
+        jumps = early.get(key, [])
+        if jumps:
+            loss_ax.scatter(jumps, [at[j] for j in jumps], color=color, zorder=3, s=25, label=name)
+    loss_ax.set_ylabel("train loss (nats)")
+    handles = [h for a in (ax, loss_ax) for h in a.get_legend_handles_labels()[0]]
+    labels = [lab for a in (ax, loss_ax) for lab in a.get_legend_handles_labels()[1]]
+    ax.legend(handles, labels, loc="upper right", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(f"{run.name}: early phase (large steps relative to the weights) and loss jumps")
+    fig.tight_layout()
+    return fig
+
+
+def plot_depth(run: Run):
+    """What the depth rule reads: per transformer block, the median learning ratio (gradient-driven update/weight
+    when logged) and the raw std(grad)/std(weight), on a log scale, each with its fitted trend line."""
+    learning = ratio_summary(run, Tags.UPDATE_RATIO_GRAD) or ratio_summary(run, Tags.UPDATE_RATIO)
+    series = (("update/weight (learning)", learning, "tab:green"),
+              ("std(grad)/std(weight) (raw)", ratio_summary(run, Tags.GRAD_RATIO), "tab:blue"))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, summary, color in series:
+        depth = depth_summary(summary.get("per_parameter_median", {})) if summary else {}
+        if "per_block" not in depth:
+            continue
+        blocks = np.array(sorted(depth["per_block"]))
+        values = np.array([depth["per_block"][b] for b in blocks])
+        ax.plot(blocks, values, color=color, marker="o", linewidth=1.4, label=name)
+        fit = np.polyfit(blocks, np.log10(values), 1)
+        ax.plot(blocks, 10 ** np.polyval(fit, blocks), color=color, linestyle="--", linewidth=1,
+                label=f"trend: {depth['trend_decades']:+.2f} decades")
+    if not ax.lines:
+        ax.text(0.5, 0.5, f"fewer than {MIN_BLOCKS_FOR_DEPTH} transformer blocks with logged ratios:\nno trend with "
+                "depth can be told", transform=ax.transAxes, ha="center", va="center", fontsize=11)
+    ax.axhline(RATIO_TARGET, color="black", linestyle=":", linewidth=1, label="1e-3")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("block (0 = nearest the input)")
+    ax.set_ylabel("median over the block's matrices")
+    ax.set_title(f"{run.name}: learning by depth")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_comparison(runs: list[Run]):
     fig, ax = plt.subplots(figsize=(10, 6))
     for i, run in enumerate(runs):
@@ -163,6 +235,8 @@ def write_plots(run: Run, out_dir: Path) -> list[str]:
         figures["grad_param_ratio.png"] = plot_ratios(run, Tags.GRAD_RATIO, "std(grad) / std(weight)")
     if run.tags(Tags.UPDATE_RATIO):
         figures["update_ratio.png"] = plot_ratios(run, Tags.UPDATE_RATIO, "std(update) / std(weight)")
+        figures["early_phase.png"] = plot_early_phase(run)
+        figures["depth.png"] = plot_depth(run)
     written = []
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=110)

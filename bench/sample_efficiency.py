@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Sample efficiency of Muon against AdamW: tokens each needs to reach the AdamW baseline's final validation loss
-(per seed: both arms of a seed see the same data order), same model, data and schedule. Uses the sweep machinery (every arm x seed is an ordinary
-run folder, so an interrupted benchmark resumes). Target from the issue: Muon needs at most 0.67x the tokens.
+(per seed: both arms of a seed see the same data order), same model, data and schedule. Uses the sweep machinery
+(every arm x seed is an ordinary run folder, so an interrupted benchmark resumes). Target from the issue: Muon
+needs at most 0.67x the tokens.
 
     python bench/sample_efficiency.py --steps 1200 --seeds 1337 1338     # ~7 min per run, ~30 min in all on 2 CPU cores
     python bench/sample_efficiency.py --steps 100 --out /tmp/se          # a quick look

@@ -2,7 +2,6 @@
 several runs. Each ``plot_*`` returns the matplotlib Figure (tests read the plotted arrays back from it)."""
 
 import json
-import re
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ import numpy as np  # noqa: E402
 from ..layout import Tags  # noqa: E402
 from .runs import Run  # noqa: E402
 from .summaries import (  # noqa: E402
+    block_and_kind,
     depth_summary,
     early_phase_summary,
     ema,
@@ -24,7 +24,6 @@ from .summaries import (  # noqa: E402
 from .thresholds import MIN_BLOCKS_FOR_DEPTH, RATIO_TARGET, RATIO_UNSTABLE  # noqa: E402
 
 KINDS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "embeddings"]
-_LAYER = re.compile(r"^h\.(\d+)\.(.+)\.weight$")
 
 
 def _token_axis(ax, run: Run):
@@ -84,18 +83,11 @@ def plot_grad_norm(run: Run):
     return fig
 
 
-def _kind(name: str) -> tuple[str, int | None]:
-    match = _LAYER.match(name)
-    if match:
-        return match[2], int(match[1])
-    return "embeddings", None
-
-
 def plot_ratios(run: Run, prefix: str, title: str):
     """One panel per parameter kind (2 rows x 3, readable at column width), one line per layer coloured by depth
     with a single depth colour bar instead of per-panel legends (so 50+ lines stay readable)."""
     tags = run.tags(prefix)
-    layers = sorted({_kind(t[len(prefix):])[1] for t in tags} - {None})
+    layers = sorted({block_and_kind(t[len(prefix):])[0] for t in tags} - {None})
     cmap = plt.cm.viridis
     colors = cmap(np.linspace(0, 1, max(1, len(layers))))
     fig, grid = plt.subplots(2, 3, figsize=(13, 7.5), sharey=True)
@@ -103,7 +95,7 @@ def plot_ratios(run: Run, prefix: str, title: str):
     for ax, kind in zip(axes, KINDS):
         for tag in tags:
             name = tag[len(prefix):]
-            this_kind, layer = _kind(name)
+            layer, this_kind = block_and_kind(name)
             if this_kind != kind:
                 continue
             steps, values = run.series(tag)
@@ -175,11 +167,9 @@ def plot_depth(run: Run):
         depth = depth_summary(summary.get("per_parameter_median", {})) if summary else {}
         if "per_block" not in depth:
             continue
-        blocks = np.array(sorted(depth["per_block"]))
-        values = np.array([depth["per_block"][b] for b in blocks])
-        ax.plot(blocks, values, color=color, marker="o", linewidth=1.4, label=name)
-        fit = np.polyfit(blocks, np.log10(values), 1)
-        ax.plot(blocks, 10 ** np.polyval(fit, blocks), color=color, linestyle="--", linewidth=1,
+        blocks = sorted(depth["per_block"])
+        ax.plot(blocks, [depth["per_block"][b] for b in blocks], color=color, marker="o", linewidth=1.4, label=name)
+        ax.plot(blocks, [depth["fitted"][b] for b in blocks], color=color, linestyle="--", linewidth=1,
                 label=f"trend: {depth['trend_decades']:+.2f} decades")
     if not ax.lines:
         ax.text(0.5, 0.5, f"fewer than {MIN_BLOCKS_FOR_DEPTH} transformer blocks with logged ratios:\nno trend with "

@@ -11,6 +11,7 @@ gradient's running RMS. "Healthy" is said only when no finding is a warning or a
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..layout import Tags
@@ -99,7 +100,7 @@ class RunSummary:
     spikes: dict
     early_phase: dict
 
-    @property
+    @cached_property  # read by several rules and the report; not a field, so asdict leaves it out
     def depth(self) -> dict:
         """The learning ratio and the raw gradient ratio per transformer block, with their trend over depth."""
         return {"learning": depth_summary(self.learning_ratio.get("per_parameter_median", {})),
@@ -161,12 +162,6 @@ def climbed_back(loss: dict) -> bool:
     rise = (loss["final_train_loss_smoothed"] or 0) - (loss["min_train_loss_smoothed"] or 0)
     val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > DIVERGENCE_RISE / 5
     return rise > DIVERGENCE_RISE and val_agrees
-
-
-def early_phase_end(findings: list[Finding], s: RunSummary) -> int:
-    """The last step of the early phase when a warmup finding has claimed its spikes, else 0."""
-    claimed = any(f.id == "warmup_too_short" for f in findings)
-    return s.early_phase["settle_step"] if claimed else 0
 
 
 def warmup_finding(s: RunSummary) -> Finding | None:
@@ -470,8 +465,8 @@ def reference_finding(s: RunSummary) -> Finding | None:
                    "Train for more tokens if validation loss is still falling.")
 
 
-def loss_spike_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
-    spikes = [x for x in s.spikes["spike_steps"] if x > early_phase_end(findings, s)]
+def loss_spike_finding(s: RunSummary, findings: list[Finding], claimed_until: int = 0) -> Finding | None:
+    spikes = [x for x in s.spikes["spike_steps"] if x > claimed_until]  # earlier ones: see the warmup finding
     if not spikes or any(f.id == "lr_too_high" for f in findings):
         return None
     return Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
@@ -499,9 +494,10 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     too_short = too_short_finding(summary)
     if too_short:
         return findings + [too_short]
+    claimed_until = 0  # the last step of an early phase whose spikes a warmup finding has claimed
     if warmup := warmup_finding(summary):
         findings.append(warmup)
-    claimed_until = early_phase_end(findings, summary)
+        claimed_until = summary.early_phase["settle_step"]
     if unstable := instability_finding(summary, claimed_until):
         findings.append(unstable)
     for rule in (learning_rate_low_finding, weight_decay_finding, overfitting_finding, depth_finding):
@@ -513,7 +509,7 @@ def diagnose(summary: RunSummary) -> list[Finding]:
         findings += [f for f in (clipping_finding(summary), grad_spike_finding(summary, claimed_until)) if f]
     findings += [f for f in (gap_finding(summary), reference_finding(summary)) if f]
     findings += grad_norm_findings(summary, findings)
-    if spike := loss_spike_finding(summary, findings):
+    if spike := loss_spike_finding(summary, findings, claimed_until):
         findings.append(spike)
     if healthy := healthy_finding(summary, findings):
         findings.append(healthy)

@@ -246,7 +246,7 @@ def loss_jumps(run: Run) -> dict:
     grad_limit = JUMP_GRAD_FACTOR * float(np.median(norm[np.isfinite(norm)]))
     jumps = [int(s) for s, e in zip(steps, excess)
              if e >= threshold and not grad_at.get(int(s), math.inf) < grad_limit]
-    return {"steps": jumps, "threshold": threshold, "grad_limit": grad_limit,
+    return {"steps": jumps, "threshold": threshold,
             "excess": {int(s): float(e) for s, e in zip(steps, excess) if int(s) in jumps},
             "grad_norm": {s: grad_at.get(s, math.nan) for s in jumps}}
 
@@ -288,7 +288,13 @@ def early_phase_summary(run: Run) -> dict:
     return out
 
 
-_BLOCK = re.compile(r"^h\.(\d+)\.")
+_MATRIX = re.compile(r"^h\.(\d+)\.(.+)\.weight$")
+
+
+def block_and_kind(name: str) -> tuple[int | None, str]:
+    """``h.3.mlp.c_fc.weight`` -> (3, "mlp.c_fc"); a matrix outside the blocks (wte, wpe) -> (None, "embeddings")."""
+    match = _MATRIX.match(name)
+    return (int(match[1]), match[2]) if match else (None, "embeddings")
 
 
 def depth_summary(per_parameter: dict[str, float]) -> dict:
@@ -296,16 +302,17 @@ def depth_summary(per_parameter: dict[str, float]) -> dict:
     from the first to the last block of a least-squares line through log10 of those medians (in decades)."""
     blocks: dict[int, list[float]] = {}
     for name, value in per_parameter.items():
-        match = _BLOCK.match(name)
-        if match and value > 0:
-            blocks.setdefault(int(match.group(1)), []).append(value)
+        block = block_and_kind(name)[0]
+        if block is not None and value > 0:
+            blocks.setdefault(block, []).append(value)
     if len(blocks) < MIN_BLOCKS_FOR_DEPTH:
         return {"blocks": len(blocks)}
     index = np.array(sorted(blocks), dtype=float)
     medians = np.array([np.median(blocks[int(i)]) for i in index])
-    slope = np.polyfit(index, np.log10(medians), 1)[0]
+    slope, intercept = np.polyfit(index, np.log10(medians), 1)
     decades = float(slope * (index[-1] - index[0]))
     return {"blocks": len(blocks), "per_block": {int(i): float(m) for i, m in zip(index, medians)},
+            "fitted": {int(i): float(10 ** (intercept + slope * i)) for i in index},
             "trend_decades": decades, "first_block": int(index[0]), "last_block": int(index[-1]),
             "starved": "first" if decades >= DEPTH_TREND else "last" if decades <= -DEPTH_TREND else None,
             "flat": abs(decades) < DEPTH_FLAT}

@@ -96,20 +96,29 @@ def weights(out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="A text corpus (e.g. tinyshakespeare.txt).")
+    parser.add_argument("--data", required=True, help="A text corpus (e.g. tinyshakespeare.txt) or a folder of token "
+                                                      "shards from scripts/prepare_data.py.")
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))  # bench/ is run as a script; the project itself is installed
     from bench.common import machine, table
-    from training.data.preparation import PrepareConfig, prepare
+    from training.data.preparation import CorpusError, PrepareConfig, prepare
+    from training.data.shards import ShardError, find_shards
 
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fault_injection_"))
-    shards = work / "shards"
-    prepare(PrepareConfig(output_dir=str(shards), files=[args.data], shard_tokens=100_000, val_tokens=8192,
-                          progress=False))
+    source = Path(args.data)
+    try:
+        if source.is_dir() and find_shards(source, "train"):
+            shards = source  # already prepared
+        else:
+            shards = work / "shards"
+            prepare(PrepareConfig(output_dir=str(shards), files=[args.data], shard_tokens=100_000, val_tokens=8192,
+                                  progress=False))
+    except (CorpusError, ShardError, FileNotFoundError) as error:
+        raise SystemExit(f"error: --data {args.data}: {error}") from None
 
     started = time.perf_counter()
     reference = subprocess.run(run_args(work / "reference", shards, args.steps), capture_output=True, text=True)
@@ -123,7 +132,8 @@ def main() -> None:
         if final_step(out) == args.steps:
             break
         done = latest_step(out)
-        resume = ["--resume_from_checkpoint", "latest"] if done else []
+        # Killed before its first checkpoint: nothing to resume, and the folder holds that start's logs.
+        resume = ["--resume_from_checkpoint", "latest"] if done else ["--overwrite_output_dir", "true"]
         # Early kills aim at a step still to come: once the checkpoint before it is committed, a random moment
         # inside it (training or saving). The last kills aim at the end of the run: a moment after final/'s
         # temporary folder appears, i.e. while final/ is being written.

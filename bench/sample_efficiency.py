@@ -1,10 +1,21 @@
 #!/usr/bin/env python
 """Sample efficiency of Muon against AdamW: tokens each needs to reach the AdamW baseline's final validation loss
-(per seed: both arms of a seed see the same data order), same model, data and schedule. Uses the sweep machinery
-(every arm x seed is an ordinary run folder, so an interrupted benchmark resumes). Target from the issue: Muon
-needs at most 0.67x the tokens.
+(per seed: both arms of a seed see the same data order), same model and data. Uses the sweep machinery (every arm x
+seed is an ordinary run folder, so an interrupted benchmark resumes).
 
-    python bench/sample_efficiency.py --steps 1200 --seeds 1337 1338     # ~7 min per run, ~30 min in all on 2 CPU cores
+Two protocols:
+
+- cosine (``--steps N``): each arm runs one cosine schedule of N steps; Muon's curve is read mid-schedule against
+  AdamW's annealed end. Biased: an annealed end is lower than the same run's mid-schedule loss, so the arm compared
+  mid-schedule is handicapped... and the arm that reaches the level before annealing looks better than it is.
+- cool-downs (``--cooldown_at P1 P2 ...``, the fair one): each arm runs warmup-stable (no decay) to the largest
+  point; from its checkpoints at every point P a branch cools down over ``--cooldown_fraction`` x P steps
+  (scripts/cooldown.py's mechanism). Both arms are compared only at annealed ends, at the same token counts: the
+  target is AdamW's cooled loss at the largest point, and Muon's tokens to reach it are interpolated between its own
+  cooled points.
+
+    python bench/sample_efficiency.py --cooldown_at 200 400 600 800 --seeds 1337 1338   # ~30 min on 2 CPU cores
+    python bench/sample_efficiency.py --steps 1200 --seeds 1337 1338     # the cosine protocol, ~30 min
     python bench/sample_efficiency.py --steps 100 --out /tmp/se          # a quick look
 """
 
@@ -26,7 +37,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338])
     parser.add_argument("--muon_lr", type=float, default=None, help="Muon's peak lr (default: the preset's max_lr).")
     parser.add_argument("--out", default=None, help="Output folder (default: a temporary folder).")
+    parser.add_argument("--cooldown_at", type=int, nargs="+", default=None,
+                        help="The fair protocol: cool down both arms from these steps of a warmup-stable run.")
+    parser.add_argument("--cooldown_fraction", type=float, default=0.2,
+                        help="Cool-down length as a fraction of the step it starts from (Hagele et al.: 10-20%%).")
     args = parser.parse_args()
+    if args.cooldown_at:
+        cooldown_protocol(args)
+        return
     sys.path.insert(0, str(REPO))  # bench/ is run as a script; the project itself is installed
     from bench.common import machine, table
     from training.analysis.runs import load_run
@@ -74,6 +92,80 @@ def main() -> None:
         print(f"Muon / AdamW tokens to target: {np.mean(ratios):.3f}{spread}; target <= 0.67")
     else:
         print("Muon did not reach AdamW's final loss in every seed: the ratio is above 1 there.")
+
+def cooldown_protocol(args) -> None:
+    """Warmup-stable runs per arm and seed, cool-down branches from each point, compared at annealed ends."""
+    import math
+
+    sys.path.insert(0, str(REPO))
+    from bench.common import machine, table
+    from training.analysis.runs import load_run
+    from training.cli import run_config_from_values
+    from training.layout import RunLayout, Tags
+    from training.loop.trainer import Trainer
+    from training.sweeps.config import load_sweep
+    from training.sweeps.runner import run_sweep
+
+    points = sorted(args.cooldown_at)
+    out = Path(args.out or tempfile.mkdtemp(prefix="sample_efficiency_cooldowns_"))
+    out.mkdir(parents=True, exist_ok=True)
+    muon = {"optimizer": "muon", **({"muon_lr": args.muon_lr} if args.muon_lr else {})}
+    sweep_file = out / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "base": str(Path(args.preset).resolve()), "output_dir": str(out / "stable"), "seeds": args.seeds,
+        "overrides": {"max_steps": points[-1], "warmup_steps": max(1, points[0] // 5), "lr_schedule": "wsd",
+                      "decay_fraction": 0.0, "eval_every": points[0], "sample_every": 0,
+                      "save_every": math.gcd(*points), "keep_last": 0},
+        "variants": {"adamw": {}, "muon": muon}}))
+    config = load_sweep(sweep_file)
+    run_sweep(config)
+
+    cooled = {}  # (arm, seed) -> [(tokens, val loss)] at each point's annealed end
+    for arm, seed in config.runs():
+        stable = RunLayout(config.run_dir(arm, seed))
+        for point in points:
+            steps = max(1, round(args.cooldown_fraction * point))
+            branch = out / "cooldowns" / arm / f"seed{seed}" / f"from{point}"
+            if not (RunLayout(branch).final_dir / "model.safetensors").exists():
+                values = config.arguments(arm, seed)
+                values.update(resume_from_checkpoint=str(stable.checkpoint_dir(point)), cooldown_steps=steps,
+                              output_dir=str(branch), eval_every=steps, save_every=0, overwrite_output_dir=False)
+                print(f"{arm} seed {seed}: cooling down from step {point} over {steps} steps", flush=True)
+                trainer = Trainer(run_config_from_values(values))
+                try:
+                    trainer.train()
+                finally:
+                    trainer.close()
+            run = load_run(branch)
+            _, val = run.series(Tags.VAL_LOSS)
+            cooled.setdefault((arm, seed), []).append(((point + steps) * run.tokens_per_step, float(val[-1])))
+
+    rows, ratios = [], []
+    for seed in args.seeds:
+        target_tokens, target = cooled[("adamw", seed)][-1]
+        curve = cooled[("muon", seed)]
+        reached = None
+        for (t0, l0), (t1, l1) in zip([(0.0, math.inf)] + curve[:-1], curve):
+            if l1 <= target:
+                reached = t1 if not math.isfinite(l0) else t0 + (l0 - target) / (l0 - l1) * (t1 - t0)
+                break
+        ratio = reached / target_tokens if reached is not None else None
+        ratios.append(ratio)
+        for (tokens, adamw), (_, muon_loss) in zip(cooled[("adamw", seed)], curve):
+            rows.append([seed, f"{tokens:,.0f}", f"{adamw:.4f}", f"{muon_loss:.4f}", f"{muon_loss - adamw:+.4f}"])
+        rows.append([seed, "Muon tokens to AdamW's last cooled loss", f"{target:.4f}",
+                     "not reached" if reached is None else f"{reached:,.0f}",
+                     "n/a" if ratio is None else f"ratio {ratio:.3f}"])
+    print(machine())
+    print(f"warmup-stable runs to step {points[-1]}; cool-downs of {args.cooldown_fraction:g} x the start step from "
+          f"steps {points}; {args.preset}")
+    print(table(["seed", "tokens (after cool-down)", "AdamW cooled val", "Muon cooled val", "Muon - AdamW"], rows))
+    if all(r is not None for r in ratios):
+        spread = f" +- {np.std(ratios, ddof=1):.3f} (sd over {len(ratios)} seeds)" if len(ratios) > 1 else ""
+        print(f"Muon / AdamW tokens to AdamW's final cooled loss: {np.mean(ratios):.3f}{spread} (target <= 0.6)")
+    else:
+        print("Muon did not reach AdamW's last cooled loss in every seed.")
+
 
 if __name__ == "__main__":
     main()

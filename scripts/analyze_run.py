@@ -10,6 +10,7 @@ Examples:
 """
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from training.analysis.plots import plot_comparison, write_plots
 from training.analysis.report import build_report, write_report
 from training.analysis.runs import RunReadError, load_run
 from training.cli import HelpFormatter
+from training.data.shards import make_writable_dir
 from training.layout import COMPARISON_DIR, RunLayout
 
 
@@ -38,19 +40,37 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+def output_dirs(args, runs) -> list[Path]:
+    """Where each run's analysis goes, created and proven writable before any work (a read-only run folder)."""
+    outs = []
+    for run in runs:
+        out = Path(args.out) / run.name if args.out and len(runs) > 1 else \
+            Path(args.out or RunLayout(run.run_dir).analysis_dir)
+        try:
+            make_writable_dir(out)
+        except OSError as error:
+            raise RunReadError(f"Cannot write the analysis to {out} ({error.strerror or error}); pass --out with a "
+                               "writable folder.") from error
+        outs.append(out)
+    return outs
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.reference_loss is not None and not (math.isfinite(args.reference_loss) and args.reference_loss > 0):
+        print(f"error: --reference_loss must be a positive number (got {args.reference_loss}).", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings(record=True) as caught:  # damaged event files: say so, use the rest
             warnings.simplefilter("always")
             runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]
+        outs = output_dirs(args, runs)
     except (FileNotFoundError, RunReadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    for run in runs:
-        out = Path(args.out) / run.name if args.out and len(runs) > 1 else Path(args.out or RunLayout(run.run_dir).analysis_dir)
+    for run, out in zip(runs, outs):
         plots = write_plots(run, out)
         report = build_report(run)
         write_report(report, out, plots)

@@ -19,7 +19,7 @@ from transformers import HfArgumentParser
 
 from modeling.tokenization import TokenizerUnavailableError
 from training.cli import HelpFormatter
-from training.data.shards import ShardError
+from training.data.shards import ShardError, make_writable_dir
 from training.evaluation.checkpoints import CheckpointError
 from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
 from training.evaluation.hellaswag import HellaSwagError
@@ -37,6 +37,15 @@ def parse(argv):
     return args
 
 
+def check_writable(path: Path) -> None:
+    """Create the output's folder and prove it writable now, so a bad --output does not cost the evaluation."""
+    try:
+        make_writable_dir(path.parent, f".write_probe_{path.name}")
+    except OSError as error:
+        raise ValueError(f"--output {path}: cannot write there ({error.strerror or error}); choose another "
+                         "path.") from error
+
+
 def main(argv=None) -> int:
     try:
         args = parse(argv)
@@ -45,6 +54,8 @@ def main(argv=None) -> int:
         return 2
     accelerator = Accelerator()
     try:
+        if accelerator.is_main_process:
+            check_writable(Path(args.output))  # before the work, not after it
         result = compare(args, accelerator)
     except (CheckpointError, HellaSwagError, ShardError, TokenizerUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

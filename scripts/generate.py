@@ -30,6 +30,17 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+def check_device(device: str) -> None:
+    """A device this torch build and machine can use, else a clear error (not a CUDA traceback after loading)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as error:
+        raise ValueError(f"--device {device!r} is not a device name ({error}); use cpu or cuda.") from error
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"--device {device}: {why}; use --device cpu.")
+
+
 def check_arguments(args, prompt_tokens: int | None = None, context: int | None = None) -> None:
     """Bad values are refused with the option's name, before (counts) or after (context) loading the model."""
     for name in ("num_samples", "max_new_tokens", "top_k"):
@@ -37,6 +48,7 @@ def check_arguments(args, prompt_tokens: int | None = None, context: int | None 
             raise ValueError(f"--{name} must be positive (got {getattr(args, name)}).")
     if args.temperature <= 0:
         raise ValueError(f"--temperature must be positive (got {args.temperature}).")
+    check_device(args.device)
     if prompt_tokens == 0:
         raise ValueError("--prompt is empty; give some text to continue.")
     if context is not None and prompt_tokens + args.max_new_tokens > context:

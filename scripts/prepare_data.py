@@ -15,6 +15,8 @@ from training.cli import HelpFormatter
 from training.data.preparation import CorpusError, PrepareConfig, prepare
 from training.data.shards import ShardError
 
+INTERRUPTED_EXIT_CODE = 130
+
 
 def main(argv=None) -> int:
     parser = HfArgumentParser(PrepareConfig, description=__doc__, formatter_class=HelpFormatter)
@@ -28,6 +30,10 @@ def main(argv=None) -> int:
     except (CorpusError, ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. The complete shards in {config.output_dir} are kept; re-run the same command to "
+              "continue after the last one.", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     tokens = meta["tokens"]
     skipped = f" ({meta['skipped_lines']} bad lines skipped)" if meta["skipped_lines"] else ""
     print(f"{config.output_dir}: {len(meta['shards'])} shards, {tokens['train']:,} train + {tokens['val']:,} val "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from training.cli import HelpFormatter
 from training.hub.staging import stage_upload
-from training.hub.upload import HubError, push_folder, require_token
+from training.hub.upload import DEFAULT_TIMEOUT, HubError, check_repo_id, push_folder, require_token
 
 
 def parse(argv):
@@ -39,6 +39,9 @@ def parse(argv):
                                                             "is kept and printed). Keep it outside runs/: "
                                                             "TensorBoard would list its copy of the logs as a run.")
     parser.add_argument("--dry_run", action="store_true", help="Assemble the folder but do not upload.")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="Seconds to wait for the Hub to connect or answer before giving up (a silent server "
+                             "would otherwise hang the upload forever).")
     return parser.parse_args(argv)
 
 
@@ -61,14 +64,17 @@ def main(argv=None) -> int:
     temporary = args.staging_dir is None
     staging = Path(args.staging_dir) if args.staging_dir else Path(tempfile.mkdtemp(prefix="gpt2-pretrain-hub-"))
     try:
-        token = None if args.dry_run else require_token()  # before any work is done
+        check_repo_id(args.repo_id)  # before any work is done, dry runs included
+        if args.timeout <= 0:
+            raise HubError(f"--timeout must be positive (got {args.timeout:g}).")
+        token = None if args.dry_run else require_token()
         evaluation = read_eval_json(Path(args.eval_json)) if args.eval_json else None
         folder = stage_upload(args.checkpoint, staging / "upload" if temporary else staging, args.repo_id,
                               args.run_dir, evaluation)
         print(f"staged {sum(1 for p in folder.rglob('*') if p.is_file())} files in {folder}")
         if args.dry_run:
             return 0
-        push_folder(folder, args.repo_id, args.private, args.revision, token=token)
+        push_folder(folder, args.repo_id, args.private, args.revision, token=token, timeout=args.timeout)
     except (HubError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Run a sweep: a base preset plus named variants (and seeds), each an ordinary run folder, then rank the variants
 by tokens to reach a target validation loss. Interrupted sweeps resume where they stopped (finished runs are
-skipped, interrupted ones resume from their newest checkpoint). Writes sweep.md, sweep.json and compare_loss.png
-into the sweep's output_dir.
+skipped, interrupted ones resume from their newest checkpoint). A run that diverges (non-finite loss, too many
+skipped updates) is recorded as diverged with its last good step and loss, and the sweep goes on; it is trained
+again only with --rerun. A variant whose settings were edited after its runs trained stops the sweep before any
+training (rerun it, or restore the file). Writes sweep.md, sweep.json and compare_loss.png into the sweep's
+output_dir.
 
 Examples:
     python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml
     python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml --summarize        # the tables only
+    python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml --rerun lr_x3      # train a variant again
     accelerate launch --config_file accelerate_config.yaml scripts/sweep.py configs/sweeps/seed-recommendations.yaml
 """
 
@@ -15,6 +19,7 @@ import os
 import sys
 
 from training.cli import ConfigError, HelpFormatter
+from training.loop.preemption import Preempted
 from training.sweeps.config import load_sweep
 from training.sweeps.runner import run_sweep
 from training.sweeps.summary import write_summary
@@ -24,6 +29,9 @@ def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("sweep", help="Sweep file (configs/sweeps/*.yaml).")
     parser.add_argument("--summarize", action="store_true", help="Only (re)write the summary from the runs so far.")
+    parser.add_argument("--rerun", nargs="+", default=[], metavar="VARIANT",
+                        help="Train these variants again from scratch (their folders are replaced): after editing them "
+                             "in the sweep file, or to retry a diverged one.")
     return parser.parse_args(argv)
 
 
@@ -36,10 +44,14 @@ def main(argv=None) -> int:
     try:
         config = load_sweep(args.sweep)
         if not args.summarize:
-            run_sweep(config, say=print if main_process else lambda line: None)
+            run_sweep(config, say=print if main_process else lambda line: None, rerun=args.rerun)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Preempted as stopped:
+        if main_process:
+            print(f"{stopped.what} The sweep resumes there when run again: python scripts/sweep.py {args.sweep}")
+        return stopped.exit_code
     if main_process:
         summary = write_summary(config)
         print(summary.read_text())

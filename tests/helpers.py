@@ -171,3 +171,82 @@ class VanishingGradient(TrainerCallback):
             factor = 10.0 ** (-self.decades_per_block * (len(blocks) - 1 - index))
             for param in block.parameters():
                 param.register_hook(lambda grad, factor=factor: grad * factor)
+
+
+class SlowSteps(TrainerCallback):
+    """Sleeps at the end of every step: a run slow enough for another process to act while it trains."""
+
+    def __init__(self, seconds: float = 0.2):
+        self.seconds = seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        time.sleep(self.seconds)
+
+
+class SignalAtStep(TrainerCallback):
+    """Sends a signal to its own process at the end of a step (``name``: SIGTERM or SIGINT), like a scheduler."""
+
+    def __init__(self, step: int, name: str = "SIGTERM", twice_after: float | None = None):
+        self.step, self.name, self.twice_after = step, name, twice_after
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.name))
+            if self.twice_after is not None:  # a second signal, later: must exit at once
+                import time
+
+                time.sleep(self.twice_after)
+                os.kill(os.getpid(), getattr(signal, self.name))
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.1) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def corrupt_data_window(shards, out, first_step: int, last_step: int, tokens_per_step: int, seed: int = 0):
+    """A copy of a shard folder whose training tokens for steps ``first_step..last_step`` (1-based, one process,
+    no shuffling) are random ids: a corrupted stretch of data, as binary garbage tokenized would be. meta.json
+    keeps its recorded largest ids (still valid: the ids are < 50257)."""
+    import shutil
+
+    import numpy as np
+
+    from training.data.shards import find_shards, open_shard, write_shard_atomic
+
+    shutil.copytree(shards, out)
+    start, stop = (first_step - 1) * tokens_per_step, last_step * tokens_per_step + 1
+    offset = 0
+    rng = np.random.default_rng(seed)
+    for shard in find_shards(out, "train"):
+        tokens = np.array(open_shard(shard))
+        lo, hi = max(start - offset, 0), min(stop - offset, len(tokens))
+        if lo < hi:
+            tokens[lo:hi] = rng.integers(0, 50257, hi - lo)
+            write_shard_atomic(shard, tokens)
+        offset += len(tokens)
+    return out
+
+
+class RaiseLearningRate(TrainerCallback):
+    """A persistent cause: from ``step`` on, every update uses ``factor`` x the scheduled learning rate."""
+
+    def __init__(self, step: int, factor: float = 30.0):
+        self.step, self.factor = step, factor
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        if state.global_step + 1 >= self.step:
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * self.factor

@@ -59,7 +59,7 @@ def test_tokenizer_must_fit_the_vocabulary(tmp_path):
 def test_callbacks_in_order_with_cadences_from_the_logging_arguments(tmp_path):
     config = tiny_run_config(tmp_path, callbacks=["grad_norm", "layer_ratios:every=3", "histograms",
                                                   "early_stopping:early_stopping_patience=2"],
-                             diagnostics_every=7, histogram_every=11, log_every=5)
+                             diagnostics_every=7, histogram_every=11, log_every=5, eval_every=10)
     mine = object()
     callbacks = build_callbacks(config, [mine])
     assert [type(c) for c in callbacks[:5]] == [FlowCallback, GradNormCallback, LayerRatioCallback, HistogramCallback,

@@ -111,17 +111,24 @@ def test_truncated_checkpoint_names_the_file_and_the_newest_intact_one(finished_
     assert f"newest intact checkpoint is {RunLayout(run).checkpoint_dir(2)}" in err
 
 
-def test_disk_full_during_a_checkpoint_names_the_path_and_space(tmp_path, shakespeare_shards, monkeypatch):
-    from training.loop.checkpointing import CheckpointSaveError
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 1472 vs 1364"),  # torch.save
+    OSError(errno.EFBIG, "File too large"),  # ulimit -f
+    RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on "
+                 "device\" })"),  # safetensors' SafetensorError
+], ids=["enospc", "torch-unexpected-pos", "efbig", "safetensors"])
+def test_disk_full_during_a_checkpoint_names_the_path_and_space(tmp_path, shakespeare_shards, monkeypatch, error):
+    from training.loop.checkpointing import Checkpointer, CheckpointSaveError
     from training.loop.trainer import Trainer
 
     def no_space(self, folder):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error
 
-    monkeypatch.setattr(Trainer, "save_model", no_space)
+    monkeypatch.setattr(Checkpointer, "save_model", no_space)
     trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2))
-    with pytest.raises(CheckpointSaveError, match=r"No space left on the device while writing .*step_0000002.tmp: "
-                                                  r"a checkpoint of this run takes about [\d,]+ MB and [\d,]+ MB"):
+    with pytest.raises(CheckpointSaveError, match=r"No space left while writing .*step_0000002.tmp \(.*\): a "
+                                                  r"checkpoint of this run takes about [\d,]+ MB and [\d,]+ MB"):
         trainer.train()
     trainer.close()
     assert not list(RunLayout(tmp_path).checkpoints_dir.glob("*.tmp"))  # the half-written folder is gone
@@ -144,7 +151,7 @@ def test_prepare_data_disk_full_names_the_shard(tmp_path, shakespeare_path, monk
     monkeypatch.setattr(numpy, "save", no_space)
     code, err = run_main("prepare_data", ["--files", shakespeare_path, "--output_dir", tmp_path / "out",
                                           "--shard_tokens", "100000", "--progress", "false"], capsys)
-    assert code == 2 and "No space left on the device while writing" in err and "_val_000000.npy" in err
+    assert code == 2 and "No space left while writing" in err and "_val_000000.npy" in err
 
 
 def test_evaluate_unknown_flag_and_bad_batch_size(tmp_path, capsys):
@@ -232,3 +239,97 @@ def test_offline_hub_work_fails_at_once_saying_what_to_pass(tmp_path, finished_r
                                                   "--skip_hellaswag", "--output", tmp_path / "e.json"], capsys)
     assert code == 2 and "gpt2 is a Hub model id, but HF_HUB_OFFLINE is set" in err and "local folder" in err
     assert time.perf_counter() - started < 30
+
+
+# ----------------------------------------------------------------------------------------------- accepted silently before
+@pytest.mark.parametrize("argv, expected", [
+    (["--max_lr", "0"], "max_lr must be positive"),
+    (["--weight_decay", "-5"], "weight_decay must be >= 0"),
+    (["--grad_clip", "-1"], "grad_clip must be >= 0 (got -1.0; 0 disables it)"),
+    (["--muon_lr", "1e-3"], "muon_lr (0.001) is set but the optimizer is 'adamw'"),
+    (["--target_val_loss", "3.0", "--eval_every", "0"], "target_val_loss (3.0) needs validation"),
+    (["--callbacks", "spike_detector:z_threshold=abc"], "Callback 'spike_detector': z_threshold must be a number"),
+    (["--callbacks", "early_stopping", "--eval_every", "0"], "Callback 'early_stopping' acts on the validation loss"),
+], ids=["max_lr-0", "negative-wd", "negative-clip", "muon_lr-with-adamw", "target-without-eval", "typed-callback",
+        "early-stopping-without-eval"])
+def test_values_that_were_accepted_silently_are_refused(tmp_path, shakespeare_shards, capsys, argv, expected):
+    base = config_to_argv(tiny_run_config(tmp_path, shakespeare_shards, eval_every=2))
+    code, err = run_main("pretrain", base + argv, capsys)
+    assert code == 2 and expected in err, err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  max_lr:\n", "max_lr has no value (an empty entry in a preset?)"),
+    ("train:\n  max_steps: 3.7\n", "max_steps must be a whole number (got 3.7)"),
+    ("train:\n  max_lr: 0.001\n  max_lr: 0.002\n", "duplicate key 'max_lr' (line 2 and line 3)"),
+], ids=["empty-value", "fractional-steps", "duplicate-key"])
+def test_preset_values_are_typed_and_unique(tmp_path, capsys, text, expected):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(text)
+    code, err = run_main("pretrain", ["--config", preset], capsys)
+    assert code == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_a_yaml_number_without_a_dot_is_still_a_number(tmp_path):
+    from training.cli import parse_run_config
+
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("train:\n  max_lr: 3e-3\n  min_lr: 3e-4\n")  # YAML 1.1 reads these as strings
+    config = parse_run_config(["--config", str(preset)])
+    assert config.train.max_lr == 3e-3 and config.train.min_lr == 3e-4
+
+
+def test_more_validation_tokens_than_exist_are_announced(tmp_path, shakespeare_shards, capsys):
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2, eval_every=2, eval_tokens=10_000_000))
+    assert "asks for more validation tokens than there are: every evaluation uses all 8,160" in \
+        capsys.readouterr().out
+
+
+def test_warmup_longer_than_the_run_is_announced(tmp_path, shakespeare_shards, capsys):
+    config = tiny_run_config(tmp_path / "w", shakespeare_shards, max_steps=3)
+    config.train.warmup_steps = 10
+    train(config)
+    assert "--warmup_steps 10 is longer than --max_steps 3: the learning rate never reaches --max_lr" in \
+        capsys.readouterr().out
+
+
+def test_analyze_refuses_empty_event_files_and_a_nan_reference(tmp_path, finished_run, capsys):
+    empty = tmp_path / "empty"
+    (empty / "tensorboard").mkdir(parents=True)
+    (empty / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"")
+    code, err = run_main("analyze_run", [empty], capsys)
+    assert code == 2 and "hold no training loss" in err
+    code, err = run_main("analyze_run", [finished_run, "--reference_loss", "nan", "--out", tmp_path / "a"], capsys)
+    assert code == 2 and "--reference_loss must be a positive number" in err
+
+
+def test_analyze_a_read_only_run_fails_before_the_work(tmp_path, finished_run, capsys):
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a filesystem here")
+    try:
+        shutil.copytree(finished_run, mount / "run", ignore=shutil.ignore_patterns("checkpoints", "final"))
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        code, err = run_main("analyze_run", [mount / "run"], capsys)
+        assert code == 2 and "Cannot write the analysis to" in err and "pass --out" in err
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_evaluate_checks_its_output_before_the_work(finished_run, capsys):
+    code, err = run_main("evaluate_checkpoints", [finished_run / "final", "--output", "/proc/no/such/eval.json",
+                                                  "--skip_hellaswag"], capsys)
+    assert code == 2 and "--output /proc/no/such/eval.json: cannot write there" in err
+
+
+def test_generate_on_a_machine_without_cuda(finished_run, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, err = run_main("generate", [finished_run / "final", "--device", "cuda"], capsys)
+    assert code == 2 and "--device cuda:" in err and "use --device cpu" in err

@@ -222,3 +222,70 @@ def test_card_names_the_data_without_local_paths(trained_run):
     root, staged, _ = trained_run
     card = (staged / "README.md").read_text()
     assert str(root) not in card and "/tmp" not in card
+
+
+# ----------------------------------------------------------------------------------------------- hostile networks
+def _push(trained_run, monkeypatch, capsys, endpoint, *extra) -> tuple[int, str]:
+    """scripts/push_to_hub.py, in this process, against ``endpoint`` (online mode, a fake token)."""
+    from huggingface_hub import constants
+
+    from .test_errors import run_main
+
+    root, _, _ = trained_run
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return run_main("push_to_hub", [root / "run" / "final", "--repo_id", "me/x", *extra], capsys)
+
+
+def test_an_unreachable_hub_is_a_clear_error_naming_the_endpoint(trained_run, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, err = _push(trained_run, monkeypatch, capsys, f"http://127.0.0.1:{port}", "--timeout", "5")
+    assert code == 2 and f"Could not reach the Hugging Face Hub at http://127.0.0.1:{port}" in err
+    assert FAKE_TOKEN not in err
+
+
+def test_a_server_that_never_answers_times_out(trained_run, monkeypatch, capsys):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept_and_stay_silent():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    started = time.monotonic()
+    try:
+        code, err = _push(trained_run, monkeypatch, capsys, f"http://127.0.0.1:{server.getsockname()[1]}",
+                          "--timeout", "1")
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    assert code == 2 and "Could not reach the Hugging Face Hub" in err and "at most 1 s" in err
+    assert time.monotonic() - started < 120
+
+
+def test_a_malformed_repo_id_is_refused_before_staging(trained_run, tmp_path, capsys):
+    from .test_errors import run_main
+
+    root, _, _ = trained_run
+    code, err = run_main("push_to_hub", [root / "run" / "final", "--repo_id", "not a repo id!!", "--dry_run",
+                                         "--staging_dir", tmp_path / "t"], capsys)
+    assert code == 2 and "not a valid Hub repository id" in err
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(HubError, match="not a valid Hub repository id"):
+        HubPushCallback("not a repo id!!", token=FAKE_TOKEN)

@@ -7,6 +7,7 @@ import torch
 
 from modeling import GPTConfig, GPTForCausalLM
 from training.loop.optimization import (
+    Schedule,
     build_optimizer,
     build_scheduler,
     device_peak_flops,
@@ -69,7 +70,7 @@ def test_lr_schedule_matches_the_seed_formula():
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
-    scheduler = build_scheduler(optimizer, warmup, steps, max_lr, min_lr)
+    scheduler = build_scheduler(optimizer, Schedule("cosine", warmup, steps, min_lr / max_lr), max_lr)
     seen = {}
     for it in range(steps + 1):
         seen[it] = optimizer.param_groups[0]["lr"]

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from training.layout import RunLayout, checkpoint_name
+from training.loop.checkpointing import Checkpointer
 from training.loop.trainer import Trainer
 
 from .helpers import (
@@ -61,8 +62,10 @@ def test_resume_from_two_processes_into_one(tmp_path, shakespeare_shards):
                      "--mixed_precision", "no", "--dynamo_backend", "no"]
     argv = config_to_argv(config)
     run_pretrain(argv + ["--callbacks", "tests.helpers.StopAtStep:step=1"], launcher=two_processes)
-    run_pretrain(argv + ["--resume_from_checkpoint", "latest"])
-    run_pretrain(argv + ["--output_dir", str(tmp_path / "reference")])
+    config.train.resume_from_checkpoint = "latest"
+    train(config)
+    train(tiny_run_config(tmp_path / "reference", shakespeare_shards, max_steps=5, total_batch_tokens=768,
+                          save_every=1, keep_last=0))
     logged = read_scalars(tmp_path / "moved")
     assert logged["run/grad_accum_steps"] == {0: 6.0}  # the resumed (last) writer's layout
     assert_updated_every_step(tmp_path / "moved", range(2, 6))
@@ -126,21 +129,21 @@ def test_a_crash_while_writing_final_keeps_the_previous_final_whole(tmp_path, sh
     train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2, save_every=2))
     first_final = load_final_weights(tmp_path)
 
-    original = Trainer.save_model
+    original = Checkpointer.save_model
 
     def crash_after_the_weights(self, folder):
         if folder.name != "model":  # the final model, not a checkpoint's model/ folder
-            self.raw_model.save_pretrained(folder)
+            self.model.save_pretrained(folder)
             raise KeyboardInterrupt("killed while writing final/")
         original(self, folder)
 
-    monkeypatch.setattr(Trainer, "save_model", crash_after_the_weights)
+    monkeypatch.setattr(Checkpointer, "save_model", crash_after_the_weights)
     trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2,
                                       resume_from_checkpoint="latest"))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     trainer.close()
-    monkeypatch.setattr(Trainer, "save_model", original)
+    monkeypatch.setattr(Checkpointer, "save_model", original)
 
     state = json.loads((run.final_dir / "training_state.json").read_text())
     assert state["global_step"] == 2

@@ -127,3 +127,90 @@ def test_a_sweep_runs_under_accelerate_launch_with_two_processes(tmp_path, shake
         assert load_run(config.run_dir(variant, seed)).scalars["run/num_processes"][0] == 2
         assert run_status(config, variant, seed) == "done"
     assert json.loads((config.output_dir / "sweep.json").read_text())["ranking"][0]["variant"] == "fast"
+
+
+# ----------------------------------------------------------------------------------------------- hostile sweeps
+def small_sweep(tmp_path, shards, variants, **extra) -> str:
+    return write_sweep(tmp_path, shards, seeds=[1], variants=variants,
+                       overrides={"max_steps": 6, "eval_every": 3, "save_every": 3}, **extra)
+
+
+def test_a_diverged_variant_is_recorded_and_the_sweep_goes_on(tmp_path, shakespeare_shards):
+    poison = {"callbacks": ["tests.helpers.PoisonStep:step=3,permanent=true"]}
+    config = load_sweep(small_sweep(tmp_path, shakespeare_shards, {"poisoned": poison, "fine": {}}))
+    lines = []
+    assert run_sweep(config, say=lines.append) == [("fine", 1, "trained"), ("poisoned", 1, "diverged")]
+    record = json.loads(RunLayout(config.run_dir("poisoned", 1)).sweep_run_file.read_text())
+    assert record["status"] == "diverged" and record["last_good_step"] == 2 and record["last_good_loss"] > 0
+    assert run_status(config, "poisoned", 1) == "diverged"
+    write_summary(config)
+    ranking = json.loads((config.output_dir / "sweep.json").read_text())["ranking"]
+    assert [row["variant"] for row in ranking] == ["fine", "poisoned"]  # never ranked first
+    assert ranking[1]["versus_best"].startswith("diverged (1 of 1 seeds: seed 1 after step 2 (loss ")
+    # Rerunning the sweep does not diverge it again unless asked.
+    lines.clear()
+    assert run_sweep(config, say=lines.append)[1] == ("poisoned", 1, "diverged")
+    assert "diverged earlier (last good step 2), skipped; --rerun poisoned" in lines[1]
+    lines.clear()
+    run_sweep(config, say=lines.append, rerun=["poisoned"])
+    assert "poisoned seed 1: training in" in lines[1]
+
+
+def test_an_edited_variant_stops_the_sweep_before_any_training(tmp_path, shakespeare_shards):
+    path = small_sweep(tmp_path, shakespeare_shards, {"a": {"max_lr": 3e-3}, "b": {}})
+    run_sweep(load_sweep(path), say=lambda line: None)
+    edited = yaml.safe_load(open(path))
+    edited["variants"]["a"] = {"max_lr": 1e-3}
+    open(path, "w").write(yaml.safe_dump(edited))
+    config, lines = load_sweep(path), []
+    with pytest.raises(ConfigError, match=r"variant\(s\) a changed since their runs were trained \(a: train.max_lr "
+                                          r"0.003 -> 0.001\).*--rerun a"):
+        run_sweep(config, say=lines.append)
+    assert lines == []  # nothing trained, nothing reported under the new settings
+    outcome = run_sweep(config, say=lines.append, rerun=["a"])
+    assert outcome == [("a", 1, "trained"), ("b", 1, "skipped")]
+    assert yaml.safe_load(RunLayout(config.run_dir("a", 1)).config_file.read_text())["train"]["max_lr"] == 1e-3
+
+
+def test_hostile_sweep_files_are_refused_before_anything_trains(tmp_path, shakespeare_shards):
+    with pytest.raises(ConfigError, match=r"variant name '../../x' is not a plain folder name"):
+        load_sweep(small_sweep(tmp_path, shakespeare_shards, {"../../x": {}}))
+    with pytest.raises(ConfigError, match=r"variant 'mine' sets \['seed'\], which the sweep sets"):
+        load_sweep(small_sweep(tmp_path, shakespeare_shards, {"mine": {"seed": 7}}))
+    with pytest.raises(ConfigError, match=r"variant 'bad': Invalid training arguments: max_lr must be positive"):
+        load_sweep(small_sweep(tmp_path, shakespeare_shards, {"good": {}, "bad": {"max_lr": -1.0}}))
+    with pytest.raises(ConfigError, match=r"seeds \[1, 1\] repeat a seed"):
+        load_sweep(write_sweep(tmp_path, shakespeare_shards, seeds=[1, 1]))
+    duplicated = tmp_path / "dup.yaml"
+    duplicated.write_text("base: base.yaml\nvariants:\n  a: {max_lr: 0.001}\n  a: {max_lr: 0.002}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'a' \(line 3 and line 4\)"):
+        load_sweep(duplicated)
+
+
+def test_ties_and_unreached_rankings_read_right():
+    from training.sweeps.summary import _compare_with_the_best, _rank_key
+
+    def row(name, equal, reached=False, best=None):
+        return {"variant": name, "reached": reached, "tokens_to_target": None, "val_loss_at_equal_tokens": equal,
+                "val_loss_at_equal_tokens_spread": None, "best_val_loss": best if best is not None else equal,
+                "diverged": []}
+
+    # Not reached by anyone: ranked and compared by the same quantity (no "worse by -0.05").
+    rows = sorted([row("a", 6.30, best=6.10), row("b", 6.25, best=6.20), row("c", 6.25)], key=_rank_key)
+    _compare_with_the_best(rows)
+    assert [r["variant"] for r in rows] == ["b", "c", "a"]
+    assert rows[1]["versus_best"] == "no difference (equal)"
+    assert rows[2]["versus_best"].startswith("worse by 0.05")
+
+
+def test_train_time_counts_every_step_when_only_some_are_logged():
+    import numpy as np
+
+    from training.sweeps.summary import train_seconds
+
+    class Logged:  # log_every 5: steps 1, 5, 10, ..., 100, each 200 ms
+        def series(self, tag):
+            steps = np.array([1.0] + list(range(5, 101, 5)))
+            return steps, np.full(len(steps), 200.0)
+
+    assert train_seconds(Logged()) == pytest.approx(20.0)

@@ -34,13 +34,30 @@ def build_parser(description: str | None = None) -> HfArgumentParser:
     return parser
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key repeated in one mapping is an error (plain YAML keeps the last value
+    silently, so a preset that sets ``max_lr`` twice would train with whichever came last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {seen[key]} and line {line}): the later value would "
+                    "silently win; keep one", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml_mapping(path: Path, kind: str, where_to_look: str, expected: str) -> dict:
     """A YAML file that must hold a mapping (a preset, a sweep file), with errors that name the file."""
     if not path.is_file():
         raise ConfigError(f"{kind} {path} does not exist; see {where_to_look}.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"{kind} {path} is not valid YAML: {error}") from error
     if not isinstance(raw, dict):
         raise ConfigError(f"{kind} {path} must {expected}.")

@@ -14,6 +14,10 @@ A run folder::
     <run>/checkpoints/step_0001000/       accelerator.save_state + model/ (a from_pretrained folder)
     <run>/checkpoints/abandoned/<branch>/ checkpoints (and final/) of a branch left behind by a rollback
     <run>/final/                          the final model (a from_pretrained folder)
+    <run>/changes.jsonl                   settings changed on resume (step, old -> new), one line per resume
+    <run>/interventions.jsonl             what the spike guard did (skips, rollbacks, stops), one line each
+    <run>/branch.json                     where a branched run (a cool-down) came from
+    <run>/.run.lock                       the live run that owns the folder (host, pid); removed when it ends
     <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
     <run>/data/download/                  a corpus downloaded because no --data was given
     <run>/analysis/                       plots and report of analyze_run.py
@@ -35,11 +39,17 @@ DATA_DIR = "data"
 PREPARED_SHARDS_SUBDIR = "shards"
 DOWNLOAD_SUBDIR = "download"
 ANALYSIS_DIR = "analysis"
+CHANGES_FILE = "changes.jsonl"
+INTERVENTIONS_FILE = "interventions.jsonl"
+BRANCH_FILE = "branch.json"
+LOCK_FILE = ".run.lock"
+SWEEP_RUN_FILE = "sweep_run.json"  # a sweep's record of one of its runs (e.g. diverged: its last good step and loss)
 COMPARISON_DIR = "comparison"
 
 # Inside a checkpoint folder and a model folder.
 CHECKPOINT_MODEL_SUBDIR = "model"
 TRAINING_STATE_FILE = "training_state.json"
+MANIFEST_FILE = "manifest.json"  # size and CRC32 of every file of a checkpoint, written last, checked on resume
 RUN_CONFIG_FILE = "run_config.yaml"
 
 _CHECKPOINT_NAME = re.compile(r"^step_(\d{7})$")
@@ -119,6 +129,37 @@ class RunLayout:
     def analysis_dir(self) -> Path:
         return self.root / ANALYSIS_DIR
 
+    @property
+    def changes_file(self) -> Path:
+        return self.root / CHANGES_FILE
+
+    @property
+    def interventions_file(self) -> Path:
+        return self.root / INTERVENTIONS_FILE
+
+    @property
+    def branch_file(self) -> Path:
+        return self.root / BRANCH_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def sweep_run_file(self) -> Path:
+        return self.root / SWEEP_RUN_FILE
+
+    def run_outputs(self) -> list[Path]:
+        """What a run wrote here that another run must not mix with (prepared data, a reusable cache, is not
+        listed)."""
+        candidates = [self.config_file, self.tensorboard_dir, self.final_dir, self.analysis_dir, self.changes_file,
+                      self.interventions_file, self.branch_file, self.reference_eval_file, self.sweep_run_file]
+        found = [p for p in candidates if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+        if self.checkpoints_dir.is_dir() and any(checkpoint_step(p.name) is not None or p.name == ABANDONED_DIR
+                                                 for p in self.checkpoints_dir.iterdir()):
+            found.append(self.checkpoints_dir)
+        return found
+
     def looks_like_run(self) -> bool:
         return self.config_file.exists() or self.tensorboard_dir.is_dir()
 
@@ -160,6 +201,9 @@ class Tags:
     RUN_GRAD_CLIP = "run/grad_clip"
     RUN_PARAMETERS = "run/parameters"
     RUN_VOCAB_SIZE = "run/vocab_size"
+    # written at the step where they happen
+    RUN_SETTINGS_CHANGED = "run/settings_changed"  # number of settings changed by hand on a resume
+    SPIKE_GUARD_ACTION = "spike_guard/action"  # 1 skip, 2 rollback, 3 stop (see INTERVENTIONS_FILE for the details)
 
     # evaluation
     VAL_LOSS = "val/loss"
@@ -191,3 +235,5 @@ class Tags:
     # text
     SAMPLES = "samples"
     CONFIG_TEXT = "config"
+    CHANGES_TEXT = "run/changes"  # what a resume changed (old -> new), at the resumed step
+    INTERVENTIONS_TEXT = "spike_guard/interventions"  # what the spike guard did

@@ -30,6 +30,7 @@ from .summaries import (
     weight_summary,
 )
 from .thresholds import (
+    CHANGE_SETTLE_STEPS,
     CLIPPING_DOMINANT,
     DECAY_DOMINANT,
     DEPTH_FLAT,
@@ -99,12 +100,25 @@ class RunSummary:
     weights: dict
     spikes: dict
     early_phase: dict
+    changes: list
+    interventions: list
+    branch: dict | None
 
     @cached_property  # read by several rules and the report; not a field, so asdict leaves it out
     def depth(self) -> dict:
         """The learning ratio and the raw gradient ratio per transformer block, with their trend over depth."""
         return {"learning": depth_summary(self.learning_ratio.get("per_parameter_median", {})),
                 "gradient": depth_summary(self.grad_ratio.get("per_parameter_median", {}))}
+
+    def explained(self, step: int) -> bool:
+        """Whether a spike at ``step`` is explained by something done to the run: settings changed by hand up to
+        CHANGE_SETTLE_STEPS steps before, or an update the spike guard skipped (stated in its own finding)."""
+        if any(0 <= step - c["step"] <= CHANGE_SETTLE_STEPS for c in self.changes):
+            return True
+        return any(r["action"] == "skip" and r["step"] == step for r in self.interventions)
+
+    def unexplained(self, steps: list[int]) -> list[int]:
+        return [x for x in steps if not self.explained(x)]
 
     def setting(self, section: str, name: str, default=None):
         return self.config.get(section, {}).get(name, default)
@@ -125,7 +139,8 @@ def summarize(run: Run) -> RunSummary:
                       grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
                       update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
                       grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
-                      spikes=spike_summary(run), early_phase=early_phase_summary(run))
+                      spikes=spike_summary(run), early_phase=early_phase_summary(run), changes=run.changes,
+                      interventions=run.interventions, branch=run.branch)
 
 
 # ----------------------------------------------------------------------------------------------- rules
@@ -199,7 +214,7 @@ def warmup_finding(s: RunSummary) -> Finding | None:
 
 def instability_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
     loss, ratio = s.loss, s.learning_ratio
-    spikes = [x for x in s.spikes["spike_steps"] if x > claimed_until]  # earlier ones belong to a warmup finding
+    spikes = s.unexplained([x for x in s.spikes["spike_steps"] if x > claimed_until])  # see the warmup finding
     reasons = []
     if loss["nonfinite_steps"]:
         reasons.append(f"{loss['nonfinite_steps']} steps with a non-finite loss")
@@ -392,7 +407,7 @@ def clipping_finding(s: RunSummary) -> Finding | None:
 
 def grad_spike_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
     every = s.grad_spikes.get("after_warmup", []) if s.grad_spikes else []
-    spikes = [x for x in every if x > claimed_until]  # earlier ones are stated by the warmup finding
+    spikes = s.unexplained([x for x in every if x > claimed_until])  # earlier ones: the warmup finding
     if not spikes:
         return None
     values = s.grad_spikes["values"]
@@ -466,11 +481,67 @@ def reference_finding(s: RunSummary) -> Finding | None:
 
 
 def loss_spike_finding(s: RunSummary, findings: list[Finding], claimed_until: int = 0) -> Finding | None:
-    spikes = [x for x in s.spikes["spike_steps"] if x > claimed_until]  # earlier ones: see the warmup finding
+    spikes = s.unexplained([x for x in s.spikes["spike_steps"] if x > claimed_until])  # see the warmup finding
     if not spikes or any(f.id == "lr_too_high" for f in findings):
         return None
     return Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
                    f"{listed([str(x) for x in spikes])} ({s.spikes['source']}).")
+
+
+def _value(value) -> str:
+    return fmt(value) if isinstance(value, float) else repr(value)
+
+
+def changes_finding(s: RunSummary) -> Finding | None:
+    """Settings changed by hand on resume: stated with their step, so no dynamics they caused is read as the
+    run's own (spikes within CHANGE_SETTLE_STEPS steps after them are not counted as instability)."""
+    resumes = [c for c in s.changes if c.get("changes") or c.get("schedule")]
+    if not resumes:
+        return None
+    parts = []
+    for change in resumes:
+        settings = ", ".join(f"{key} {_value(old)} -> {_value(new)}" for key, (old, new) in change["changes"].items())
+        lr = (f"; learning rate {fmt(change['lr_before'])} -> {fmt(change['lr_after'])}"
+              if change.get("lr_before") is not None and change.get("lr_before") != change.get("lr_after") else "")
+        schedule = f"; schedule {change['schedule']}" if change.get("schedule") else ""
+        parts.append(f"at step {change['step']}: {settings or 'no setting'}{lr}{schedule}")
+    return Finding("settings_changed", "info", "Settings changed by hand during the run",
+                   "; ".join(parts) + f". What follows each of these steps reflects the change, not the run's own "
+                   f"dynamics: loss or gradient spikes within {CHANGE_SETTLE_STEPS} steps after it are not counted "
+                   "as instability.")
+
+
+def spike_guard_finding(s: RunSummary) -> Finding | None:
+    """What the spike guard did: skipped updates, rollbacks (with the data skipped), a stop."""
+    records = s.interventions
+    if not records:
+        return None
+    skips = [r["step"] for r in records if r["action"] == "skip"]
+    rollbacks = [r for r in records if r["action"] == "rollback"]
+    stops = [r for r in records if r["action"] == "stop"]
+    parts = [f"{len(skips)} update(s) skipped (steps {listed([str(x) for x in skips], limit=12)})"] if skips else []
+    parts += [f"at step {r['step']} rolled back to step {r['to_step']} ({r['reason']}), data resumed at step "
+              f"{r['data_resumes_at_step']}" for r in rollbacks]
+    parts += [f"stopped at step {r['step']}: {r['reason']}" for r in stops]
+    severity = "problem" if stops else "warning" if rollbacks else "info"
+    title = ("Spike guard stopped the run" if stops else "Spike guard rolled back past a spike" if rollbacks
+             else "Spike guard skipped spiking updates")
+    advice = ("The cause survived fresh data and an earlier state: lower --max_lr or lengthen --warmup_steps."
+              if stops else "Look at the data around the first spiking step; repeated rollbacks point to the "
+              "learning rate, not the data." if rollbacks else "")
+    return Finding("spike_guard", severity, title, "; ".join(parts) + " (interventions.jsonl holds every record; a "
+                   "rollback's abandoned steps are not in the curves).", advice)
+
+
+def branch_finding(s: RunSummary) -> Finding | None:
+    branch = s.branch
+    if not branch:
+        return None
+    cooldown = branch.get("cooldown")
+    what = (f"a cool-down of {cooldown['steps']} steps from step {cooldown['step']}" if cooldown else "a branch")
+    return Finding("branched_from", "info", "A branch of another run",
+                   f"this run is {what} of {branch['parent_run']} (checkpoint {branch['checkpoint']}); its curves up "
+                   f"to step {branch['step']} are the parent's.")
 
 
 def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
@@ -491,6 +562,7 @@ def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
 
 def diagnose(summary: RunSummary) -> list[Finding]:
     findings = [init_finding(summary)]
+    findings += [f for f in (branch_finding(summary), changes_finding(summary), spike_guard_finding(summary)) if f]
     too_short = too_short_finding(summary)
     if too_short:
         return findings + [too_short]

@@ -120,6 +120,9 @@ class Run:
     reference_loss: float | None = None
     reference_source: str | None = None
     dataset_tokens: int | None = None
+    changes: list[dict] = field(default_factory=list)  # settings changed by hand on resume (changes.jsonl)
+    interventions: list[dict] = field(default_factory=list)  # what the spike guard did (interventions.jsonl)
+    branch: dict | None = None  # where a branched run (a cool-down) came from (branch.json)
 
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         data = self.scalars.get(tag, {})
@@ -167,8 +170,17 @@ def load_run(run_dir: str | Path, reference_loss: float | None = None, reference
     if not event_files(run_dir):
         raise FileNotFoundError(f"{run_dir} holds no TensorBoard event files (expected {layout.tensorboard_dir}/).")
     scalars = read_run_scalars(run_dir)
+    branch = _read_json(layout.branch_file)
+    if branch:
+        scalars = with_parent_history(scalars, branch)
+    if not scalars.get(Tags.TRAIN_LOSS):
+        raise RunReadError(f"{run_dir}: its event files ({', '.join(p.name for p in event_files(run_dir)[:3])}) hold "
+                           "no training loss: the run stopped before its first logged step, or the files are empty "
+                           "or damaged. Nothing to analyse.")
     config = yaml.safe_load(layout.config_file.read_text()) if layout.config_file.exists() else {}
-    run = Run(name=run_dir.name, run_dir=run_dir, scalars=scalars, config=config, dataset_tokens=dataset_tokens)
+    run = Run(name=run_dir.name, run_dir=run_dir, scalars=scalars, config=config, dataset_tokens=dataset_tokens,
+              changes=read_jsonl(layout.changes_file), interventions=read_jsonl(layout.interventions_file),
+              branch=branch)
     if reference_loss is not None:
         run.reference_loss, run.reference_source = reference_loss, "given (--reference_loss)"
     elif reference_eval is not None or layout.reference_eval_file.exists():
@@ -181,6 +193,45 @@ def load_run(run_dir: str | Path, reference_loss: float | None = None, reference
     if run.dataset_tokens is None:
         run.dataset_tokens = _dataset_tokens(config)
     return run
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunReadError(f"{path} is not valid JSON ({error}).") from error
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """A record file of the run (one JSON object per line); a line cut short by a crash is left out."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def with_parent_history(scalars: dict, branch: dict, depth: int = 0) -> dict:
+    """A branch's scalars preceded by its parent's up to the branch point, so its curves (and the analysis) show
+    the whole history of the weights it trained (a cool-down starts where its parent was)."""
+    parent, step = Path(branch.get("parent_run", "")), int(branch.get("step", 0))
+    if depth > 8 or not parent.is_dir() or not event_files(parent):
+        return scalars
+    history = read_run_scalars(parent)
+    grandparent = _read_json(RunLayout(parent).branch_file)
+    if grandparent:
+        history = with_parent_history(history, grandparent, depth + 1)
+    merged = {}
+    for tag in set(history) | set(scalars):
+        earlier = {s: v for s, v in history.get(tag, {}).items() if 0 < s <= step}
+        merged[tag] = dict(sorted({**earlier, **scalars.get(tag, {})}.items()))
+    return merged
 
 
 class RunReadError(ValueError):

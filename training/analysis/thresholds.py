@@ -32,6 +32,11 @@ JUMP_GRAD_FACTOR = 5.0
 # of its peak learning rate or more: otherwise the decaying schedule, not the end of the early phase, calmed it.
 WARMUP_LATER_LR = 0.8
 
+# ----------------------------------------------------------------------------------------------- acting on a run
+# Steps after a setting changed by hand (a resume with another --max_lr...) whose loss jumps and spikes are the
+# change's doing, not the run's: they are not counted as the run's instability.
+CHANGE_SETTLE_STEPS = 10
+
 # ----------------------------------------------------------------------------------------------- update ratios
 RATIO_TARGET = 1e-3  # usual healthy per-step update/weight ratio under AdamW (an order of magnitude)
 FAR_BELOW = RATIO_TARGET / 10  # a decade below: the matrix barely moves

@@ -128,12 +128,32 @@ class DistributedTokenLoader:
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         start = self.stream.advance(self.cursor, self.rank * self.B * self.T)
-        tokens = torch.from_numpy(self.stream.read(start, self.B * self.T + 1))
+        tokens = self.stream.read(start, self.B * self.T + 1)
+        self._check_ids(tokens, start)
+        tokens = torch.from_numpy(tokens)
         x = tokens[:-1].view(self.B, self.T)  # (B, T) inputs
         y = tokens[1:].view(self.B, self.T)  # (B, T) next-token targets
         self.cursor = self.stream.advance(self.cursor, self.tokens_per_step)
         self.batches_yielded += 1
         return x, y
+
+    def skip_tokens(self, count: int) -> None:
+        """Move the stream's position ``count`` tokens forward (all ranks alike): data that is never read (the
+        batches that followed a loss spike, after a rollback)."""
+        self.cursor = self.stream.advance(self.cursor, count)
+
+    def _check_ids(self, tokens: np.ndarray, start: Cursor) -> None:
+        """Every batch is checked against the vocabulary before it reaches the model (a few microseconds): an id
+        past the embedding table would be an IndexError on CPU and a device-side assert on a GPU, far from its
+        cause. The start-up check trusts what preparation recorded about unchanged shards; this one trusts nothing."""
+        vocab = self.stream.vocab_size
+        if vocab is None or int(tokens.max()) < vocab:
+            return
+        shard = self.stream.paths[self.stream.shard_order(start.epoch)[start.pos]]
+        raise ShardError(f"Token id {int(tokens.max())} >= the model's vocab_size {vocab} in the batch read from "
+                         f"{shard} (from token {start.offset:,}, epoch {start.epoch}): the shard holds ids the model "
+                         "cannot embed (damaged, or made with another tokenizer). Re-prepare it, or raise "
+                         "--vocab_size.")
 
     def state_dict(self) -> dict:
         return {"epoch": self.cursor.epoch, "pos": self.cursor.pos, "offset": self.cursor.offset,

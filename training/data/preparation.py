@@ -7,6 +7,7 @@ document that straddles the boundary, so a re-run continues exactly where the la
 produces byte-identical shards.
 """
 
+import hashlib
 import json
 import os
 import warnings
@@ -25,6 +26,7 @@ from .download import hub_unreachable_reason
 from .shards import (
     META_VERSION,
     SHARD_DTYPE,
+    file_stamp,
     make_writable_dir,
     read_meta,
     shard_filename,
@@ -315,7 +317,8 @@ class ShardWriter:
         write_shard_atomic(self.out / name, self.buffer[: self.filled])
         # The largest id is recorded so that a run can check every shard against its vocabulary at start-up.
         self.meta["shards"].append({"file": name, "split": split, "tokens": int(self.filled),
-                                    "max_token_id": int(self.buffer[: self.filled].max())})
+                                    "max_token_id": int(self.buffer[: self.filled].max()),
+                                    "stamp": file_stamp(self.out / name)})
         self.index += 1
         self.meta["progress"] = {"shard_index": self.index, "documents": documents, "doc_offset": doc_offset,
                                  "tokens": self.total}
@@ -332,23 +335,59 @@ def check_output_dir(path: str | os.PathLike) -> Path:
                           "--output_dir or fix its permissions.") from error
 
 
-def _fresh_meta(config: PrepareConfig) -> dict:
+def input_fingerprints(config: PrepareConfig) -> list[dict]:
+    """What identifies the local input files: path, size and a BLAKE2 digest of the contents (a copy of the same
+    corpus matches; an edited one does not, even with the same size). Empty for a Hub dataset (named by id,
+    configuration and split in ``source``)."""
+    if not config.files:
+        return []
+    prints = []
+    for path in _expand_files(config.files):
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+        prints.append({"path": str(path.resolve()), "bytes": path.stat().st_size, "blake2b": digest.hexdigest()})
+    return prints
+
+
+def _fresh_meta(config: PrepareConfig, inputs: list[dict]) -> dict:
     return {"version": META_VERSION, "complete": False, "tokenizer": tokenizer_info(), "source": config.source(),
-            "layout": config.layout(), "dtype": "uint16", "shards": [], "documents": 0, "skipped_lines": 0,
-            "progress": {"shard_index": 0, "documents": 0, "doc_offset": 0, "tokens": 0}}
+            "inputs": inputs, "layout": config.layout(), "dtype": "uint16", "shards": [], "documents": 0,
+            "skipped_lines": 0, "progress": {"shard_index": 0, "documents": 0, "doc_offset": 0, "tokens": 0}}
+
+
+def _changed_inputs(recorded: list[dict], current: list[dict]) -> list[str]:
+    before = {item["path"]: item for item in recorded}
+    now = {item["path"]: item for item in current}
+    changes = [f"{path} (new)" for path in now if path not in before]
+    changes += [f"{path} (gone)" for path in before if path not in now]
+    changes += [f"{path} ({before[path]['bytes']:,} -> {now[path]['bytes']:,} bytes)" if
+                before[path]["bytes"] != now[path]["bytes"] else f"{path} (contents changed)"
+                for path in now if path in before and before[path] != now[path]]
+    return changes
 
 
 def _resume_meta(config: PrepareConfig, out: Path) -> dict:
+    inputs = input_fingerprints(config)
     meta = read_meta(out)
     if meta is None:
         if any(out.glob(f"{config.name}_*.npy")):
             raise CorpusError(f"{out} holds shards but no meta.json; use an empty --output_dir.")
-        return _fresh_meta(config)
+        return _fresh_meta(config, inputs)
     if meta.get("source") != config.source() or meta.get("layout") != config.layout():
         raise CorpusError(
             f"{out} holds shards prepared from another source or with other settings "
             f"(source {meta.get('source')}, layout {meta.get('layout')}); choose another --output_dir or delete it."
         )
+    # Shards of an older version record no fingerprints: nothing to compare.
+    changed = _changed_inputs(meta["inputs"], inputs) if "inputs" in meta else []
+    if changed:
+        state = "were prepared" if meta.get("complete") else "are being prepared (interrupted)"
+        raise CorpusError(
+            f"The shards in {out} {state} from input that has changed since: {'; '.join(changed[:5])}"
+            f"{' ...' if len(changed) > 5 else ''}. Continuing would mix old and new text. Delete {out} (or choose "
+            "another --output_dir) to prepare the new input, or restore the old files.")
     return meta
 
 

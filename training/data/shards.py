@@ -5,7 +5,6 @@ The layout is build-nanogpt's, so its loader reads our shards and ours reads its
 ``.npy`` array in which every document starts with the EOT token (50256).
 """
 
-import errno
 import json
 import os
 import re
@@ -13,6 +12,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+from ..storage import out_of_space, space_reason
 
 SHARD_DTYPE = np.uint16
 META_FILE = "meta.json"
@@ -38,11 +39,11 @@ def write_shard_atomic(path: str | os.PathLike, tokens: np.ndarray) -> None:
             np.save(handle, np.ascontiguousarray(tokens, dtype=SHARD_DTYPE))
             handle.flush()
             os.fsync(handle.fileno())
-    except OSError as error:
+    except (OSError, ValueError, RuntimeError) as error:
         tmp.unlink(missing_ok=True)
-        if error.errno == errno.ENOSPC:
+        if out_of_space(error):
             free = shutil.disk_usage(path.parent).free
-            raise ShardError(f"No space left on the device while writing {path}: a shard needs "
+            raise ShardError(f"No space left while writing {path} ({space_reason(error)}): a shard needs "
                              f"{2 * len(tokens) / 1e6:,.1f} MB and {free / 1e6:,.1f} MB are free. Free space, then "
                              "re-run the same command: it resumes after the last complete shard.") from error
         raise
@@ -117,13 +118,23 @@ def read_meta(data_dir: str | os.PathLike) -> dict | None:
     return meta
 
 
+def file_stamp(path: str | os.PathLike) -> dict:
+    """Size and modification time of a file: recorded beside a shard's largest token id, so a shard changed after
+    preparation (edited, replaced, copied over) is noticed and read again instead of trusted."""
+    stat = Path(path).stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def largest_token_ids(paths: list[Path]) -> dict[Path, int]:
-    """The largest token id of every shard: from ``meta.json`` where preparation recorded it, else read from the
-    shard (one pass over its tokens)."""
+    """The largest token id of every shard: from ``meta.json`` where preparation recorded it and the file is still
+    the one it recorded (same size and modification time), else read from the shard (one pass over its tokens)."""
     recorded = {}
     for folder in {p.parent for p in paths}:
         meta = read_meta(folder) or {}
-        recorded.update({folder / s["file"]: s["max_token_id"] for s in meta.get("shards", []) if "max_token_id" in s})
+        for shard in meta.get("shards", []):
+            path = folder / shard["file"]
+            if "max_token_id" in shard and path.exists() and shard.get("stamp") == file_stamp(path):
+                recorded[path] = shard["max_token_id"]
     return {p: recorded[p] if p in recorded else int(open_shard(p).max()) for p in paths}
 
 

@@ -17,7 +17,7 @@ from huggingface_hub import HfApi
 from transformers import TrainerCallback
 
 from ..layout import RunLayout, checkpoint_name
-from .upload import HubError, push_folder, require_token
+from .upload import HubError, check_repo_id, push_folder, require_token
 
 
 class HubPushCallback(TrainerCallback):
@@ -27,7 +27,8 @@ class HubPushCallback(TrainerCallback):
     def __init__(self, repo_id: str, push_checkpoints: bool = False, private: bool = False,
                  api: HfApi | None = None, token: str | None = None):
         self.repo_id, self.push_checkpoints, self.private, self.api = repo_id, push_checkpoints, private, api
-        self.token = require_token(token)  # fail before any training is done
+        check_repo_id(repo_id)  # fail before any training is done
+        self.token = require_token(token)
         self.futures: dict[int, tuple[object, Path]] = {}  # step -> (upload future, its staging folder)
         self.failed_steps: list[int] = []
 

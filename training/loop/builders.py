@@ -47,13 +47,16 @@ def enable_tf32(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+# The architecture fields of ModelArguments and the GPTConfig attribute each one sets.
+ARCHITECTURE = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "vocab_size": "vocab_size",
+                "bias": "bias"}
+
+
 def build_model(config: RunConfig) -> GPTForCausalLM:
     model_args, train = config.model, config.train
     if model_args.init_from:
         model = load_initial_weights(model_args.init_from)
-        if model.config.n_positions < train.seq_len:
-            raise ConfigError(f"--init_from {model_args.init_from} has a context of {model.config.n_positions} "
-                              f"tokens, shorter than seq_len={train.seq_len}.")
+        check_initial_architecture(model, config)
     else:
         model = GPTForCausalLM(GPTConfig(
             vocab_size=model_args.vocab_size, n_positions=train.seq_len, n_embd=model_args.n_embd,
@@ -80,6 +83,23 @@ def load_initial_weights(source: str) -> GPTForCausalLM:
     if config.model_type == GPTConfig.model_type:
         return GPTForCausalLM.from_pretrained(source)
     return from_gpt2(source)
+
+
+def check_initial_architecture(model: GPTForCausalLM, config: RunConfig) -> None:
+    """``--init_from`` weights define the architecture: the run's model settings must describe the same network
+    (otherwise config.yaml would record one model while another is trained)."""
+    source, model_args = config.model.init_from, config.model
+    differences = [f"--{name} {getattr(model_args, name)!r} (the weights have {getattr(model.config, attribute)!r})"
+                   for name, attribute in ARCHITECTURE.items()
+                   if getattr(model_args, name) != getattr(model.config, attribute)]
+    if differences:
+        fix = " ".join(f"--{name} {getattr(model.config, attribute)}" for name, attribute in ARCHITECTURE.items())
+        raise ConfigError(f"--init_from {source}: the model settings differ from the weights: {'; '.join(differences)}."
+                          f" The weights define the architecture; pass their settings ({fix}), or drop --init_from to "
+                          "train a new model of this shape.")
+    if model.config.n_positions < config.train.seq_len:
+        raise ConfigError(f"--init_from {source} has a context of {model.config.n_positions} tokens, shorter than "
+                          f"seq_len={config.train.seq_len}.")
 
 
 def check_tokenizer_fits(model: GPTForCausalLM, tokenizer_vocab_size: int) -> None:
@@ -132,6 +152,57 @@ def build_data(config: RunConfig, accelerator: Accelerator, vocab_size: int):
     return loader, val_set
 
 
+# ----------------------------------------------------------------------------------------------- start-up checks
+def check_run_settings(args, model, tokenizer, val_set, hellaswag, say=print) -> None:
+    """Every setting that an optional step (evaluation, HellaSwag, sampling) uses is checked now, before any
+    training: a bad one must not surface hours later, at the end of the run, before the final save."""
+    context = model.config.n_positions
+    if args.warmup_steps > args.max_steps:
+        say(f"Note: --warmup_steps {args.warmup_steps} is longer than --max_steps {args.max_steps}: the learning rate "
+            f"never reaches --max_lr {args.max_lr:g} (it ends at {args.max_lr * args.max_steps / args.warmup_steps:.3g})."
+            " Shorten the warmup for a real run.")
+    if args.sample_every > 0:
+        prompt_tokens = len(tokenizer.encode(args.sample_prompt))
+        if prompt_tokens == 0:
+            raise ConfigError("--sample_prompt is empty; give a prompt or set --sample_every 0.")
+        if prompt_tokens + args.sample_tokens > context:
+            raise ConfigError(
+                f"Samples need {prompt_tokens} prompt tokens + --sample_tokens {args.sample_tokens} = "
+                f"{prompt_tokens + args.sample_tokens} positions, more than the model's context of {context} "
+                f"(--seq_len); lower --sample_tokens to at most {max(0, context - prompt_tokens)}, shorten "
+                "--sample_prompt, or set --sample_every 0.")
+    if args.eval_every > 0:
+        if val_set is None:
+            raise ConfigError("--eval_every is set but there is no validation data; set --eval_every 0.")
+        usable = val_set.num_tokens(args.seq_len, args.eval_tokens)
+        if usable == 0:
+            raise ConfigError(
+                f"The validation data ({val_set.paths[0]}) has {len(val_set.tokens)} tokens, fewer than "
+                f"seq_len + 1 = {args.seq_len + 1}: prepare a larger validation shard (--val_tokens), lower "
+                "--seq_len, or set --eval_every 0.")
+        if usable < (args.eval_tokens // args.seq_len) * args.seq_len:
+            say(f"Note: --eval_tokens {args.eval_tokens:,} asks for more validation tokens than there are: every "
+                f"evaluation uses all {usable:,} usable tokens of {val_set.paths[0].parent}.")
+    if args.hellaswag_every > 0:
+        hellaswag.examples()  # loads (or downloads) and validates the file now
+
+
+def announce_data_passes(train_loader, max_steps: int, tokens_per_step: int, say=print) -> None:
+    """Say so when the run will read its training data more than once (a small corpus, a long run)."""
+    stream = getattr(train_loader, "stream", None)
+    if stream is None:
+        return
+    dataset_tokens, needed = sum(stream.lengths), max_steps * tokens_per_step
+    if needed > dataset_tokens:
+        shuffled = "reshuffled each epoch" if stream.shuffle else "in the same order each epoch (--shuffle)"
+        say(f"Note: {max_steps:,} steps x {tokens_per_step:,} tokens = {needed:,} tokens from {dataset_tokens:,} "
+            f"training tokens: the data is read {needed / dataset_tokens:.2f} times, {shuffled}; after the first "
+            "epoch the training loss partly measures memorisation: judge the run by the validation loss.")
+
+
+NEEDS_EVALUATION = ("early_stopping",)
+
+
 def build_callbacks(config: RunConfig, extra=None) -> list:
     """The flow callback first (the schedule), then the configured ones by name, then the caller's objects, then
     the Hub push. Cadences come from the logging arguments at construction (``every``), unless a spec sets its
@@ -139,6 +210,9 @@ def build_callbacks(config: RunConfig, extra=None) -> list:
     callbacks = [FlowCallback(log_every=config.logging.log_every)]
     for spec in config.train.callbacks:
         name, _ = parse_callback_spec(spec)
+        if name in NEEDS_EVALUATION and config.train.eval_every == 0:
+            raise ConfigError(f"Callback {name!r} acts on the validation loss, but evaluation is off (--eval_every 0): "
+                              "set --eval_every N, or drop the callback.")
         cadence = config.logging.histogram_every if name == "histograms" else config.logging.diagnostics_every
         callbacks.append(build_callback(spec, {"every": cadence}))
     callbacks += list(extra or [])

@@ -18,11 +18,14 @@ Differences from the HF Trainer, for callbacks written against it:
 - ``on_evaluate`` metrics use HF names (``eval_loss``, ``eval_perplexity``); ``state.best_metric`` is the best
   validation loss, updated after ``on_evaluate`` as in HF.
 - ``model`` is the unwrapped, uncompiled model.
-- Extra control flags: ``should_sample``, ``should_run_hellaswag``, ``should_skip_update``.
+- Extra control fields: ``should_sample``, ``should_run_hellaswag``, ``should_skip_update``, ``stop_error`` (a
+  policy's reason to stop, raised by the loop) and ``rollback`` (the spike guard's request to go back to a
+  checkpoint).
 """
 
 import importlib
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -68,12 +71,17 @@ class GPTTrainerControl(TrainerControl):
     should_sample: bool = False
     should_run_hellaswag: bool = False
     should_skip_update: bool = False
+    # A policy that stops the run puts its error here (a ``policies.RunStopped``); the loop raises it.
+    stop_error: Exception | None = None
+    # The spike guard asks the loop to roll back: {"checkpoint": path, "skip_steps": n, "reason": str}.
+    rollback: dict | None = None
 
     def _new_step(self):
         super()._new_step()
         self.should_sample = False
         self.should_run_hellaswag = False
         self.should_skip_update = False
+        self.rollback = None
 
 
 class FlowCallback(DefaultFlowCallback):
@@ -189,6 +197,7 @@ def build_callback(spec, defaults: dict | None = None) -> TrainerCallback:
     name, kwargs = parse_callback_spec(spec)
     cls = resolve_callback_class(name)
     accepted = _accepted_arguments(cls)
+    _check_argument_types(name, cls, kwargs)
     for key, value in (defaults or {}).items():
         if key in accepted:
             kwargs.setdefault(key, value)
@@ -196,6 +205,23 @@ def build_callback(spec, defaults: dict | None = None) -> TrainerCallback:
         return cls(**kwargs)
     except TypeError as error:
         raise ValueError(f"Callback {name!r} does not accept {kwargs}: {error}") from error
+
+
+def _check_argument_types(name: str, cls: type, kwargs: dict) -> None:
+    """Options given as text (``spike_detector:z_threshold=abc``) against the annotated types of the callback's
+    constructor, so a typo fails now rather than as a TypeError in the middle of training."""
+    from .arguments import coerce_value
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations of a user's class: nothing to check against
+        return
+    for key, value in list(kwargs.items()):
+        if key in hints and hints[key] in (int, float, bool, str):
+            coerced, problem = coerce_value(key, value, hints[key])
+            if problem:
+                raise ValueError(f"Callback {name!r}: {problem}.")
+            kwargs[key] = coerced
 
 
 def _accepted_arguments(cls: type) -> set[str]:

@@ -1,11 +1,13 @@
-"""Checkpoint folders: written atomically, newest K of the current branch kept, found again for
-``--resume_from_checkpoint latest``.
+"""Checkpoints: saving a run (every process), resuming it, rolling it back, and the folders they live in.
 
 A checkpoint is ``<output_dir>/checkpoints/step_0001000/`` holding ``accelerator.save_state`` (model, optimizer,
-RNG of every process, and the registered scheduler / data loader / trainer progress) plus ``model/``, a
-``save_pretrained`` folder that ``AutoModelForCausalLM.from_pretrained`` loads. Every folder (checkpoints and
-``final/``) is written under a temporary name, its files are fsynced, and only then is it renamed into place, so
-a crash (or a full disk) during a save leaves the previous folders as they were.
+RNG of every process, and the registered scheduler / data loader / trainer progress), ``model/`` (a
+``save_pretrained`` folder that ``AutoModelForCausalLM.from_pretrained`` loads) and ``manifest.json`` (size and
+CRC32 of every file, written last). Every folder (checkpoints and ``final/``) is written under a temporary name,
+its files are fsynced, and only then is it renamed into place, so a crash (or a full disk) during a save leaves
+the previous folders as they were. On resume the manifest is checked first: a damaged file of any kind (weights,
+optimizer, RNG states, which Accelerate would otherwise load or silently skip) is named, with the newest intact
+checkpoint to use instead.
 
 Branches: resuming from a checkpoint older than the newest one rolls the run back. The checkpoints after it
 belong to the abandoned branch: they are moved to ``checkpoints/abandoned/<branch>/`` (never deleted, never
@@ -13,36 +15,73 @@ chosen by ``latest``), so the checkpoints left in ``checkpoints/`` are one histo
 in which they were committed, and pruning (``keep_last``) removes the oldest of that history only.
 """
 
-import errno
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import yaml
+from transformers.utils import logging as hf_logging
+
+from modeling.tokenization import save_hf_tokenizer
 
 from ..layout import (
     ABANDONED_DIR,
     CHECKPOINT_MODEL_SUBDIR,
+    MANIFEST_FILE,
     RUN_CONFIG_FILE,
+    TRAINING_STATE_FILE,
+    RunLayout,
     checkpoint_name,
     checkpoint_step,
     is_temporary,
     previous_name,
     temporary_name,
 )
+from ..storage import file_crc32, out_of_space, space_reason
 from .arguments import ConfigError, RunConfig
+from .distributed import full_state_dict, is_sharded
 
 # Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
-RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias"), "train": ("seq_len", "optimizer")}
+RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias"),
+                "train": ("seq_len", "optimizer")}
 
 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written (e.g. the disk is full); the message names the path and what to do."""
 
 
+class _SharedTensorNotice(logging.Filter):
+    """Accelerate warns "Removed shared tensor {'lm_head.weight'}" at every save: that is the tied head, saved
+    once by design, and the warning would otherwise repeat at every checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_SharedTensorNotice())
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """transformers' "Writing model shards" bar would cut through the training bar."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 class CheckpointManager:
+    """The checkpoint folders of one run: names, the newest, pruning, branches."""
+
     def __init__(self, directory: str | Path, keep_last: int = 0):
         self.directory = Path(directory)
         self.keep_last = keep_last
@@ -69,6 +108,11 @@ class CheckpointManager:
         checkpoints = self.checkpoints()
         return checkpoints[-1] if checkpoints else None
 
+    def latest_before(self, step: int) -> Path | None:
+        """The newest checkpoint at or before ``step`` (where a rollback can go)."""
+        older = [p for p in self.checkpoints() if checkpoint_step(p.name) <= step]
+        return older[-1] if older else None
+
     def remove_incomplete(self) -> None:
         """Left-overs of a save that was interrupted."""
         if self.directory.is_dir():
@@ -92,7 +136,11 @@ class CheckpointManager:
         if not newer:
             return None
         branch = self.abandoned_dir / f"after_{checkpoint_name(step)}_{time.strftime('%Y%m%d-%H%M%S')}"
-        branch.mkdir(parents=True, exist_ok=False)
+        suffix = 1
+        while branch.exists():  # two rollbacks within one second (the spike guard)
+            branch = branch.with_name(f"{branch.name.split('.')[0]}.{suffix}")
+            suffix += 1
+        branch.mkdir(parents=True)
         for path in newer:
             path.rename(branch / path.name)
         return branch
@@ -112,13 +160,18 @@ class CheckpointManager:
 
 
 # ----------------------------------------------------------------------------------------------- resume checks
+def saved_run_config(checkpoint: Path) -> dict:
+    """The configuration a checkpoint was written under (``model/run_config.yaml``), or {} for old checkpoints."""
+    saved_file = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
+    if not saved_file.exists():
+        return {}
+    return yaml.safe_load(saved_file.read_text()) or {}
+
+
 def check_resume_compatible(checkpoint: Path, config: RunConfig) -> None:
     """Refuse, naming every difference, to resume a checkpoint under a different architecture or context length
     (its weights or positions would not fit); other settings (learning rate, steps, batch layout) may change."""
-    saved_file = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
-    if not saved_file.exists():
-        return
-    saved, current = yaml.safe_load(saved_file.read_text()) or {}, config.to_dict()
+    saved, current = saved_run_config(checkpoint), config.to_dict()
     differences = [f"{section}.{name}: checkpoint {saved[section][name]!r}, now {current[section][name]!r}"
                    for section, names in RESUME_FIXED.items() for name in names
                    if name in saved.get(section, {}) and saved[section][name] != current[section][name]]
@@ -128,24 +181,62 @@ def check_resume_compatible(checkpoint: Path, config: RunConfig) -> None:
                           "start from its weights).")
 
 
-def damaged_files(checkpoint: Path) -> list[Path]:
-    """Weight files of a checkpoint that cannot be read in full (truncated or corrupt)."""
+# ----------------------------------------------------------------------------------------------- integrity
+def write_manifest(folder: Path) -> None:
+    """Size and CRC32 of every file in ``folder``, written last (a folder with a manifest is complete)."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
+        files[str(path.relative_to(folder))] = {"bytes": path.stat().st_size, "crc32": file_crc32(path)}
+    write_json(folder / MANIFEST_FILE, {"files": files})
+
+
+def manifest_problems(folder: Path) -> list[str] | None:
+    """What differs from the folder's manifest (missing, resized or changed files); None without a manifest."""
+    manifest = folder / MANIFEST_FILE
+    if not manifest.exists():
+        return None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return [f"{manifest} (unreadable)"]
+    problems = []
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path} (missing)")
+        elif path.stat().st_size != expected["bytes"]:
+            problems.append(f"{path} ({path.stat().st_size:,} bytes, written as {expected['bytes']:,})")
+        elif file_crc32(path) != expected["crc32"]:
+            problems.append(f"{path} (contents changed since it was written)")
+    return problems
+
+
+def _legacy_problems(checkpoint: Path) -> list[str]:
+    """Without a manifest (checkpoints of older versions): every file that cannot be read in full."""
     from safetensors.torch import load_file
 
-    damaged = []
-    for path in sorted(checkpoint.rglob("*.safetensors")):
+    problems = []
+    for path in sorted(checkpoint.rglob("*")):
+        if not path.is_file() or path.suffix not in (".safetensors", ".pkl", ".bin", ".pt"):
+            continue
         try:
-            load_file(str(path))
-        except Exception:  # noqa: BLE001 - safetensors raises its own error types for every kind of damage
-            damaged.append(path)
-    return damaged
+            load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=False)
+        except Exception:  # noqa: BLE001 - safetensors, pickle and zip raise their own types for every kind of damage
+            problems.append(str(path))
+    return problems
 
 
-def describe_unloadable(checkpoint: Path, error: BaseException, manager: "CheckpointManager") -> str:
+def damaged_files(checkpoint: Path) -> list[str]:
+    """Files of a checkpoint that are missing, truncated or corrupt (by its manifest, else by reading them)."""
+    problems = manifest_problems(checkpoint)
+    return _legacy_problems(checkpoint) if problems is None else problems
+
+
+def describe_unloadable(checkpoint: Path, error: BaseException | None, manager: CheckpointManager,
+                        damaged: list[str] | None = None) -> str:
     """Why a checkpoint could not be loaded, and the newest intact one to resume from instead."""
-    damaged = damaged_files(checkpoint)
-    what = f"damaged file(s): {', '.join(str(p) for p in damaged)}" if damaged else \
-        f"{type(error).__name__}: {error}"
+    damaged = damaged_files(checkpoint) if damaged is None else damaged
+    what = f"damaged file(s): {', '.join(damaged)}" if damaged else f"{type(error).__name__}: {error}"
     older = [p for p in reversed(manager.checkpoints()) if p != checkpoint and not damaged_files(p)]
     advice = (f"The newest intact checkpoint is {older[0]}: resume with --resume_from_checkpoint {older[0]}."
               if older else "No other intact checkpoint was found.")
@@ -156,16 +247,18 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
-def raise_if_disk_full(error: OSError, path: Path, needed_bytes: int, latest: Path | None) -> None:
-    """Turn ENOSPC into a message with the path, the space a save needs and the space free."""
-    if error.errno != errno.ENOSPC:
-        return
+def space_error(error: BaseException, path: Path, needed_bytes: int, resume_from: Path | None) \
+        -> CheckpointSaveError | None:
+    """A clear error for a save that ran out of space (any of the forms ``storage.out_of_space`` knows), naming
+    the path, the space a save needs and the space free; None for other errors."""
+    if not out_of_space(error):
+        return None
     free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
-    where = f"resume from {latest}" if latest else "restart"
-    raise CheckpointSaveError(
-        errno.ENOSPC, f"No space left on the device while writing {path}: a checkpoint of this run takes about "
-        f"{needed_bytes / 1e6:,.0f} MB and {free / 1e6:,.0f} MB are free. Free space (or lower --keep_last, or "
-        f"move --output_dir), then {where}.") from error
+    where = f"resume from {resume_from}" if resume_from else "restart"
+    return CheckpointSaveError(
+        f"No space left while writing {path} ({space_reason(error)}): a checkpoint of this run takes about "
+        f"{needed_bytes / 1e6:,.0f} MB and {free / 1e6:,.0f} MB are free. Free space (or lower --keep_last, or move "
+        f"--output_dir), then {where}.")
 
 
 # ----------------------------------------------------------------------------------------------- atomic folders
@@ -219,3 +312,131 @@ def recover_folder(target: Path) -> None:
 
 def write_json(path: str | Path, payload: dict) -> None:
     Path(path).write_text(json.dumps(payload, indent=2, default=float) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """One line appended and flushed to disk (records of changes and interventions)."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record, default=float) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------- save / resume
+class Checkpointer:
+    """Saves and restores one run. ``save``, ``save_final`` and ``resume`` are called on every process (each writes
+    or reads its part of the state; sharded weights are gathered by all); the main process publishes folders.
+
+    ``describe`` returns what ``training_state.json`` records (step, tokens, losses...), ``on_saved`` is told
+    of every committed checkpoint."""
+
+    def __init__(self, accelerator, model: torch.nn.Module, config: RunConfig, layout: RunLayout,
+                 describe: Callable[[], dict]):
+        self.accelerator, self.model, self.config, self.layout = accelerator, model, config, layout
+        self.describe = describe
+        self.manager = CheckpointManager(layout.checkpoints_dir, config.train.keep_last)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def latest_note(self) -> str:
+        latest = self.manager.latest()
+        return f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+
+    # -- saving
+    def save(self, step: int) -> Path:
+        """Every process writes its part of ``save_state`` into a temporary folder; the main process adds the
+        ``from_pretrained`` folder and the manifest, and publishes it with a rename."""
+        tmp = self.manager.temporary_path(step)
+        if self.is_main:
+            self.manager.remove_incomplete()
+        self.accelerator.wait_for_everyone()
+        self._write_or_explain(tmp, lambda: (self.accelerator.save_state(str(tmp)),
+                                             self.save_model(tmp / CHECKPOINT_MODEL_SUBDIR)))
+        self.accelerator.wait_for_everyone()
+        path = self.manager.path_for(step)
+        if self.is_main:
+            self._write_or_explain(tmp, lambda: write_manifest(tmp))
+            path = self.manager.commit(step)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def save_model(self, folder: Path) -> None:
+        """A folder ``AutoModelForCausalLM.from_pretrained`` loads: weights, config with auto_map, modeling code,
+        tokenizer files, and what the run knows about itself (``training_state.json``, ``run_config.yaml``).
+        Called on every process: sharded weights are gathered by all of them; the main process writes."""
+        state_dict = full_state_dict(self.model) if is_sharded(self.model) else None
+        if not self.is_main:
+            return
+        with quiet_progress_bars():
+            self.model.save_pretrained(folder, state_dict=state_dict)
+        save_hf_tokenizer(folder, model_max_length=self.model.config.n_positions)
+        self.config.save(folder / RUN_CONFIG_FILE)
+        write_json(folder / TRAINING_STATE_FILE, self.describe())
+
+    def save_final(self) -> Path:
+        """``final/`` written like a checkpoint: a complete temporary folder, fsynced, then renamed into place, so
+        a crash while writing it leaves the previous ``final/`` whole (weights and training_state.json agree)."""
+        final = self.layout.final_dir
+        tmp = final.with_name(temporary_name(final.name))
+        if self.is_main and tmp.exists():
+            shutil.rmtree(tmp)
+        self.accelerator.wait_for_everyone()
+        self._write_or_explain(tmp, lambda: self.save_model(tmp))
+        if self.is_main:
+            publish_folder(tmp, final)
+        return final
+
+    def _write_or_explain(self, tmp: Path, write: Callable[[], object]) -> None:
+        """Run ``write``; on failure give the space back (the previous folders are intact) and turn any form of a
+        full disk into a clear ``CheckpointSaveError``."""
+        try:
+            write()
+        except Exception as error:
+            latest = self.manager.latest()
+            shutil.rmtree(tmp, ignore_errors=True)
+            needed = folder_size(latest) if latest else 5 * 4 * sum(p.numel() for p in self.model.parameters())
+            if (clear := space_error(error, tmp, needed, latest)) is not None:
+                raise clear from error
+            raise
+
+    # -- resuming
+    def load(self, path: Path) -> None:
+        """Restore the accelerator state of ``path`` (every registered object), refusing damaged files first."""
+        damaged = damaged_files(path)
+        if damaged:
+            raise ConfigError(describe_unloadable(path, None, self.manager, damaged))
+        try:
+            self.accelerator.load_state(str(path))
+        except ValueError as error:  # the data loader refuses a position in other shards / shuffling
+            raise ConfigError(f"Cannot resume from {path}: {error}") from error
+        except Exception as error:  # noqa: BLE001 - torch/safetensors raise many types for damaged files
+            raise ConfigError(describe_unloadable(path, error, self.manager)) from error
+        # load_state restores Accelerate's micro-step counter, which counts micro-steps of the saved layout
+        # (processes x accumulation). Checkpoints are taken at optimizer-step boundaries, so under any layout the
+        # position inside the step is 0; a stale count would make accumulate() miss the sync micro-step.
+        self.accelerator.step = 0
+
+    def branch_after(self, step: int) -> Path | None:
+        """Move what this folder holds after ``step`` (newer checkpoints, a later ``final/``) to an abandoned
+        branch (main process); returns the branch folder or None."""
+        branch = None
+        if self.is_main:
+            branch = self.manager.abandon_after(step, extra=self._final_after(step))
+        self.accelerator.wait_for_everyone()
+        return branch
+
+    def _final_after(self, step: int) -> list[Path]:
+        """``final/`` if it was written by a run that went past ``step`` (it belongs to the abandoned branch)."""
+        state_file = self.layout.final_dir / TRAINING_STATE_FILE
+        if state_file.exists() and json.loads(state_file.read_text()).get("global_step", 0) > step:
+            return [self.layout.final_dir]
+        return []

@@ -1,12 +1,12 @@
-"""AdamW with GPT-2's weight-decay split (or Muon for the hidden matrices plus AdamW for the rest), and the warmup +
-cosine learning-rate schedule."""
+"""AdamW with GPT-2's weight-decay split (or Muon for the hidden matrices plus AdamW for the rest), the schedulers
+that drive them (``schedules.py`` holds the curves), their hyperparameters re-applied after a resume, and MFU."""
 
 import inspect
-import math
-from functools import partial
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+
+from .schedules import Schedule, warmup_cosine_factor  # noqa: F401  (re-exported)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -65,28 +65,47 @@ class OptimizerView:
         return [group for optimizer in self.optimizers for group in optimizer.param_groups]
 
 
-def warmup_cosine_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """Multiplier of max_lr at optimizer step ``step`` (0-based), exactly build-nanogpt's ``get_lr``:
-    linear warmup from max_lr/warmup_steps to max_lr over ``warmup_steps`` steps, then half a cosine from max_lr to
-    min_lr at ``max_steps``, then min_lr. (transformers' warmup starts at 0, wasting the first step, and its
-    ``_lr_rate`` variant shifts the cosine by one step, so neither reproduces the seed's formula.)"""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if step > max_steps:
-        return min_ratio
-    decay = (step - warmup_steps) / max(1, max_steps - warmup_steps)
-    return min_ratio + 0.5 * (1.0 + math.cos(math.pi * decay)) * (1.0 - min_ratio)
+def peak_lrs(args) -> list[float]:
+    """The peak learning rate of each optimizer of ``build_optimizers``: AdamW's, then Muon's."""
+    return [args.max_lr] if args.optimizer == "adamw" else [args.max_lr, args.muon_lr or args.max_lr]
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, max_lr: float,
-                    min_lr: float) -> LambdaLR:
-    """Per-optimizer-step schedule: every group's own peak learning rate times the warmup + cosine factor (min_lr /
-    max_lr sets the floor as a ratio, so a Muon group with its own peak decays in the same shape). It is not passed
-    to ``accelerator.prepare`` (a prepared scheduler steps once per process per call); it is registered for
-    checkpointing instead."""
-    factor = partial(warmup_cosine_factor, warmup_steps=warmup_steps, max_steps=max_steps,
-                     min_ratio=min_lr / max_lr if max_lr else 0.0)
-    return LambdaLR(optimizer, factor)
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, peak_lr: float) -> LambdaLR:
+    """Per-optimizer-step schedule: the optimizer's peak learning rate times ``schedule.factor`` (min_lr / max_lr
+    sets the floor as a ratio, so a Muon group with its own peak decays in the same shape). It is not passed to
+    ``accelerator.prepare`` (a prepared scheduler steps once per process per call); it is registered for
+    checkpointing instead, which saves its step count."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = peak_lr
+    return LambdaLR(optimizer, schedule.factor)
+
+
+def set_schedule(scheduler: LambdaLR, schedule: Schedule, peak_lr: float) -> None:
+    """Make ``scheduler`` follow ``schedule`` from its current step with ``peak_lr`` (after a checkpoint restored
+    the old peak and step count): every group's learning rate is set for the step about to be taken."""
+    scheduler.base_lrs = [peak_lr] * len(scheduler.optimizer.param_groups)
+    scheduler.lr_lambdas = [schedule.factor] * len(scheduler.optimizer.param_groups)
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = peak_lr
+        group["lr"] = peak_lr * schedule.factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def apply_hyperparameters(optimizers: list[torch.optim.Optimizer], args) -> None:
+    """Set every hyperparameter an optimizer keeps in its parameter groups from ``args`` (a checkpoint restores
+    the old ones with the moments): weight decay (on >= 2-D parameters only), AdamW's betas and epsilon, Muon's
+    momentum. The learning rate is the schedule's (``set_schedule``)."""
+    for optimizer in optimizers:
+        inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate wraps the optimizer it prepares
+        is_muon = type(inner).__name__ == "Muon"
+        for group in optimizer.param_groups:
+            decays = any(p.dim() >= 2 for p in group["params"])
+            group["weight_decay"] = args.weight_decay if decays else 0.0
+            if is_muon:
+                group["momentum"] = args.muon_momentum
+            else:
+                group["betas"] = (args.adam_beta1, args.adam_beta2)
+                group["eps"] = args.adam_epsilon
 
 
 def model_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:

@@ -13,6 +13,7 @@ Overrides are the normal arguments by field name (the ones ``pretrain.py --help`
 """
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from ..cli import load_preset, read_yaml_mapping
 from ..loop.arguments import ARGUMENT_CLASSES, ConfigError
 
 KNOWN_FIELDS = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+# A variant's name is a folder name inside the sweep's output_dir: no separators, no "..".
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# Set by the sweep itself for every run; a variant or the overrides may not set them.
+SWEEP_OWNED = ("seed", "output_dir", "resume_from_checkpoint", "overwrite_output_dir")
 
 
 @dataclass
@@ -57,7 +62,19 @@ def _check_fields(where: str, values, path: Path) -> dict:
     unknown = sorted(set(values) - KNOWN_FIELDS)
     if unknown:
         raise ConfigError(f"{path}: unknown argument(s) {unknown} in {where}; see scripts/pretrain.py --help.")
+    owned = sorted(set(values) & set(SWEEP_OWNED))
+    if owned:
+        raise ConfigError(f"{path}: {where} sets {owned}, which the sweep sets for every run (seeds come from the "
+                          "sweep's seeds: list, folders from its output_dir); remove them from the variant.")
     return dict(values)
+
+
+def _check_variant_name(name, path: Path) -> str:
+    name = str(name)
+    if not VARIANT_NAME.match(name) or name in (".", ".."):
+        raise ConfigError(f"{path}: variant name {name!r} is not a plain folder name (letters, digits, '.', '_', "
+                          "'+', '-'; no '/' or '..'): each variant is a folder inside the sweep's output_dir.")
+    return name
 
 
 def _target(raw, path: Path) -> tuple[float | None, str | None]:
@@ -90,14 +107,36 @@ def load_sweep(path: str | Path) -> SweepConfig:
     if not isinstance(variants, dict):
         raise ConfigError(f"{path}: variants must map a name to its overrides.")
     seeds = raw.get("seeds", [1337])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers.")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: seeds {seeds} repeat a seed (its runs would share one folder); list each once.")
     target, source = _target(raw.get("target_val_loss"), path)
-    return SweepConfig(path=path, base=base, output_dir=Path(raw.get("output_dir", f"runs/sweeps/{path.stem}")),
-                       variants={str(name): _check_fields(f"variant {name!r}", values, path)
+    if not isinstance(raw.get("output_dir", ""), str):
+        raise ConfigError(f"{path}: output_dir must be a folder path.")
+    sweep = SweepConfig(path=path, base=base, output_dir=Path(raw.get("output_dir", f"runs/sweeps/{path.stem}")),
+                       variants={_check_variant_name(name, path): _check_fields(f"variant {name!r}", values, path)
                                  for name, values in variants.items()},
                        seeds=seeds, overrides=_check_fields("overrides", raw.get("overrides"), path),
                        target_val_loss=target, target_source=source)
+    check_every_run(sweep)
+    return sweep
+
+
+def check_every_run(config: SweepConfig) -> None:
+    """Every (variant, seed) must make a valid run: found now, before the first run trains, not when its turn
+    comes after hours of the others."""
+    from ..cli import run_config_from_values
+
+    problems = []
+    for variant in config.variants:
+        try:
+            run_config_from_values(config.arguments(variant, config.seeds[0]))
+        except (ConfigError, ValueError) as error:
+            problems.append(f"variant {variant!r}: {error}")
+    if problems:
+        raise ConfigError(f"{config.path}: " + " ".join(problems))
 
 
 def describe(config: SweepConfig) -> str:

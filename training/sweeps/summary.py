@@ -15,10 +15,11 @@ import numpy as np
 
 from ..analysis.plots import plot_comparison
 from ..analysis.report import SEVERE, build_report
-from ..analysis.runs import Run, load_run
+from ..analysis.runs import Run, RunReadError, load_run
 from ..analysis.summaries import first_crossing
 from ..layout import RunLayout, Tags
 from .config import SweepConfig
+from .runner import diverged_record
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RunResult:
     tokens_per_sec: float | None
     verdict: str
     val_loss_at_equal_tokens: float | None = None
+    diverged: dict | None = None  # {"last_good_step", "last_good_loss", "error"} when the run stopped early
 
 
 def _val_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
@@ -41,12 +43,20 @@ def _val_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     return steps * (run.tokens_per_step or 0), val
 
 
-def run_result(variant: str, seed: int, run: Run, target: float | None) -> RunResult:
+def train_seconds(run: Run) -> float:
+    """Time spent in optimizer steps: the mean logged step time times the number of steps (with --log_every N only
+    every N-th step is logged, so a plain sum would count a fraction of them)."""
+    logged_steps, step_ms = run.series(Tags.TRAIN_STEP_TIME_MS)
+    if not len(step_ms):
+        return 0.0
+    return float(step_ms.mean() / 1000 * logged_steps.max())
+
+
+def run_result(variant: str, seed: int, run: Run, target: float | None, diverged: dict | None = None) -> RunResult:
     tokens, val = _val_curve(run)
     crossing = first_crossing(tokens, val, target) if target is not None and len(val) else None
-    _, step_ms = run.series(Tags.TRAIN_STEP_TIME_MS)
     _, seen = run.series(Tags.TRAIN_TOKENS_SEEN)
-    seconds = float(step_ms.sum() / 1000) if len(step_ms) else 0.0
+    seconds = train_seconds(run)
     total = float(seen[-1]) if len(seen) else None
     findings = build_report(run)["findings"]
     severe = sorted(f["id"] for f in findings if f["severity"] in SEVERE)
@@ -57,7 +67,7 @@ def run_result(variant: str, seed: int, run: Run, target: float | None) -> RunRe
                      final_val_loss=float(val[-1]) if len(val) else None,
                      best_val_loss=float(val.min()) if len(val) else None, total_tokens=total,
                      train_seconds=seconds, tokens_per_sec=total / seconds if total and seconds else None,
-                     verdict=verdict)
+                     verdict="diverged" if diverged else verdict, diverged=diverged)
 
 
 def collect(config: SweepConfig) -> tuple[list[RunResult], dict[str, Run]]:
@@ -66,10 +76,13 @@ def collect(config: SweepConfig) -> tuple[list[RunResult], dict[str, Run]]:
         folder = config.run_dir(variant, seed)
         if not RunLayout(folder).tensorboard_dir.is_dir():
             continue
-        run = load_run(folder)
+        try:
+            run = load_run(folder)
+        except RunReadError:  # started but stopped before its first logged step: nothing to rank yet
+            continue
         run.name = f"{variant}/seed{seed}"
         runs[run.name] = run
-        results.append(run_result(variant, seed, run, config.target_val_loss))
+        results.append(run_result(variant, seed, run, config.target_val_loss, diverged_record(config, variant, seed)))
     common = min((r.total_tokens for r in results if r.total_tokens), default=None)
     for result in results:  # everyone's validation loss at the tokens the shortest run reached
         tokens, val = _val_curve(runs[f"{result.variant}/seed{result.seed}"])
@@ -96,41 +109,62 @@ def rank(config: SweepConfig, results: list[RunResult]) -> list[dict]:
         final, final_spread = _stats([r.final_val_loss for r in mine])
         equal, equal_spread = _stats([r.val_loss_at_equal_tokens for r in mine])
         best = min((r.best_val_loss for r in mine if r.best_val_loss is not None), default=None)
-        rows.append({"variant": variant, "seeds": len(mine), "tokens_to_target": tokens,
+        diverged = [{"seed": r.seed, **r.diverged} for r in mine if r.diverged]
+        rows.append({"variant": variant, "seeds": len(mine), "diverged": diverged, "tokens_to_target": tokens,
                      "tokens_to_target_spread": tokens_spread, "reached": tokens is not None,
                      "final_val_loss": final, "final_val_loss_spread": final_spread,
                      "val_loss_at_equal_tokens": equal, "val_loss_at_equal_tokens_spread": equal_spread,
                      "best_val_loss": best, "train_seconds": float(np.mean([r.train_seconds for r in mine])),
                      "tokens_per_sec": _stats([r.tokens_per_sec for r in mine])[0],
                      "verdicts": sorted({r.verdict for r in mine})})
-    rows.sort(key=lambda r: (not r["reached"], r["tokens_to_target"] if r["reached"] else math.inf,
-                             r["best_val_loss"] if r["best_val_loss"] is not None else math.inf))
+    rows.sort(key=_rank_key)
     _compare_with_the_best(rows)
     return rows
+
+
+def _rank_key(row: dict) -> tuple:
+    """Diverged variants last; then those that reached the target, by tokens; then the rest by validation loss at
+    equal tokens (the quantity they are compared by, so a difference is never negative)."""
+    equal = row.get("val_loss_at_equal_tokens")
+    fallback = row.get("best_val_loss")
+    return (bool(row.get("diverged")), not row["reached"], row["tokens_to_target"] if row["reached"] else math.inf,
+            equal if equal is not None else fallback if fallback is not None else math.inf)
 
 
 def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
+def _diverged_words(row: dict) -> str:
+    parts = [f"seed {d['seed']} after step {d['last_good_step']}" +
+             (f" (loss {d['last_good_loss']:.4f})" if d.get("last_good_loss") is not None else "")
+             for d in row["diverged"]]
+    return f"diverged ({len(row['diverged'])} of {row['seeds']} seeds: {'; '.join(parts)})"
+
+
 def _compare_with_the_best(rows: list[dict]) -> None:
-    """Mark each variant as better/no different/worse than the first, against the seed-to-seed spread."""
+    """Mark each variant as no different from / worse than the first (rows come ranked by ``_rank_key``), against
+    the seed-to-seed spread, on the quantity the ranking used."""
     if not rows:
         return
     best = rows[0]
     key = "tokens_to_target" if best["reached"] else "val_loss_at_equal_tokens"
-    best["versus_best"] = "best"
+    best["versus_best"] = _diverged_words(best) if best.get("diverged") else "best"
     for row in rows[1:]:
         a, b = row.get(key), best.get(key)
         spreads = [s for s in (row.get(f"{key}_spread"), best.get(f"{key}_spread")) if s is not None]
-        if key == "tokens_to_target" and not row["reached"]:
+        if row.get("diverged"):
+            row["versus_best"] = _diverged_words(row)
+        elif key == "tokens_to_target" and not row["reached"]:
             row["versus_best"] = "worse (target not reached)"
         elif a is None or b is None:
             row["versus_best"] = "cannot compare"
+        elif a == b:
+            row["versus_best"] = "no difference (equal)"
         elif not spreads:
-            row["versus_best"] = f"{'worse' if a > b else 'better'} by {_num(abs(a - b))} (one seed: spread unknown)"
-        elif abs(a - b) <= max(spreads):
-            row["versus_best"] = f"no difference ({_num(abs(a - b))} <= seed spread {_num(max(spreads))})"
+            row["versus_best"] = f"worse by {_num(a - b)} (one seed: spread unknown)"
+        elif a - b <= max(spreads):
+            row["versus_best"] = f"no difference ({_num(a - b)} <= seed spread {_num(max(spreads))})"
         else:
             row["versus_best"] = f"worse by {_num(a - b)} (> seed spread {_num(max(spreads))})"
 
@@ -148,6 +182,7 @@ def render_markdown(config: SweepConfig, rows: list[dict]) -> str:
              "train time s | tokens/s | verdicts (distinct, over seeds) | versus the best |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, start=1):
         tokens = (f"{_fmt(row['tokens_to_target'])} +- {_fmt(row['tokens_to_target_spread'])}" if row["reached"]
+                  else "diverged" if row.get("diverged")
                   else f"not reached (best {_fmt(row['best_val_loss'], '{:.4f}')})")
         lines.append(f"| {i} | {row['variant']} | {tokens} | {_fmt(row['final_val_loss'], '{:.4f}')} +- "
                      f"{_fmt(row['final_val_loss_spread'], '{:.4f}')} | "

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Cool a run down from one of its checkpoints, as a new run folder (a branch): the learning rate decays from
+wherever the run was at that step to --min_lr over --steps steps, continuing with the checkpoint's optimizer state,
+data position and settings. The parent run is not touched; the branch records where it came from (branch.json,
+changes.jsonl) and its analysis includes the parent's history up to the branch point.
+
+With --lr_schedule wsd, every stable-phase checkpoint is a place to stop: cool down at several token counts to see
+what each would give, or extend the parent (resume it with a larger --max_steps) and cool down later.
+
+Examples:
+    python scripts/cooldown.py runs/wsd/checkpoints/step_0004000 --steps 800
+    python scripts/cooldown.py runs/wsd/checkpoints/step_0004000 --steps 800 --output_dir runs/wsd-cool-4000 \\
+        --decay_shape linear --eval_every 100
+    accelerate launch scripts/cooldown.py runs/wsd/checkpoints/step_0004000 --steps 800   # on the run's GPUs
+
+Any argument of scripts/pretrain.py may follow (e.g. --min_lr, --eval_every); the rest comes from the checkpoint's
+own configuration.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.cli import HelpFormatter, run_config_from_values
+from training.layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, checkpoint_step
+
+DEFAULT_SUFFIX = "cooldown"
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("checkpoint", help="A checkpoint folder: runs/<run>/checkpoints/step_N.")
+    parser.add_argument("--steps", type=int, required=True, help="Length of the cool-down in optimizer steps.")
+    parser.add_argument("--output_dir", default=None,
+                        help="The branch's run folder (default: <run>-cooldown-<step>, beside the run).")
+    return parser.parse_known_args(argv)
+
+
+def branch_values(checkpoint: Path, steps: int, output_dir: str | None, overrides: list[str]) -> dict:
+    """The branch's arguments: the checkpoint's configuration, the overrides, and the cool-down itself."""
+    import yaml
+
+    from training.cli import build_parser
+
+    saved = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
+    if not saved.is_file():
+        raise ValueError(f"{checkpoint} is not a checkpoint of this project (no {CHECKPOINT_MODEL_SUBDIR}/"
+                         f"{RUN_CONFIG_FILE}); pass runs/<run>/checkpoints/step_N.")
+    values = {key: value for section in (yaml.safe_load(saved.read_text()) or {}).values() for key, value in
+              section.items()}
+    if overrides:
+        parser = build_parser()
+        parser.set_defaults(**values)
+        model, data, train, logging = parser.parse_args_into_dataclasses(args=overrides)[:4]
+        values = {**vars(model), **vars(data), **vars(train), **vars(logging)}
+    step = checkpoint_step(checkpoint.name)
+    run = checkpoint.resolve().parent.parent
+    values.update(resume_from_checkpoint=str(checkpoint), cooldown_steps=steps, overwrite_output_dir=False,
+                  output_dir=output_dir or str(run.with_name(f"{run.name}-{DEFAULT_SUFFIX}-{step}")))
+    return values
+
+
+def main(argv=None) -> int:
+    from training.cli import ConfigError
+    from training.loop.policies import RunStopped
+    from training.loop.preemption import Preempted
+    from training.loop.trainer import Trainer
+
+    args, overrides = parse(argv)
+    checkpoint = Path(args.checkpoint)
+    try:
+        if args.steps <= 0:
+            raise ValueError(f"--steps must be positive (got {args.steps}).")
+        if checkpoint_step(checkpoint.name) is None or not checkpoint.is_dir():
+            raise ValueError(f"{checkpoint} is not a checkpoint folder (runs/<run>/checkpoints/step_N).")
+        trainer = Trainer(run_config_from_values(branch_values(checkpoint, args.steps, args.output_dir, overrides)))
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        trainer.train()
+        trainer.accelerator.print(f"Cooled down {trainer.layout.root} to step {trainer.state.global_step}: "
+                                  f"final model in {trainer.layout.final_dir}.")
+        return 0
+    except Preempted as stopped:
+        trainer.accelerator.print(f"{stopped.what} Resume the cool-down with: python scripts/pretrain.py --config "
+                                  f"{trainer.layout.config_file} --resume_from_checkpoint latest")
+        return stopped.exit_code
+    except RunStopped as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        trainer.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Resuming with the current arguments: what a checkpoint restores, what the command line decides, what changed.
+
+A checkpoint restores the optimizer moments and step counts, the data position, the RNG of every process and the
+callbacks' state. Everything else comes from the current arguments: peak and floor learning rate of every
+optimizer, weight decay, betas, epsilon, Muon's momentum, warmup, ``max_steps``, the clip threshold, and the
+schedule, evaluated at the resumed step (``accelerator.load_state`` would otherwise silently keep the old
+learning rates and weight decay, which the optimizer's parameter groups and the scheduler's base rates carry).
+
+A change of the schedule's shape (``max_steps``, warmup, the schedule kind or its decay) after warmup re-plans it
+from the resumed step so the learning rate does not jump (``Schedule.replanned``); ``--cooldown_steps`` starts a
+cool-down there. Every setting that differs from the checkpoint's is printed (old -> new), appended to
+``<run>/changes.jsonl`` with the step, and written to TensorBoard (``Tags.CHANGES_TEXT``,
+``Tags.RUN_SETTINGS_CHANGED``), where the analysis finds it. With unchanged settings nothing is printed and the
+resumed run equals the uninterrupted one bit for bit.
+"""
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..layout import Tags
+from .checkpointing import append_jsonl, check_resume_compatible, saved_run_config, write_json
+from .optimization import apply_hyperparameters, peak_lrs, set_schedule
+from .schedules import Anchor, Schedule
+
+# Differences that are not settings of the training (how to resume, how to show progress).
+NOT_SETTINGS = {"train.resume_from_checkpoint", "train.overwrite_output_dir", "train.cooldown_steps",
+                "logging.progress_bar"}
+
+
+def setting_changes(saved: dict, current: dict) -> dict[str, tuple]:
+    """``"section.field" -> (checkpoint's value, current value)`` for every setting that differs."""
+    changes = {}
+    for section, values in current.items():
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            if key in NOT_SETTINGS or name not in saved.get(section, {}):
+                continue
+            if saved[section][name] != value:
+                changes[key] = (saved[section][name], value)
+    return changes
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+@dataclass
+class ResumePlan:
+    """What a resume did, for the console, ``changes.jsonl`` and TensorBoard."""
+
+    step: int
+    checkpoint: Path
+    changes: dict[str, tuple] = field(default_factory=dict)
+    lr_before: float | None = None
+    lr_after: float | None = None
+    schedule: str | None = None  # set when the schedule was re-planned or cooled down
+    branch_of: Path | None = None
+
+    @property
+    def worth_recording(self) -> bool:
+        return bool(self.changes or self.schedule or self.branch_of)
+
+    def lines(self) -> list[str]:
+        lines = []
+        if self.branch_of is not None:
+            lines.append(f"Branched from {self.checkpoint} (run {self.branch_of}) at step {self.step}.")
+        if self.changes:
+            lines.append(f"Resuming at step {self.step} with changed settings (checkpoint -> now):")
+            lines += [f"  {key}: {_fmt(old)} -> {_fmt(new)}" for key, (old, new) in self.changes.items()]
+        if self.schedule:
+            lines.append(f"Learning-rate schedule {self.schedule}.")
+        if self.lr_before is not None and self.lr_after is not None and self.lr_before != self.lr_after:
+            lines.append(f"Learning rate of step {self.step + 1}: {self.lr_before:.4g} (the checkpoint's schedule) -> "
+                         f"{self.lr_after:.4g}.")
+        return lines
+
+    def record(self) -> dict:
+        return {"step": self.step, "time": time.time(), "checkpoint": str(self.checkpoint),
+                "changes": {key: list(pair) for key, pair in self.changes.items()},
+                "lr_before": self.lr_before, "lr_after": self.lr_after, "schedule": self.schedule,
+                "branch_of": str(self.branch_of) if self.branch_of else None}
+
+    def log(self, trainer) -> None:
+        """TensorBoard (text and a count at the resumed step) and the run folder's record of changes; called once
+        the trackers exist."""
+        if not self.worth_recording or not trainer.accelerator.is_main_process:
+            return
+        trainer.log.log_text(Tags.CHANGES_TEXT, "\n".join(self.lines()), self.step)
+        trainer.accelerator.log({Tags.RUN_SETTINGS_CHANGED: float(len(self.changes))}, step=self.step)
+        append_jsonl(trainer.layout.changes_file, self.record())
+        if self.branch_of is not None:
+            write_json(trainer.layout.branch_file, {"parent_run": str(self.branch_of), "checkpoint":
+                                                    str(self.checkpoint), "step": self.step,
+                                                    "cooldown": trainer.cooldown})
+
+
+def _schedule_after_resume(trainer, old: Schedule, step: int) -> tuple[Schedule, str | None]:
+    """The schedule from ``step`` on, and a description when it is not simply the arguments' own curve."""
+    args = trainer.args
+    if args.cooldown_steps:
+        if trainer.cooldown and trainer.cooldown["steps"] == args.cooldown_steps:  # the same cool-down, resumed
+            args.max_steps = trainer.cooldown["step"] + args.cooldown_steps
+            return Schedule.from_args(args, anchor=old.anchor), None
+        args.max_steps = step + args.cooldown_steps
+        trainer.cooldown = {"step": step, "steps": args.cooldown_steps}
+        new = replace(Schedule.from_args(args), anchor=Anchor(step, old.factor(step), args.decay_shape))
+        return new, (f"cooled down from step {step}: {args.decay_shape} decay from {old.factor(step):.4g}x the peak "
+                     f"to {new.min_ratio:.4g}x at step {new.max_steps}")
+    new = Schedule.from_args(args).replanned(old, step)
+    if new.anchor is not None and new.anchor != old.anchor:
+        return new, new.describe()
+    return new, None
+
+
+def plan_resume(trainer, checkpoint: Path) -> ResumePlan:
+    """Load ``checkpoint`` into ``trainer`` and apply the current arguments to it (see the module docstring)."""
+    check_resume_compatible(checkpoint, trainer.config)
+    saved = saved_run_config(checkpoint)
+    trainer.checkpointer.load(checkpoint)
+    step = trainer.state.global_step
+    trainer.resumed_step = step
+    if trainer.resumes_in_place():
+        branch = trainer.checkpointer.branch_after(step)
+        if branch is not None:
+            trainer.accelerator.print(f"Rolled back to step {step}: the newer checkpoints of the abandoned branch "
+                                      f"were moved to {branch}.")
+
+    saved_train = saved.get("train") or trainer.config.to_dict()["train"]
+    old_schedule = Schedule.from_args(saved_train, anchor=trainer.saved_anchor)
+    old_peaks = peak_lrs(_Args(saved_train))
+    new_schedule, description = _schedule_after_resume(trainer, old_schedule, step)
+    trainer.schedule = new_schedule
+    trainer.state.max_steps = trainer.args.max_steps
+    apply_hyperparameters(trainer.optimizers, trainer.args)
+    for scheduler, peak in zip(trainer.schedulers, peak_lrs(trainer.args)):
+        set_schedule(scheduler, new_schedule, peak)
+
+    plan = ResumePlan(step=step, checkpoint=checkpoint, changes=setting_changes(saved, trainer.config.to_dict()),
+                      lr_before=old_peaks[0] * old_schedule.factor(step),
+                      lr_after=trainer.optimizers[0].param_groups[0]["lr"], schedule=description,
+                      branch_of=None if trainer.resumes_in_place() else _run_of(checkpoint))
+    for line in plan.lines():
+        trainer.accelerator.print(line)
+    return plan
+
+
+class _Args:
+    """A saved config's ``train`` section seen as arguments (for ``peak_lrs``)."""
+
+    def __init__(self, values: dict):
+        self.max_lr, self.muon_lr = values.get("max_lr"), values.get("muon_lr")
+        self.optimizer = values.get("optimizer", "adamw")
+
+
+def _run_of(checkpoint: Path) -> Path:
+    """``runs/x/checkpoints/step_N`` -> ``runs/x`` (the run a branch came from)."""
+    checkpoint = Path(checkpoint).resolve()
+    return checkpoint.parent.parent

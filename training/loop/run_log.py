@@ -1,0 +1,88 @@
+"""The run's logs as the loop and its callbacks write them: TensorBoard through Accelerate's tracker, the bounded
+headline history in ``TrainerState.log_history``, and the metrics callbacks add to the current step's line.
+
+``RunLog`` implements the ``callbacks.RunLogger`` contract (the only way callbacks reach the logs).
+"""
+
+import torch
+from transformers import TrainerState
+
+from ..layout import TENSORBOARD_DIR
+
+# ``state.log_history`` is pickled into every checkpoint: it keeps the loop's own scalars (train/, val/, hellaswag/,
+# reference/), never the per-matrix families, and only the newest entries. TensorBoard holds everything.
+HISTORY_PREFIXES = ("train/", "val/", "hellaswag/", "reference/")
+HISTORY_LIMIT = 2000
+
+
+def headline(metrics: dict) -> dict:
+    """The entries of ``metrics`` that belong in ``state.log_history``."""
+    return {key: value for key, value in metrics.items() if key.startswith(HISTORY_PREFIXES)}
+
+
+class RunLog:
+    """Scalars to TensorBoard and (the headline ones) to ``state.log_history``, then ``on_log``; metrics added to
+    the current step's line; histograms and text on the main process."""
+
+    def __init__(self, accelerator, state: TrainerState, on_log):
+        self.accelerator, self.state, self._on_log = accelerator, state, on_log
+        self._step_metrics: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        step = self.state.global_step if step is None else step
+        self.accelerator.log(metrics, step=step)
+        if kept := headline(metrics):
+            self.state.log_history.append({**kept, "step": step})
+            del self.state.log_history[:-HISTORY_LIMIT]
+        self._on_log(metrics)
+
+    def add_step_metrics(self, metrics: dict[str, float]) -> None:
+        self._step_metrics.update(metrics)
+
+    def take_step_metrics(self) -> dict[str, float]:
+        """The metrics callbacks added during this step (and forget them)."""
+        metrics, self._step_metrics = self._step_metrics, {}
+        return metrics
+
+    def writer(self):
+        """The run's ``SummaryWriter`` on the main process, None elsewhere."""
+        if not self.accelerator.is_main_process or not self.accelerator.trackers:
+            return None
+        return self.accelerator.get_tracker(TENSORBOARD_DIR, unwrap=True)
+
+    def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        if (writer := self.writer()) is not None:
+            writer.add_histogram(tag, values.detach().float().cpu(), step)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        if (writer := self.writer()) is not None:
+            writer.add_text(tag, markdown_lines(text), step)
+
+    def log_hparams(self, values: dict) -> None:
+        """The configuration in TensorBoard's HParams tab, written into the run's own event file:
+        ``SummaryWriter.add_hparams`` (and Accelerate's ``store_init_configuration``) would open a sub-run named by
+        a timestamp, which TensorBoard lists as one more run."""
+        from torch.utils.tensorboard.summary import hparams
+
+        if (writer := self.writer()) is not None:
+            for summary in hparams(values, {}):
+                writer.file_writer.add_summary(summary)
+
+    def last(self, tag: str) -> float | None:
+        """The newest value of a headline tag, or None."""
+        return next((h[tag] for h in reversed(self.state.log_history) if tag in h), None)
+
+    def recent(self, tag: str, count: int) -> list[float]:
+        return [h[tag] for h in self.state.log_history if tag in h][-count:]
+
+    def flush(self) -> None:
+        if (writer := self.writer()) is not None:
+            writer.flush()
+
+
+def markdown_lines(text: str) -> str:
+    """TensorBoard renders text summaries as Markdown: keep the line breaks."""
+    return text.replace("\n", "  \n")
+
+
+__all__ = ["HISTORY_LIMIT", "RunLog", "headline", "markdown_lines"]

@@ -1,0 +1,180 @@
+"""The spike guard (``--spike_guard``): a policy that keeps a run alive through a loss spike, visibly.
+
+Detection is online, against the run's own recent band. The band's centre is the median of the last
+``RECENT`` accepted steps (so a falling loss does not look like a spike, nor the early descent widen the band);
+its width is the robust spread (MAD) of how far each accepted step stood from the median of the steps before it,
+over the last ``window`` steps: the batch-to-batch noise, not the trend. One spike does not widen the band it is
+judged against. The same is done for the logarithm of the gradient norm, which is known before the update and
+leads the loss (a step with a huge gradient can wreck the weights while its own loss looks ordinary). A step is a
+spike when either stands ``z`` robust standard deviations above its band.
+
+Escalation, with the user's limits:
+
+1. skip the update of a spiking step (the weights never see it);
+2. if the loss stays above its band for ``patience`` consecutive steps, the cause is not one batch: roll back to
+   the newest checkpoint before the first spiking step and skip the data that followed it (PaLM restarted about
+   100 steps before a spike and skipped 200-500 batches). The loop carries it out: the checkpoint is restored,
+   the checkpoints after it become an abandoned branch, the data position moves ``skip_steps`` steps' worth of
+   batches past the first spiking step, and TensorBoard drops the abandoned steps;
+3. after ``max_rollbacks`` rollbacks the cause has survived fresh data and an earlier state: stop, naming every
+   step the guard took and the last good checkpoint.
+
+Every intervention is a record (``interventions``, written by the loop to ``interventions.jsonl`` and TensorBoard)
+and a finding in the report; nothing is skipped silently (the objection in pytorch/torchtitan#916). The
+escalation state (rollbacks so far, the record) survives the rollback it causes.
+"""
+
+import math
+from collections import deque
+
+import numpy as np
+from transformers import TrainerCallback
+
+from ..layout import RunLayout, checkpoint_step
+from .checkpointing import CheckpointManager
+from .policies import RunStopped
+
+ACTIONS = {"skip": 1.0, "rollback": 2.0, "stop": 3.0}
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x 1.4826 = its standard deviation
+
+
+class SpikeGuardStopped(RunStopped):
+    """The guard's rollbacks did not cure the spikes: the cause persists."""
+
+
+RECENT = 10  # accepted steps whose median is the band's centre
+
+
+class Band:
+    """A signal's recent level and its batch-to-batch noise (see the module docstring)."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.values: deque = deque(maxlen=RECENT)
+        self.residuals: deque = deque(maxlen=window)
+
+    def __len__(self) -> int:
+        return len(self.residuals)
+
+    @property
+    def centre(self) -> float:
+        return float(np.median(self.values)) if self.values else math.nan
+
+    def z(self, value: float) -> float:
+        """How many robust standard deviations ``value`` stands above the band (0 while the band is too new)."""
+        if len(self.residuals) < 8:
+            return 0.0
+        residuals = np.asarray(self.residuals, dtype=float)
+        sigma = MAD_TO_SIGMA * float(np.median(np.abs(residuals - np.median(residuals))))
+        return (value - self.centre) / sigma if sigma > 0 else 0.0
+
+    def accept(self, value: float) -> None:
+        if len(self.values) >= 3:
+            self.residuals.append(value - self.centre)
+        self.values.append(value)
+
+    def state_dict(self) -> dict:
+        return {"values": list(self.values), "residuals": list(self.residuals)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values = deque(state["values"], maxlen=RECENT)
+        self.residuals = deque(state["residuals"], maxlen=self.window)
+
+
+class SpikeGuard(TrainerCallback):
+    def __init__(self, z: float = 6.0, window: int = 100, patience: int = 3, max_rollbacks: int = 3,
+                 skip_steps: int = 20, min_history: int | None = None):
+        self.z, self.window, self.patience = z, window, patience
+        self.max_rollbacks, self.skip_steps = max_rollbacks, skip_steps
+        self.min_history = min_history if min_history is not None else max(8, window // 4)
+        self.loss_band, self.norm_band = Band(window), Band(window)
+        self.above = 0  # consecutive steps with the loss above its band
+        self.first_spike: int | None = None  # first spiking step of the current episode
+        self.rollbacks = 0
+        self.interventions: list[dict] = []
+        self.pending: list[dict] = []  # new records for the loop to write
+
+    # -- detection and escalation
+    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, **kwargs):
+        if loss is None or grad_norm is None or not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            return control  # non-finite steps belong to NonFinitePolicy
+        step = state.global_step + 1
+        log_norm = math.log(max(grad_norm, 1e-30))
+        ready = len(self.loss_band) >= self.min_history
+        loss_z = self.loss_band.z(loss) if ready else 0.0
+        norm_z = self.norm_band.z(log_norm) if ready else 0.0
+        loss_high, norm_high = loss_z > self.z, norm_z > self.z
+        if not (loss_high or norm_high):
+            self.above, self.first_spike = 0, None
+            self.loss_band.accept(loss)
+            self.norm_band.accept(log_norm)
+            return control
+        control.should_skip_update = True
+        self.first_spike = self.first_spike or step
+        self.above = self.above + 1 if loss_high else 0
+        self._record({"step": step, "action": "skip", "loss": loss, "loss_z": loss_z, "grad_norm": grad_norm,
+                      "grad_norm_z": norm_z, "loss_band_centre": self.loss_band.centre,
+                      "signal": "loss" if loss_high else "gradient norm"})
+        if self.above >= self.patience:
+            self._escalate(step, control, CheckpointManager(RunLayout(args.output_dir).checkpoints_dir))
+        return control
+
+    def _escalate(self, step: int, control, checkpoints: CheckpointManager) -> None:
+        before = checkpoints.latest_before(self.first_spike - 1)
+        if self.rollbacks >= self.max_rollbacks or before is None:
+            why = (f"{self.rollbacks} rollback(s) (limit --spike_guard_rollbacks {self.max_rollbacks}) did not "
+                   "help: the cause persists with fresh data and an earlier state, so it is not a bad data window"
+                   if before is not None else f"there is no checkpoint before step {self.first_spike} to roll back "
+                   "to")
+            self._record({"step": step, "action": "stop", "reason": why})
+            control.stop_error = SpikeGuardStopped(
+                f"Step {step}: the loss stayed above its band for {self.above} steps and {why}. The guard's steps: "
+                f"{self.describe()}",
+                "Lower --max_lr or lengthen --warmup_steps (see interventions.jsonl and the report).")
+            return
+        self.rollbacks += 1
+        target = checkpoint_step(before.name)
+        resume_at = self.first_spike + self.skip_steps
+        self._record({"step": step, "action": "rollback", "checkpoint": str(before), "to_step": target,
+                      "data_resumes_at_step": resume_at, "first_spike": self.first_spike,
+                      "reason": f"the loss stayed above its band for {self.above} steps"})
+        control.rollback = {"checkpoint": before, "to_step": target, "skip_steps": resume_at - target}
+        self.above, self.first_spike = 0, None
+
+    def _record(self, record: dict) -> None:
+        self.interventions.append(record)
+        self.pending.append(record)
+
+    def take_pending(self) -> list[dict]:
+        pending, self.pending = self.pending, []
+        return pending
+
+    def describe(self) -> str:
+        parts = []
+        for r in self.interventions:
+            if r["action"] == "skip":
+                parts.append(f"step {r['step']} skipped ({r['signal']}, loss {r['loss']:.4g}, z {r['loss_z']:.1f})")
+            elif r["action"] == "rollback":
+                parts.append(f"step {r['step']} rolled back to step {r['to_step']}, data resumed at step "
+                             f"{r['data_resumes_at_step']}")
+            else:
+                parts.append(f"step {r['step']} stopped")
+        return "; ".join(parts)
+
+    # -- state: the band is part of the run (restored with a checkpoint); the escalation is not (a rollback must
+    # not forget that it happened), see escalation_state.
+    def state_dict(self) -> dict:
+        return {"loss_band": self.loss_band.state_dict(), "norm_band": self.norm_band.state_dict(),
+                "above": self.above, "first_spike": self.first_spike, **self.escalation_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss_band.load_state_dict(state["loss_band"])
+        self.norm_band.load_state_dict(state["norm_band"])
+        self.above, self.first_spike = state["above"], state["first_spike"]
+        self.restore_escalation(state)
+
+    def escalation_state(self) -> dict:
+        return {"rollbacks": self.rollbacks, "interventions": list(self.interventions)}
+
+    def restore_escalation(self, state: dict) -> None:
+        self.rollbacks, self.interventions = state["rollbacks"], list(state["interventions"])

@@ -23,6 +23,9 @@ class GPTConfig(PreTrainedConfig):
         layer_norm_epsilon: LayerNorm epsilon.
         initializer_range: std of the N(0, std) init; residual projections use std / sqrt(2 * n_layer).
         tie_word_embeddings: share ``lm_head.weight`` with ``transformer.wte.weight``.
+        qk_norm: LayerNorm on each head's queries and keys before attention (Wortsman et al. 2023, arXiv
+            2309.14322: it keeps attention logits from growing without bound, which lets models train at learning
+            rates that otherwise diverge). Off (the default) is GPT-2 exactly.
     """
 
     model_type = "nanogpt"
@@ -50,6 +53,7 @@ class GPTConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = 50256
     pad_token_id: int | None = None
     tie_word_embeddings: bool = True
+    qk_norm: bool = False
 
     def __post_init__(self, **kwargs):
         # Checked here rather than in a ``@strict`` validator so callers get a plain ValueError.

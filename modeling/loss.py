@@ -34,6 +34,21 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str 
     return total / (flat_targets != ignore_index).sum().clamp(min=1)
 
 
+def next_token_loss_with_z(logits: torch.Tensor, targets: torch.Tensor, weight: float,
+                           ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy plus PaLM's z-loss ``weight * log^2 Z`` (Z the softmax normaliser), both averaged over the
+    counted targets, from one log-sum-exp pass over the logits. Returns ``(cross-entropy + z term, z term)``."""
+    flat_logits = logits.reshape(-1, logits.size(-1)).float()  # (N, V)
+    flat_targets = targets.reshape(-1).to(flat_logits.device)  # (N,)
+    counted = flat_targets != ignore_index
+    log_z = torch.logsumexp(flat_logits, dim=-1)  # (N,)
+    target_logit = flat_logits.gather(1, flat_targets.clamp(min=0).unsqueeze(1)).squeeze(1)  # (N,)
+    count = counted.sum().clamp(min=1)
+    cross_entropy = ((log_z - target_logit) * counted).sum() / count
+    z_term = weight * (log_z.pow(2) * counted).sum() / count
+    return cross_entropy + z_term, z_term
+
+
 def shift_for_next_token(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """HF-style ``labels`` (the input ids themselves) -> targets aligned with the logits: position t predicts
     token t+1, and the last position, which has no next token, is ignored."""

@@ -21,7 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_gpt import GPTConfig
-from .loss import next_token_loss, shift_for_next_token
+from .loss import next_token_loss, next_token_loss_with_z, shift_for_next_token
 
 
 def eager_attention_forward(
@@ -108,6 +108,10 @@ class GPTAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.resid_dropout = nn.Dropout(config.dropout)
+        if config.qk_norm:
+            # Over each head's dimension, shared by all heads (Wortsman et al.): bounds the attention logits.
+            self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_epsilon, bias=config.bias)
+            self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_epsilon, bias=config.bias)
 
     def forward(
         self,
@@ -119,6 +123,8 @@ class GPTAttention(nn.Module):
         batch, seq, _ = hidden_states.shape
         q, k, v = self.c_attn(hidden_states).split(self.config.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(batch, seq, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)  # before the cache: cached keys are already normalised
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H, past + T, D)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -195,6 +201,14 @@ class GPTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+
+
+@dataclasses.dataclass
+class GPTCausalLMOutput(CausalLMOutputWithPast):
+    """``CausalLMOutputWithPast`` plus ``z_loss``: with ``forward(..., z_loss=w)``, the term ``w * mean(log^2 Z)``
+    included in ``loss`` (logged on its own; ``loss - z_loss`` is the plain cross-entropy)."""
+
+    z_loss: torch.FloatTensor | None = None
 
 
 def _with_cache_field(output_cls, cache, **fields):
@@ -299,6 +313,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        z_loss: float = 0.0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.transformer(
@@ -316,17 +331,20 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, logits_to_keep]
         logits = self.lm_head(hidden_states)  # (B, T, V)
 
-        loss = None
+        loss = z_term = None
         if labels is not None or shift_labels is not None:
             targets = shift_labels if shift_labels is not None else shift_for_next_token(labels)  # (B, T)
             num_items = kwargs.get("num_items_in_batch")  # HF Trainer-style accumulation: sum / tokens of all steps
-            if num_items is not None:
+            if z_loss:
+                # PaLM's auxiliary loss w * log^2 Z keeps the softmax normaliser near 1 (logits from drifting).
+                loss, z_term = next_token_loss_with_z(logits, targets, z_loss)
+            elif num_items is not None:
                 loss = next_token_loss(logits, targets, reduction="sum") / num_items
             else:
                 loss = next_token_loss(logits, targets)
         return _with_cache_field(
-            CausalLMOutputWithPast, outputs.cache if hasattr(outputs, "cache") else outputs.past_key_values,
-            loss=loss, logits=logits,
+            GPTCausalLMOutput, outputs.cache if hasattr(outputs, "cache") else outputs.past_key_values,
+            loss=loss, logits=logits, z_loss=z_term,
         )
 
 

@@ -90,6 +90,9 @@ def to_gpt2(model: GPTForCausalLM, vocab_size: int | None = GPT2_VOCAB_SIZE) -> 
     config = model.config
     if not config.bias:
         raise ValueError("GPT2LMHeadModel always has biases; a model trained with bias=False cannot be exported.")
+    if getattr(config, "qk_norm", False):
+        raise ValueError("GPT2LMHeadModel has no query/key LayerNorm; a model trained with qk_norm cannot be exported "
+                         "(load it with trust_remote_code=True instead).")
     vocab = min(vocab_size or config.vocab_size, config.vocab_size)
     gpt2_config = GPT2Config(
         vocab_size=vocab,

@@ -208,3 +208,20 @@ def test_the_spike_guard_stops_on_a_persistent_cause(tmp_path, shakespeare_shard
     records = [json.loads(line) for line in RunLayout(tmp_path).interventions_file.read_text().splitlines()]
     assert [r["action"] for r in records].count("rollback") == 2 and records[-1]["action"] == "stop"
     assert trainer.state.global_step < 45  # it stopped; it did not loop
+
+
+# ----------------------------------------------------------------------------------------------- learning rates that hold
+def test_qk_norm_and_z_loss_train_and_log_their_terms(tmp_path, shakespeare_shards):
+    plain = train(tiny_run_config(tmp_path / "plain", shakespeare_shards, max_steps=3))
+    train(tiny_run_config(tmp_path / "z", shakespeare_shards, max_steps=3, z_loss=1e-4))
+    z_logged = read_scalars(tmp_path / "z")
+    assert set(z_logged["train/z_loss"]) == {1, 2, 3} and all(v > 0 for v in z_logged["train/z_loss"].values())
+    # train/loss stays the cross-entropy: at step 1 (same weights, same batch) it equals the plain run's.
+    assert z_logged["train/loss"][1] == pytest.approx(read_scalars(tmp_path / "plain")["train/loss"][1], abs=1e-6)
+    held = train(tiny_run_config(tmp_path / "held", shakespeare_shards, max_steps=3, qk_norm=True, z_loss=1e-4))
+    logged = read_scalars(tmp_path / "held")
+    assert logged["train/loss"][3] < logged["train/loss"][1] and "train/z_loss" in logged
+    assert held.raw_model.config.qk_norm and not plain.raw_model.config.qk_norm
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "held" / "final").config.qk_norm

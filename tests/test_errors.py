@@ -74,6 +74,7 @@ def test_output_dir_that_cannot_be_written(tmp_path, shakespeare_shards, capsys,
 
 @pytest.mark.parametrize("change, expected", [
     ({"n_layer": 3}, "model.n_layer: checkpoint 2, now 3"),
+    ({"qk_norm": True}, "model.qk_norm: checkpoint False, now True"),
     ({"seq_len": 16, "total_batch_tokens": 64}, "train.seq_len: checkpoint 32, now 16"),
 ])
 def test_resume_with_another_shape_says_what_differs(finished_run, shakespeare_shards, tmp_path, capsys, change,

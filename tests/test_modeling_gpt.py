@@ -174,11 +174,16 @@ HIDDEN_PACKAGE_LOAD = textwrap.dedent(
 )
 
 
-def test_saved_folder_loads_with_remote_code_where_package_is_hidden(tiny_model, tmp_path):
+def test_saved_folder_loads_with_remote_code_where_package_is_hidden(tiny_config, tmp_path):
+    """With qk_norm on (a field the default GPT-2 shape does not have): the config field and the extra weights
+    travel with the folder. The default shape is loaded the same way by the Hub staging test."""
     import json
 
+    torch.manual_seed(0)
+    tiny_model = GPTForCausalLM(GPTConfig(**{**tiny_config.to_dict(), "qk_norm": True})).eval()
     folder = tmp_path / "ckpt"
     tiny_model.save_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text())["qk_norm"] is True
     prompt = [[3, 4, 5, 6]]
     expected = tiny_model.generate(torch.tensor(prompt), max_new_tokens=8, do_sample=False, pad_token_id=1)
     result = subprocess.run(
@@ -191,3 +196,50 @@ def test_saved_folder_loads_with_remote_code_where_package_is_hidden(tiny_model,
     assert payload["module"].startswith("transformers_modules")
     assert payload["tied"]
     assert payload["tokens"] == expected.tolist()
+
+
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(tiny_config):
+    """The point of QK-layernorm: scaling the query (and key) projection, as a too-large step would, leaves the
+    attention logits, hence the output, unchanged; without it they change."""
+    x = torch.randint(0, tiny_config.vocab_size, (2, 12))
+    for qk_norm, should_change in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        model = GPTForCausalLM(GPTConfig(**{**tiny_config.to_dict(), "qk_norm": qk_norm})).eval()
+        before = model(x).logits
+        with torch.no_grad():
+            for block in model.transformer.h:
+                c = tiny_config.n_embd
+                block.attn.c_attn.weight[: 2 * c] *= 10.0  # queries and keys
+                block.attn.c_attn.bias[: 2 * c] *= 10.0
+        after = model(x).logits
+        assert (not torch.allclose(before, after, atol=1e-4)) == should_change, qk_norm
+
+
+def test_qk_norm_round_trips_through_from_pretrained_and_is_not_exported_as_gpt2(tiny_config, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from modeling.weight_conversion import to_gpt2
+
+    torch.manual_seed(0)
+    model = GPTForCausalLM(GPTConfig(**{**tiny_config.to_dict(), "qk_norm": True})).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.qk_norm and hasattr(loaded.transformer.h[0].attn, "q_norm")
+    x = torch.randint(0, tiny_config.vocab_size, (1, 9))
+    torch.testing.assert_close(loaded(x).logits, model(x).logits)
+    with pytest.raises(ValueError, match="no query/key LayerNorm"):
+        to_gpt2(model)
+
+
+def test_z_loss_is_palms_term_and_leaves_the_cross_entropy_alone(tiny_model):
+    from modeling.loss import next_token_loss
+
+    x = torch.randint(0, 96, (2, 16))
+    y = torch.randint(0, 96, (2, 16))
+    plain = tiny_model(x, shift_labels=y)
+    with_z = tiny_model(x, shift_labels=y, z_loss=1e-4)
+    log_z = torch.logsumexp(plain.logits.float(), dim=-1)
+    torch.testing.assert_close(with_z.z_loss, 1e-4 * log_z.pow(2).mean())
+    torch.testing.assert_close(with_z.loss - with_z.z_loss, next_token_loss(plain.logits, y))
+    torch.testing.assert_close(plain.loss, next_token_loss(plain.logits, y))
+    assert plain.z_loss is None

@@ -184,6 +184,7 @@ class Tags:
     TRAIN_LOSS = "train/loss"
     TRAIN_LR = "train/lr"
     TRAIN_LR_MUON = "train/lr_muon"  # with --optimizer muon: the Muon group's learning rate
+    TRAIN_Z_LOSS = "train/z_loss"  # with --z_loss: the auxiliary term (train/loss stays the cross-entropy)
     TRAIN_GRAD_NORM = "train/grad_norm"
     TRAIN_TOKENS_SEEN = "train/tokens_seen"
     TRAIN_TOKENS_PER_SEC = "train/tokens_per_sec"

@@ -183,5 +183,5 @@ def _export_gpt2(checkpoint: Path, folder: Path) -> None:
     from modeling.weight_conversion import export_gpt2
 
     model = GPTForCausalLM.from_pretrained(checkpoint)
-    if model.config.bias:
+    if model.config.bias and not getattr(model.config, "qk_norm", False):  # GPT2LMHeadModel has neither
         export_gpt2(model, folder)

@@ -105,8 +105,11 @@ class ModelArguments:
                             "std / sqrt(2 * n_layer).", default=0.02)
     init_from: str | None = _help("Start from weights instead of random init: a checkpoint folder of ours, or a "
                                   "GPT-2 Hub id/folder such as 'gpt2' (converted, vocab padded).", default=None)
-    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, about 30 percent slower).",
-                                         default=False)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, about 30 percent "
+                                         "slower).", default=False)
+    qk_norm: bool = _help("LayerNorm on each head's queries and keys (Wortsman et al. 2023): attention logits stay "
+                          "bounded, so higher learning rates hold. Off is GPT-2 exactly; cannot change on resume.",
+                          default=False)
 
     def __post_init__(self):
         raise_problems("model arguments", check_types(self))
@@ -185,6 +188,9 @@ class TrainArguments:
                                   "it follows the same warmup + cosine shape down to min_lr/max_lr of it.",
                                   default=None)
     muon_momentum: float = _help("With --optimizer muon: Muon's (Nesterov) momentum.", default=0.95)
+    z_loss: float = _help("Weight of PaLM's auxiliary z-loss, weight * log^2 Z of the softmax normaliser (e.g. "
+                          "1e-4); logged as train/z_loss, train/loss stays the cross-entropy, validation is plain "
+                          "cross-entropy. 0 disables it.", default=0.0)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.95)
     adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
@@ -261,7 +267,7 @@ class TrainArguments:
             problems.append(f"muon_lr must be positive (got {self.muon_lr})")
         if self.warmup_steps < 0:
             problems.append(f"warmup_steps must be >= 0 (got {self.warmup_steps})")
-        for name in ("weight_decay", "grad_clip"):
+        for name in ("weight_decay", "grad_clip", "z_loss"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0 (got {getattr(self, name)}; 0 disables it)")
         for name in ("adam_beta1", "adam_beta2", "muon_momentum"):

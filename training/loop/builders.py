@@ -49,7 +49,7 @@ def enable_tf32(device: torch.device) -> None:
 
 # The architecture fields of ModelArguments and the GPTConfig attribute each one sets.
 ARCHITECTURE = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "vocab_size": "vocab_size",
-                "bias": "bias"}
+                "bias": "bias", "qk_norm": "qk_norm"}
 
 
 def build_model(config: RunConfig) -> GPTForCausalLM:
@@ -61,7 +61,8 @@ def build_model(config: RunConfig) -> GPTForCausalLM:
         model = GPTForCausalLM(GPTConfig(
             vocab_size=model_args.vocab_size, n_positions=train.seq_len, n_embd=model_args.n_embd,
             n_layer=model_args.n_layer, n_head=model_args.n_head, bias=model_args.bias, dropout=model_args.dropout,
-            initializer_range=model_args.init_std, attn_implementation=model_args.attn_implementation))
+            initializer_range=model_args.init_std, attn_implementation=model_args.attn_implementation,
+            qk_norm=model_args.qk_norm))
     model.set_attn_implementation(model_args.attn_implementation)
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -48,7 +48,7 @@ from .arguments import ConfigError, RunConfig
 from .distributed import full_state_dict, is_sharded
 
 # Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
-RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias"),
+RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm"),
                 "train": ("seq_len", "optimizer")}
 
 

@@ -215,22 +215,28 @@ class Trainer:
         """``grad_accum`` micro-steps; returns the loss averaged over micro-steps and processes. A pending stop
         signal travels in the same reduction, so every process learns of it at the same step."""
         loss_sum = torch.zeros((), device=self.device)
+        z_sum = torch.zeros((), device=self.device)
+        extra = {"z_loss": self.args.z_loss} if self.args.z_loss else {}
         for _ in range(self.grad_accum):
             x, y = self.train_loader.next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.accelerator.accumulate(self.model):
-                loss = self.model(x, shift_labels=y, use_cache=False).loss  # no KV cache in training
-                self.accelerator.backward(loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
-            loss_sum += loss.detach()
+                out = self.model(x, shift_labels=y, use_cache=False, **extra)  # no KV cache in training
+                self.accelerator.backward(out.loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
+            loss_sum += out.loss.detach()
+            if extra:
+                z_sum += out.z_loss.detach()
         if not self.accelerator.sync_gradients:
             # Never silent: without a sync micro-step the wrapped optimizer's step() and zero_grad() do nothing.
             raise RuntimeError(f"Step {self.state.global_step + 1}: the last of {self.grad_accum} micro-steps did not "
                                f"synchronise gradients (Accelerate's micro-step counter is {self.accelerator.step}); "
                                "the optimizer would silently skip this update.")
         signal_flag = torch.tensor(float(self.signals.requested), device=self.device)
-        totals = self.accelerator.reduce(torch.stack([loss_sum / self.grad_accum, signal_flag]), "sum")
-        self.stop_signalled = bool(totals[1].item() > 0)
-        return totals[0].item() / self.accelerator.num_processes
+        totals = self.accelerator.reduce(torch.stack([(loss_sum - z_sum) / self.grad_accum, z_sum / self.grad_accum,
+                                                      signal_flag]), "sum")
+        self.stop_signalled = bool(totals[2].item() > 0)
+        self.z_loss = totals[1].item() / self.accelerator.num_processes
+        return totals[0].item() / self.accelerator.num_processes  # the cross-entropy (without the z term)
 
     def _clip(self) -> float:
         """Total gradient norm before clipping (clipping is skipped when grad_clip is 0)."""
@@ -246,6 +252,8 @@ class Trainer:
                    Tags.TRAIN_SKIPPED_UPDATES: float(self.skipped_updates)}
         if len(lrs) > 1:
             metrics[Tags.TRAIN_LR_MUON] = lrs[1]
+        if self.args.z_loss:
+            metrics[Tags.TRAIN_Z_LOSS] = self.z_loss
         if self.peak_flops:
             metrics[Tags.TRAIN_MFU] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
                                                                                self.accelerator.num_processes)

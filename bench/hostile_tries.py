@@ -503,7 +503,7 @@ def _signal_during(b: Bench, name: str, sig, twice: bool = False) -> Result:
     job = subprocess.Popen([str(a) for a in args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (run_dir / "tensorboard").is_dir():
+    while time.monotonic() < deadline and not list(run_dir.glob("events.out.tfevents.*")):
         time.sleep(0.05)
     time.sleep(2.0)
     job.send_signal(sig)

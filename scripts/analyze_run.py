@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Explain a training run from its TensorBoard logs: the seed's plots (lossGraph.png, gradNorm.png,
-grad_param_ratio.png) plus update_ratio.png, and report.md / report.json with the diagnosis.
+grad_param_ratio.png) plus update_ratio.png, early_phase.png, depth.png and forecast.png, and report.md / report.json
+with the diagnosis and a loss forecast (scripts/forecast.py for more horizons).
 
 Examples:
     python scripts/analyze_run.py runs/gpt2-124m-seed
@@ -15,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from training.analysis.plots import plot_comparison, write_plots
+from training.analysis.plots import plot_comparison, plot_forecast, write_plots
 from training.analysis.report import build_report, write_report
 from training.analysis.runs import RunReadError, load_run
 from training.cli import HelpFormatter
@@ -38,6 +39,17 @@ def parse(argv):
     parser.add_argument("--out", default=None, help="Output folder (default: <run_dir>/analysis; with several "
                                                     "runs, one subfolder per run).")
     return parser.parse_args(argv)
+
+
+def write_forecast_plot(run, out: Path, predicted: dict) -> str:
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    figure = plot_forecast(run, SimpleNamespace(**predicted))
+    figure.savefig(out / "forecast.png", dpi=110)
+    plt.close(figure)
+    return str(out / "forecast.png")
 
 
 def output_dirs(args, runs) -> list[Path]:
@@ -72,7 +84,9 @@ def main(argv=None) -> int:
         print(f"warning: {warning.message}", file=sys.stderr)
     for run, out in zip(runs, outs):
         plots = write_plots(run, out)
-        report = build_report(run)
+        report = build_report(run, with_forecast=True)
+        if report.get("forecast") and report["forecast"].get("current_schedule"):
+            plots.append(write_forecast_plot(run, out, report["forecast"]))
         write_report(report, out, plots)
         print(f"{run.name}: {len(report['findings'])} findings -> {out}/report.md")
         for finding in report["findings"]:

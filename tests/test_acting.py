@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from training.layout import RunLayout
-from training.loop.schedules import Anchor, Schedule, warmup_cosine_factor
 from training.loop.trainer import Trainer
+from training.schedules import Anchor, Schedule, warmup_cosine_factor
 
 from .helpers import StopAtStep, load_final_weights, read_scalars, same_weights, tiny_run_config, train
 

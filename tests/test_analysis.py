@@ -339,3 +339,87 @@ def test_depth_trend_is_measured_per_block():
     mild = depth_summary(blocks([1e-3, 2e-3, 4e-3]))
     assert not mild["flat"] and mild["starved"] is None
     assert depth_summary(blocks([1e-3, 1e-6])) == {"blocks": 2}  # two blocks: no trend can be told
+
+
+# ----------------------------------------------------------------------------------------------- right at 124M
+def _synthetic(tmp_path, losses: dict, config: dict | None = None, **scalars):
+    from training.analysis.runs import Run
+
+    return Run(name="synthetic", run_dir=tmp_path, scalars={"train/loss": losses, **scalars}, config=config or {})
+
+
+def test_the_expected_start_comes_from_the_config(tmp_path):
+    """GPT-2 124M's init (768 wide, std 0.02) starts n_embd * std^2 / 2 = 0.154 nats above ln(vocab): as expected,
+    not "overconfident"; the same init at 4x the std is too large even when the loss matches its own expectation."""
+    uniform = math.log(50304)
+
+    def init_ids(initial, width, std):
+        losses = {s: initial - 0.01 * s for s in range(1, 40)}
+        run = _synthetic(tmp_path, losses, {"model": {"n_embd": width, "init_std": std, "vocab_size": 50304}})
+        return {f["id"] for f in build_report(run)["findings"] if f["id"].startswith("init")}
+
+    assert init_ids(uniform + 0.154, 768, 0.02) == {"init_uniform"}
+    assert init_ids(uniform + 0.154 + 0.3, 768, 0.02) == {"init_overconfident"}  # above its own expectation
+    assert init_ids(uniform + 768 * 0.08 ** 2 / 2, 768, 0.08) == {"init_overconfident"}  # the init itself is large
+    finding = next(f for f in build_report(_synthetic(tmp_path, {s: uniform + 0.15 for s in range(1, 40)},
+                                                      {"model": {"n_embd": 768, "init_std": 0.02}}))["findings"]
+                   if f["id"] == "init_uniform")
+    assert f"{uniform + 0.1536:.4g} expected" in finding["evidence"]
+
+
+def test_one_infinite_loss_does_not_dominate_the_smoothed_curve(tmp_path):
+    losses = {s: 10.0 - 0.02 * s for s in range(1, 101)}
+    losses[50] = math.inf
+    report = build_report(_synthetic(tmp_path, losses))
+    assert report["loss"]["final_train_loss_smoothed"] < 10.0 and report["loss"]["nonfinite_steps"] == 1
+
+
+def test_a_late_divergence_is_named_as_such_never_as_warmup(tmp_path):
+    """300 steps of steady decline after a 20-step warmup, then a climb from step 330: a late divergence."""
+    losses = {s: 10.0 - 0.012 * s for s in range(1, 321)}
+    losses.update({s: losses[320] + 0.05 * (s - 320) for s in range(321, 401)})
+    run = _synthetic(tmp_path, losses, {"train": {"warmup_steps": 20}},
+                     **{"train/grad_norm": {s: 1.0 for s in range(1, 401)}})
+    findings = {f["id"]: f for f in build_report(run)["findings"]}
+    late = findings["late_divergence"]
+    assert late["severity"] == "problem" and "climbed from step 3" in late["evidence"]
+    assert "warmup_too_short" not in findings and "climbed back" not in findings.get("lr_too_high", {}).get(
+        "evidence", "")
+    # The same climb right after warmup is not "late".
+    early = {s: 10.0 - 0.05 * s for s in range(1, 41)}
+    early.update({s: early[40] + 0.05 * (s - 40) for s in range(41, 141)})
+    assert "late_divergence" not in ids(build_report(_synthetic(tmp_path, early, {"train": {"warmup_steps": 20}})))
+
+
+def test_weight_decay_is_compared_with_the_gradient_step(planted):
+    _, reports = planted
+    finding = next(f for f in reports["weight_decay"]["findings"] if f["id"] == "weight_decay_too_high")
+    against = reports["weight_decay"]["weights"]["median_decay_vs_gradient"]
+    assert against > 0.6 and f"{against:.3g}x the gradient-driven step" in finding["evidence"]
+    assert "% of each weight matrix's update is" not in finding["evidence"]  # the old, misleading reading
+
+
+def test_the_report_counts_spikes_like_the_detector(tmp_path, shakespeare_shards):
+    """The spike_detector's defaults are the report's rule: the steps it flags are the steps the report counts."""
+    from .helpers import tiny_run_config
+    from .helpers import train as run_training
+
+    run_training(tiny_run_config(tmp_path, shakespeare_shards, max_steps=40, max_lr=3e-2, min_lr=3e-3,
+                                 callbacks=["spike_detector"]))
+    run = load_run(tmp_path)
+    flagged = [s for s, v in run.scalars["spikes/is_spike"].items() if v > 0]
+    assert build_report(run)["spikes"]["spike_steps"] == flagged
+
+
+def test_the_batch_is_compared_with_the_noise_scale(tmp_path):
+    from training.analysis.runs import Run
+
+    losses = {s: 10.0 - 0.02 * s for s in range(1, 101)}
+    for noise, expected in ((1_000.0, "batch_above_noise_scale"), (100_000.0, "batch_below_noise_scale"),
+                            (10_000.0, "batch_near_noise_scale")):
+        run = Run(name="n", run_dir=tmp_path, scalars={
+            "train/loss": losses, "run/tokens_per_step": {0: 10_000.0},
+            "noise/b_simple_tokens": {s: noise for s in range(1, 101, 10)}})
+        finding = next(f for f in build_report(run)["findings"] if f["id"].startswith("batch_"))
+        assert finding["id"] == expected and f"of {noise:,.0f} tokens" in finding["evidence"]
+        assert finding["evidence"].startswith("10,000 tokens per step")

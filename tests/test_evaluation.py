@@ -179,7 +179,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, two_checkpoints):
 
 def test_reference_is_recorded_into_a_run(tmp_path):
     record_reference(tmp_path, {"name": "gpt2", "path": "gpt2", "val_loss": 3.2924, "hellaswag_acc_norm": 0.2955})
-    scalars = read_scalars(tmp_path / "tensorboard")
+    scalars = read_scalars(tmp_path)
     assert scalars["reference/val_loss"][0] == pytest.approx(3.2924)
     assert json.loads((tmp_path / "reference_eval.json").read_text())["val_loss"] == 3.2924
 

@@ -222,6 +222,21 @@ def test_card_names_the_data_without_local_paths(trained_run):
     root, staged, _ = trained_run
     card = (staged / "README.md").read_text()
     assert str(root) not in card and "/tmp" not in card
+    # The run trained on tiny shakespeare: the card names that corpus (from its meta.json), not FineWeb-Edu.
+    assert "fineweb" not in card.lower() and "local corpus tinyshakespeare.txt" in card
+    assert ModelCard(card).data.datasets is None
+
+
+def test_card_names_a_hub_dataset_when_the_shards_came_from_one(tmp_path):
+    import yaml
+
+    from training.hub.staging import dataset_of
+
+    (tmp_path / "meta.json").write_text(json.dumps({"source": {"dataset": "HuggingFaceFW/fineweb-edu",
+                                                               "config": "sample-10BT"}}))
+    assert dataset_of(yaml.safe_load(f"data: {{data: {tmp_path}}}")) == ("HuggingFaceFW/fineweb-edu",
+                                                                          "HuggingFaceFW/fineweb-edu (sample-10BT)")
+    assert dataset_of({"data": {"data": str(tmp_path / "elsewhere" / "shards")}}) == (None, "shards")
 
 
 # ----------------------------------------------------------------------------------------------- hostile networks

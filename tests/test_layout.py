@@ -103,7 +103,7 @@ def _shared_names() -> set[str]:
     """Tag names and the run-folder names distinctive enough to search for (generic words such as "data" or
     "model" are used as plain English keys elsewhere)."""
     tags = {value for name, value in vars(Tags).items() if name.isupper()} - {Tags.SAMPLES, Tags.CONFIG_TEXT}
-    files = {layout.CONFIG_FILE, layout.TENSORBOARD_DIR, layout.REFERENCE_EVAL_FILE, layout.CHECKPOINTS_DIR,
+    files = {layout.CONFIG_FILE, layout.LEGACY_TENSORBOARD_DIR, layout.REFERENCE_EVAL_FILE, layout.CHECKPOINTS_DIR,
              layout.FINAL_DIR, layout.TRAINING_STATE_FILE, layout.RUN_CONFIG_FILE}
     return tags | files
 

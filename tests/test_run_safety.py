@@ -235,7 +235,7 @@ def test_sigterm_under_accelerate_launch_stops_every_process_at_one_step(tmp_pat
                             "--callbacks", "tests.helpers.SlowSteps:seconds=0.3"], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        assert wait_for(lambda: (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir()), timeout=180)
+        assert wait_for(lambda: bool(list(run.glob("events.out.tfevents.*"))), timeout=180)
         time.sleep(1.0)
         os.killpg(job.pid, signal.SIGTERM)
         out, err = job.communicate(timeout=120)

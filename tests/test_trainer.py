@@ -38,7 +38,7 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
                              sample_tokens=4, num_samples=1, callbacks=["grad_norm", "layer_ratios"],
                              diagnostics_every=3, peak_flops=1e12)
     train(config)
-    scalars = read_scalars(tmp_path / "tensorboard")
+    scalars = read_scalars(tmp_path)
     for tag in ["train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "train/tokens_per_sec",
                 "train/step_time_ms", "train/mfu", "val/loss", "val/perplexity", "train/clipped_fraction",
                 "grad_ratio/h.0.mlp.c_fc.weight", "update_ratio/wte.weight", "grad_norm_block/h.1"]:
@@ -51,7 +51,7 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     assert "update_ratio/lm_head.weight" not in scalars  # tied to wte, counted once
     from training.analysis.runs import read_run_texts
 
-    texts = read_run_texts(tmp_path / "tensorboard")
+    texts = read_run_texts(tmp_path)
     assert "samples" in texts and "config" in texts
     assert (tmp_path / "config.yaml").exists()
 
@@ -127,8 +127,8 @@ def test_exact_resume_after_sigkill(tmp_path, shakespeare_shards):
                               callbacks=["grad_norm", "layer_ratios", "spike_detector:min_history=2"],
                               resume_from_checkpoint="latest")
     train(resumed)
-    straight = read_scalars(tmp_path / "straight" / "tensorboard")
-    resumed = read_scalars(crashed / "tensorboard")
+    straight = read_scalars(tmp_path / "straight")
+    resumed = read_scalars(crashed)
     for tag in ("train/loss", "train/grad_norm", "val/loss", "update_ratio/h.1.attn.c_attn.weight",
                 "spikes/loss_z"):
         assert resumed[tag] == straight[tag], tag  # bitwise: CPU, fp32
@@ -143,7 +143,7 @@ def test_two_process_gloo_run_matches_one_process_with_double_accumulation(tmp_p
     run_pretrain(config_to_argv(base) + ["--output_dir", str(tmp_path / "two")],
                  launcher=[*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no"])
-    one, two = read_scalars(tmp_path / "one" / "tensorboard"), read_scalars(tmp_path / "two" / "tensorboard")
+    one, two = read_scalars(tmp_path / "one"), read_scalars(tmp_path / "two")
     assert one["run/num_processes"][0] == 1 and two["run/num_processes"][0] == 2
     assert one["run/grad_accum_steps"][0] == 2 and two["run/grad_accum_steps"][0] == 1
     for step in range(1, 5):
@@ -152,6 +152,10 @@ def test_two_process_gloo_run_matches_one_process_with_double_accumulation(tmp_p
     assert "update_ratio/h.0.mlp.c_fc.weight" in two
     assert not any("module." in tag or "_orig_mod" in tag for tag in two)
     assert two["train/tokens_seen"][4] == one["train/tokens_seen"][4] == 4 * 256
+    # The gradient noise scale from the two batch sizes each layout has: one process's gradient before the
+    # all-reduce (DDP), the first micro-batch's (accumulation). Same data, same estimate.
+    for step in (1, 2, 4):
+        assert two["noise/b_simple_tokens"][step] == pytest.approx(one["noise/b_simple_tokens"][step], rel=1e-3)
 
 
 def test_cpu_flag_with_two_processes_silently_runs_one(tmp_path, shakespeare_shards):
@@ -159,7 +163,7 @@ def test_cpu_flag_with_two_processes_silently_runs_one(tmp_path, shakespeare_sha
     run_pretrain(config_to_argv(base), launcher=[*ACCELERATE_LAUNCH, "--cpu", "--num_processes", "2",
                                                  "--num_machines", "1", "--mixed_precision", "no",
                                                  "--dynamo_backend", "no"])
-    assert read_scalars(tmp_path / "tensorboard")["run/num_processes"][0] == 1
+    assert read_scalars(tmp_path)["run/num_processes"][0] == 1
 
 
 def test_nonfinite_loss_stops_and_names_the_step_and_checkpoint(tmp_path, shakespeare_shards):
@@ -279,7 +283,7 @@ def test_hellaswag_runs_in_the_loop_on_its_schedule(tmp_path, shakespeare_shards
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, hellaswag_every=2,
                              hellaswag_path=str(hellaswag_path), hellaswag_limit=8)
     train(config)
-    scalars = read_scalars(tmp_path / "tensorboard")
+    scalars = read_scalars(tmp_path)
     assert sorted(scalars["hellaswag/acc_norm"]) == [2, 4]
     assert all(0.0 <= v <= 1.0 for v in scalars["hellaswag/acc"].values())
 
@@ -345,8 +349,9 @@ def test_training_and_validation_build_no_kv_cache(tmp_path, shakespeare_shards,
 
 
 def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
-    """hparams, the measured reference and the run's scalars all live in <run>/tensorboard itself: TensorBoard
-    lists a run once (no timestamp-named hparams sub-run, no reference sub-run)."""
+    """hparams, the measured reference and the run's scalars all live in the run folder itself: TensorBoard lists a
+    run once, by its own name (no timestamp-named hparams sub-run, no reference sub-run, no "<run>/tensorboard"),
+    and its Custom Scalars tab has the seed's plots as charts."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from training.evaluation.comparison import record_reference
@@ -354,14 +359,45 @@ def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
     train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2))
     record_reference(tmp_path, {"name": "gpt2", "path": "gpt2", "val_loss": 3.29})
     folders = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
-    assert folders == {tmp_path / "tensorboard"}
-    plugins = set()
-    for path in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+    assert folders == {tmp_path}
+    plugins, layouts = set(), []
+    for path in tmp_path.glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(path))
         accumulator.Reload()
         try:
             plugins |= set(accumulator.PluginTagToContent("hparams"))
         except KeyError:  # this file holds no hparams summary
             pass
+        layouts += read_layouts(accumulator)
     assert plugins  # the configuration is in TensorBoard's HParams tab
     assert read_scalars(tmp_path)["reference/val_loss"] == {0: pytest.approx(3.29)}
+    (layout,) = layouts
+    categories = [c.title for c in layout.category]
+    assert categories[0] == "1. loss" and len(categories) == 6
+    charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
+    assert charts["train and validation loss, measured reference"] == ["train/loss", "val/loss",
+                                                                      "reference/val_loss"]
+    assert charts["gradient norm (before clipping) and the clip threshold"] == ["train/grad_norm", "train/grad_clip"]
+    import re
+
+    every_block = charts["update_ratio/attn.c_attn, every block"]  # one chart for every block's matrices
+    assert [t for t in ("update_ratio/h.0.attn.c_attn.weight", "update_ratio/h.11.attn.c_attn.weight",
+                        "update_ratio/h.0.mlp.c_fc.weight") if re.fullmatch(every_block[0], t)] == [
+        "update_ratio/h.0.attn.c_attn.weight", "update_ratio/h.11.attn.c_attn.weight"]
+
+
+def read_layouts(accumulator) -> list:
+    """Custom-scalars layouts of an event file, read back with TensorBoard's own reader and protos."""
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    found = []
+    try:
+        tags = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+    except KeyError:
+        return found
+    for tag in tags:
+        for event in accumulator.Tensors(tag):
+            layout = layout_pb2.Layout()
+            layout.ParseFromString(event.tensor_proto.string_val[0])
+            found.append(layout)
+    return found

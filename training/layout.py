@@ -9,7 +9,7 @@ This module is a leaf: it imports nothing of the project.
 A run folder::
 
     <run>/config.yaml                     the resolved configuration
-    <run>/tensorboard/                    event files (tensorboard --logdir runs/)
+    <run>/events.out.tfevents.*           TensorBoard event files (tensorboard --logdir runs/ lists <run>)
     <run>/reference_eval.json             the same numbers as JSON
     <run>/checkpoints/step_0001000/       accelerator.save_state + model/ (a from_pretrained folder)
     <run>/checkpoints/abandoned/<branch>/ checkpoints (and final/) of a branch left behind by a rollback
@@ -29,8 +29,12 @@ from pathlib import Path
 
 # ----------------------------------------------------------------------------------------------- files
 CONFIG_FILE = "config.yaml"
-TENSORBOARD_DIR = "tensorboard"  # also the project name given to Accelerate's tracker, which names the folder
-TRACKER = "tensorboard"  # Accelerate's tracker type (log_with=)
+# TensorBoard event files are written into the run folder itself, so `tensorboard --logdir runs/` lists each run
+# by its own name. Runs of earlier versions wrote them into a tensorboard/ subfolder, which readers still read.
+TENSORBOARD_PROJECT = ""  # the project name given to Accelerate's tracker: it names a subfolder, so none
+LEGACY_TENSORBOARD_DIR = "tensorboard"
+EVENT_FILE_PREFIX = "events.out.tfevents."
+TRACKER = "tensorboard"  # Accelerate's tracker type (log_with=); also the name get_tracker() finds it by
 REFERENCE_EVAL_FILE = "reference_eval.json"
 CHECKPOINTS_DIR = "checkpoints"
 ABANDONED_DIR = "abandoned"  # inside checkpoints/: branches left behind by a rollback
@@ -97,7 +101,17 @@ class RunLayout:
 
     @property
     def tensorboard_dir(self) -> Path:
-        return self.root / TENSORBOARD_DIR
+        """Where the run's event files are written: the run folder itself."""
+        return self.root
+
+    def event_files(self) -> list[Path]:
+        """The run's TensorBoard event files: in the run folder, and in the tensorboard/ subfolder older versions
+        wrote (a resumed old run has both)."""
+        found = [p for p in self.root.glob(EVENT_FILE_PREFIX + "*") if p.is_file()] if self.root.is_dir() else []
+        legacy = self.root / LEGACY_TENSORBOARD_DIR
+        if legacy.is_dir():
+            found += [p for p in legacy.rglob(EVENT_FILE_PREFIX + "*") if p.is_file()]
+        return found
 
     @property
     def reference_eval_file(self) -> Path:
@@ -152,16 +166,18 @@ class RunLayout:
     def run_outputs(self) -> list[Path]:
         """What a run wrote here that another run must not mix with (prepared data, a reusable cache, is not
         listed)."""
-        candidates = [self.config_file, self.tensorboard_dir, self.final_dir, self.analysis_dir, self.changes_file,
-                      self.interventions_file, self.branch_file, self.reference_eval_file, self.sweep_run_file]
+        candidates = [self.config_file, self.root / LEGACY_TENSORBOARD_DIR, self.final_dir, self.analysis_dir,
+                      self.changes_file, self.interventions_file, self.branch_file, self.reference_eval_file,
+                      self.sweep_run_file]
         found = [p for p in candidates if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+        found += sorted(p for p in self.root.glob(EVENT_FILE_PREFIX + "*")) if self.root.is_dir() else []
         if self.checkpoints_dir.is_dir() and any(checkpoint_step(p.name) is not None or p.name == ABANDONED_DIR
                                                  for p in self.checkpoints_dir.iterdir()):
             found.append(self.checkpoints_dir)
         return found
 
     def looks_like_run(self) -> bool:
-        return self.config_file.exists() or self.tensorboard_dir.is_dir()
+        return self.config_file.exists() or bool(self.event_files())
 
 
 def run_of_model_folder(model_folder: str | Path) -> tuple[RunLayout, str] | None:
@@ -194,6 +210,13 @@ class Tags:
     TRAIN_MFU = "train/mfu"
     TRAIN_CLIPPED = "train/clipped"
     TRAIN_CLIPPED_FRACTION = "train/clipped_fraction"
+    TRAIN_GRAD_CLIP = "train/grad_clip"  # the clip threshold beside the norm (TensorBoard's gradient-norm chart)
+
+    # the gradient noise scale (McCandlish et al. 2018), at the diagnostics cadence
+    NOISE_SCALE_TOKENS = "noise/b_simple_tokens"  # B_simple = tr(Sigma) / |G|^2, in tokens (smoothed)
+    NOISE_GRAD_SQ = "noise/grad_sq"  # the unbiased estimate of |G|^2 (smoothed)
+    NOISE_TRACE = "noise/trace_sigma"  # the unbiased estimate of tr(Sigma), per token (smoothed)
+    NOISE_TOKENS_PER_STEP = "noise/tokens_per_step"  # the run's batch, beside B_simple in the same chart
 
     # written once at step 0: facts of the run
     RUN_GRAD_ACCUM_STEPS = "run/grad_accum_steps"

@@ -218,6 +218,44 @@ def plot_comparison(runs: list[Run]):
     return fig
 
 
+def plot_forecast(run: Run, result) -> plt.Figure:
+    """Observed losses (what the law was fitted to), the fitted curve over the run's own learning-rate history,
+    and the forecast to the end of its schedule (and the other horizons), with the bootstrap interval."""
+    from .forecast import Fit, planned_lrs, run_schedule
+
+    fit = Fit(**result.fit)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(fit.steps, fit.losses, "o", markersize=3, color="black", label=f"observed ({fit.source})")
+    last = result.last_step
+    horizon = max([result.current_schedule["steps"]] + [h["steps"] for h in result.horizons
+                                                        if "epoch" in h["what"]])
+    lrs = planned_lrs(run, run_schedule(run, max(horizon, last)), keep_history=True)
+    steps = np.arange(1, len(lrs) + 1)
+    curve = fit.curve(lrs)
+    ax.plot(steps[:last], curve[:last], color="tab:blue", label="fitted")
+    ax.plot(steps[last - 1:], curve[last - 1:], color="tab:blue", linestyle="--", label="forecast (its schedule)")
+    if fit.bootstrap:
+        draws = np.array([fit.curve(lrs, p) for p in fit.bootstrap])
+        ax.fill_between(steps, np.percentile(draws, 5, axis=0), np.percentile(draws, 95, axis=0), color="tab:blue",
+                        alpha=0.15, label="5-95% (bootstrap)")
+    for horizon_result in result.horizons:
+        ax.errorbar([horizon_result["steps"]], [horizon_result["loss"]],
+                    yerr=[[horizon_result["loss"] - horizon_result["low"]], [horizon_result["high"] -
+                                                                               horizon_result["loss"]]],
+                    fmt="s", markersize=4, capsize=3, label=horizon_result["what"][:60])
+    if run.reference_loss is not None:
+        ax.axhline(run.reference_loss, color="tab:red", linestyle=":", label=f"reference {run.reference_loss:.4f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    low = min(min(fit.losses), float(np.nanmin(curve))) - 0.1
+    ax.set_ylim(low, max(fit.losses) + 0.3)
+    ax.set_title(f"{run.name}: loss forecast (Tissue et al. 2024)" + ("" if result.trusted else " - not trusted"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def write_plots(run: Run, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {"lossGraph.png": plot_loss(run), "gradNorm.png": plot_grad_norm(run)}

@@ -8,46 +8,43 @@ std(grad)/std(weight), is not by itself evidence of vanishing gradients: Adam di
 gradient's running RMS. "Healthy" is said only when no finding is a warning or a problem.
 """
 
-import json
 import math
 from dataclasses import asdict, dataclass
-from functools import cached_property
-from pathlib import Path
 
-from ..layout import Tags
+from .formatting import count, fmt, listed
+from .rendering import render_markdown, write_report  # noqa: F401  (the report's outputs, re-exported)
 from .runs import Run
-from .summaries import (
-    depth_summary,
-    early_phase_summary,
-    gap_summary,
-    grad_norm_summary,
-    grad_spike_summary,
-    loss_summary,
-    ratio_summary,
-    reference_summary,
-    spike_summary,
-    token_summary,
-    weight_summary,
-)
+from .summaries import RunSummary, summarize
 from .thresholds import (
     CHANGE_SETTLE_STEPS,
+    CLIP_MIN_STEPS,
     CLIPPING_DOMINANT,
-    DECAY_DOMINANT,
+    DECAY_VS_GRADIENT,
     DEPTH_FLAT,
     DEPTH_TREND,
     DIVERGENCE_RISE,
     FAR_ABOVE,
     FAR_BELOW,
     INIT_TOLERANCE,
+    LATE_DIVERGENCE_STABLE_STEPS,
     LOSS_FLAT,
+    LOSS_FLAT_MIN_STEPS,
+    LR_RAISE_RANGE,
     MIN_BLOCKS_FOR_DEPTH,
+    MIN_EVALUATIONS,
     MIN_STEPS_TO_JUDGE,
+    NOISE_BATCH_FAR,
     OVERFIT_TRAIN_FALL,
     OVERFIT_VAL_RISE,
+    OVERFIT_VAL_RISE_RELATIVE,
     RATIO_TARGET,
     RATIO_UNSTABLE,
     SEED_IDEAL_GRAD_NORM,
+    SLOW_BLOCK_FACTOR,
+    SPIKE_Z,
     SPIKES_FOR_INSTABILITY,
+    STANDARD_INIT_STD,
+    VAL_AGREES_RISE,
     WARMUP_LATER_LR,
     WEIGHT_SHRINK,
     gap_trend,
@@ -67,97 +64,34 @@ class Finding:
     recommendation: str = ""
 
 
-def fmt(value, digits=4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and (abs(value) >= 1e5 or (value != 0 and abs(value) < 1e-3)):
-        return f"{value:.2e}"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def listed(names: list[str], values: dict | None = None, limit: int = 10) -> str:
-    items = [f"{n} ({fmt(values[n])})" if values else n for n in names[:limit]]
-    return ", ".join(items) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-@dataclass
-class RunSummary:
-    """What the rules read: one section per signal (the dicts of ``summaries.py``; empty when not logged)."""
-
-    run: str
-    config: dict
-    loss: dict
-    reference: dict
-    tokens: dict
-    gap: dict
-    grad_norm: dict
-    grad_spikes: dict
-    update_ratio: dict
-    update_ratio_grad: dict
-    grad_ratio: dict
-    weights: dict
-    spikes: dict
-    early_phase: dict
-    changes: list
-    interventions: list
-    branch: dict | None
-
-    @cached_property  # read by several rules and the report; not a field, so asdict leaves it out
-    def depth(self) -> dict:
-        """The learning ratio and the raw gradient ratio per transformer block, with their trend over depth."""
-        return {"learning": depth_summary(self.learning_ratio.get("per_parameter_median", {})),
-                "gradient": depth_summary(self.grad_ratio.get("per_parameter_median", {}))}
-
-    def explained(self, step: int) -> bool:
-        """Whether a spike at ``step`` is explained by something done to the run: settings changed by hand up to
-        CHANGE_SETTLE_STEPS steps before, or an update the spike guard skipped (stated in its own finding)."""
-        if any(0 <= step - c["step"] <= CHANGE_SETTLE_STEPS for c in self.changes):
-            return True
-        return any(r["action"] == "skip" and r["step"] == step for r in self.interventions)
-
-    def unexplained(self, steps: list[int]) -> list[int]:
-        return [x for x in steps if not self.explained(x)]
-
-    def setting(self, section: str, name: str, default=None):
-        return self.config.get(section, {}).get(name, default)
-
-    @property
-    def learning_ratio(self) -> dict:
-        """The gradient-driven update ratios when logged (weight decay removed), else the whole update ratios."""
-        return self.update_ratio_grad or self.update_ratio
-
-    @property
-    def learning_ratio_name(self) -> str:
-        return "gradient-driven update/weight ratio" if self.update_ratio_grad else "update/weight ratio"
-
-
-def summarize(run: Run) -> RunSummary:
-    return RunSummary(run=run.name, config=run.config, loss=loss_summary(run), reference=reference_summary(run),
-                      tokens=token_summary(run), gap=gap_summary(run), grad_norm=grad_norm_summary(run),
-                      grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
-                      update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
-                      grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
-                      spikes=spike_summary(run), early_phase=early_phase_summary(run), changes=run.changes,
-                      interventions=run.interventions, branch=run.branch)
-
-
 # ----------------------------------------------------------------------------------------------- rules
 def init_finding(s: RunSummary) -> Finding:
+    """The initial loss against what a random model of this shape starts at: ln(vocab) plus half the variance of
+    its random logits, n_embd x init_std^2 / 2 (0.154 nats for GPT-2 124M; thresholds.py says why). Too large: the
+    start is above that expectation, or the expectation itself is above what GPT-2's 0.02 gives at this width."""
     loss = s.loss
-    diff = loss["initial_minus_uniform"]
-    evidence = (f"initial train loss {fmt(loss['initial_train_loss'])} vs ln(vocab) = {fmt(loss['uniform_loss'])} "
-                f"(difference {fmt(diff, 3)}, tolerance {INIT_TOLERANCE})")
+    diff, expected, standard = loss["initial_minus_expected"], loss["expected_initial_loss"], \
+        loss["standard_initial_loss"]
+    std = s.setting("model", "init_std", STANDARD_INIT_STD)
+    evidence = (f"initial train loss {fmt(loss['initial_train_loss'])} vs {fmt(expected)} expected at "
+                f"initialisation (ln(vocab) = {fmt(loss['uniform_loss'])} plus n_embd x init_std^2 / 2 = "
+                f"{fmt(expected - loss['uniform_loss'], 3)} for the random logits; difference {fmt(diff, 3)}, "
+                f"tolerance {INIT_TOLERANCE})")
+    too_large = diff is not None and diff > INIT_TOLERANCE
+    init_itself = diff is not None and diff >= -INIT_TOLERANCE and expected - standard > INIT_TOLERANCE
+    if too_large or init_itself:
+        why = (f": the initial logits are larger than init_std {std} should give (confidently wrong)" if too_large
+               else f": init_std {std} itself makes the random logits large enough to start "
+               f"{fmt(expected - standard, 3)} nats above what GPT-2's {STANDARD_INIT_STD} gives at this width "
+               f"({fmt(standard)})")
+        return Finding("init_overconfident", "warning", "Initial loss above the expected start: init too large",
+                       evidence + why + ".",
+                       f"Lower --init_std (now {std}; GPT-2 uses {STANDARD_INIT_STD}, with residual projections "
+                       "scaled by 1/sqrt(2*n_layer)).")
     if diff is None or abs(diff) <= INIT_TOLERANCE:
-        return Finding("init_uniform", "info", "Initial loss matches uniform prediction", evidence +
-                       ": the randomly initialised model spreads probability evenly, as a well-scaled init should.")
-    if diff > 0:
-        return Finding("init_overconfident", "warning", "Initial loss above uniform prediction: init too large",
-                       evidence + ": the initial logits are too large (confidently wrong).",
-                       f"Lower --init_std (now {s.setting('model', 'init_std', 0.02)}; GPT-2 uses 0.02, with "
-                       "residual projections scaled by 1/sqrt(2*n_layer)).")
-    return Finding("init_below_uniform", "info", "Initial loss below uniform prediction", evidence +
+        return Finding("init_uniform", "info", "Initial loss as expected for a random model", evidence +
+                       ": the randomly initialised model spreads probability as evenly as its init allows.")
+    return Finding("init_below_uniform", "info", "Initial loss below the expected start", evidence +
                    ": the run started from trained weights (--init_from) or the data is very repetitive.")
 
 
@@ -175,7 +109,7 @@ def climbed_back(loss: dict) -> bool:
     """The smoothed train loss rose DIVERGENCE_RISE above its minimum by the end, and validation agrees (a noisy
     stretch of training data can lift the smoothed train loss alone)."""
     rise = (loss["final_train_loss_smoothed"] or 0) - (loss["min_train_loss_smoothed"] or 0)
-    val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > DIVERGENCE_RISE / 5
+    val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > VAL_AGREES_RISE
     return rise > DIVERGENCE_RISE and val_agrees
 
 
@@ -212,7 +146,29 @@ def warmup_finding(s: RunSummary) -> Finding | None:
                    f"{s.setting('train', 'max_lr')}) ran without jumps after the early phase.")
 
 
-def instability_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
+def late_divergence_finding(s: RunSummary) -> Finding | None:
+    """The loss climbed back after a long stable stretch past the early phase: named as a late divergence with its
+    step and size (its cause came late: never the warmup)."""
+    loss = s.loss
+    onset, low_step = loss.get("divergence_onset_step"), loss.get("min_train_loss_step")
+    if onset is None or not climbed_back(loss):
+        return None
+    early_end = max(s.setting("train", "warmup_steps", 0) or 0, (s.early_phase or {}).get("settle_step") or 0)
+    if low_step - early_end < LATE_DIVERGENCE_STABLE_STEPS:
+        return None
+    rise = loss["final_train_loss_smoothed"] - loss["min_train_loss_smoothed"]
+    return Finding("late_divergence", "problem", "The loss diverged late, after a long stable stretch",
+                   f"the smoothed train loss fell steadily to {fmt(loss['min_train_loss_smoothed'])} at step {low_step} "
+                   f"({low_step - early_end} steps after the early phase ended at step {early_end}, at least "
+                   f"{LATE_DIVERGENCE_STABLE_STEPS} count as stable), then climbed from step {onset} to "
+                   f"{fmt(loss['final_train_loss_smoothed'])} (+{fmt(rise, 3)} nats; limit {DIVERGENCE_RISE}). The "
+                   "warmup is long past: the cause came later (a stretch of data, or a learning rate too high for the "
+                   "sharper loss surface late in training).",
+                   f"Resume from the last checkpoint before step {onset} with a lower --max_lr, or turn on "
+                   "--spike_guard to skip the damaging updates and roll back past them.")
+
+
+def instability_finding(s: RunSummary, claimed_until: int = 0, late: bool = False) -> Finding | None:
     loss, ratio = s.loss, s.learning_ratio
     spikes = s.unexplained([x for x in s.spikes["spike_steps"] if x > claimed_until])  # see the warmup finding
     reasons = []
@@ -223,7 +179,7 @@ def instability_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None
     if (loss["final_train_loss_smoothed"] or 0) > (loss["initial_train_loss"] or math.inf) + DIVERGENCE_RISE:
         reasons.append(f"the smoothed train loss ended at {fmt(loss['final_train_loss_smoothed'])}, more than "
                        f"{DIVERGENCE_RISE} nats above the initial {fmt(loss['initial_train_loss'])}: the run diverged")
-    elif climbed_back(loss):
+    elif climbed_back(loss) and not late:  # a late climb has its own finding
         reasons.append(f"the smoothed train loss climbed back {fmt(rise, 3)} nats (limit {DIVERGENCE_RISE}) above "
                        f"its minimum {fmt(loss['min_train_loss_smoothed'])} to {fmt(loss['final_train_loss_smoothed'])}")
     if len(spikes) >= SPIKES_FOR_INSTABILITY:
@@ -244,7 +200,7 @@ def learning_rate_low_finding(s: RunSummary) -> Finding | None:
     drop = (loss["initial_train_loss"] or 0) - (loss["final_train_loss_smoothed"] or 0)
     which = s.learning_ratio_name
     if ratio and ratio["overall_median"] < FAR_BELOW:
-        factor = min(100.0, max(3.0, RATIO_TARGET / max(ratio["overall_median"], 1e-12)))
+        factor = min(LR_RAISE_RANGE[1], max(LR_RAISE_RANGE[0], RATIO_TARGET / max(ratio["overall_median"], 1e-12)))
         return Finding("lr_too_low", "problem", "Learning rate too low: the weights barely move",
                        f"median {which} {fmt(ratio['overall_median'])} across "
                        f"{len(ratio['per_parameter_median'])} weight matrices, {ratio_band(ratio['overall_median'])} "
@@ -252,7 +208,7 @@ def learning_rate_low_finding(s: RunSummary) -> Finding | None:
                        f"({fmt(loss['initial_train_loss'])} -> {fmt(loss['final_train_loss_smoothed'])}).",
                        f"Raise --max_lr (now {s.setting('train', 'max_lr')}) about {fmt(factor, 2)}x (update ratios "
                        "scale with the learning rate under Adam).")
-    if not ratio and loss["steps"] >= 50 and drop < LOSS_FLAT:
+    if not ratio and loss["steps"] >= LOSS_FLAT_MIN_STEPS and drop < LOSS_FLAT:
         return Finding("loss_flat", "warning", "Loss barely moves",
                        f"train loss fell only {fmt(drop, 3)} nats (less than {LOSS_FLAT}) in {loss['steps']} steps; no "
                        "update ratios were logged, so whether the weights move cannot be told.",
@@ -261,15 +217,17 @@ def learning_rate_low_finding(s: RunSummary) -> Finding | None:
 
 
 def weight_decay_finding(s: RunSummary) -> Finding | None:
+    """AdamW's decoupled decay pulls each matrix in by lr x wd per step (logged exactly); against the step the
+    gradients move it (the gradient-driven update ratio) it says whether decay or learning sets the weights' size."""
     weights = s.weights
-    share, change = weights.get("median_decay_share"), weights.get("median_rms_change")
-    if share is None or change is None or share <= DECAY_DOMINANT or change >= -WEIGHT_SHRINK:
+    against, change = weights.get("median_decay_vs_gradient"), weights.get("median_rms_change")
+    if against is None or change is None or against < DECAY_VS_GRADIENT or change >= -WEIGHT_SHRINK:
         return None
     return Finding("weight_decay_too_high", "warning", "Weight decay dominates: the weights shrink",
-                   f"a median {fmt(100 * share, 3)}% of each weight matrix's update is AdamW's decoupled decay "
-                   f"(lr x weight_decay; limit {fmt(100 * DECAY_DOMINANT, 3)}%), and the median weight RMS fell "
-                   f"{fmt(-100 * change, 3)}% over the run (limit {fmt(100 * WEIGHT_SHRINK, 3)}%): decay, not the "
-                   "gradients, sets the size of the weights.",
+                   f"AdamW's decoupled decay step (lr x weight_decay) is a median {fmt(against, 3)}x the "
+                   f"gradient-driven step of each weight matrix (limit {fmt(DECAY_VS_GRADIENT)}x), and the median "
+                   f"weight RMS fell {fmt(-100 * change, 3)}% over the run (limit {fmt(100 * WEIGHT_SHRINK, 3)}%): "
+                   "decay, not the gradients, sets the size of the weights.",
                    f"Lower --weight_decay (now {s.setting('train', 'weight_decay')}; GPT-2 runs use 0.1, the seed "
                    "suggests trying 0.01).")
 
@@ -280,7 +238,7 @@ def slow_blocks(s: RunSummary) -> list[int]:
     if not learning.get("starved"):
         return []
     fastest = max(learning["per_block"].values())
-    return [b for b, value in learning["per_block"].items() if value < fastest / 10]
+    return [b for b, value in learning["per_block"].items() if value < fastest / SLOW_BLOCK_FACTOR]
 
 
 def depth_finding(s: RunSummary) -> Finding | None:
@@ -356,10 +314,10 @@ def layer_findings(s: RunSummary) -> list[Finding]:
 
 def overfitting_finding(s: RunSummary) -> Finding | None:
     gap, loss, tokens = s.gap, s.loss, s.tokens
-    if gap.get("evaluations", 0) < 2:
+    if gap.get("evaluations", 0) < MIN_EVALUATIONS:
         return None
     epochs = tokens.get("epochs_started")
-    rises = gap["val_rise_from_min"] > max(OVERFIT_VAL_RISE, 0.02 * loss["min_val_loss"])
+    rises = gap["val_rise_from_min"] > max(OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_RELATIVE * loss["min_val_loss"])
     if rises and gap["train_change_after_val_min"] < OVERFIT_TRAIN_FALL:
         return Finding("overfitting", "problem", "Overfitting: validation loss rises while training loss falls",
                        f"validation loss was lowest at step {loss['min_val_step']} ({fmt(loss['min_val_loss'])}) "
@@ -373,7 +331,7 @@ def overfitting_finding(s: RunSummary) -> Finding | None:
 
 def gap_finding(s: RunSummary) -> Finding | None:
     gap, tokens, loss = s.gap, s.tokens, s.loss
-    if gap.get("evaluations", 0) < 2:
+    if gap.get("evaluations", 0) < MIN_EVALUATIONS:
         return None
     still_falling = loss.get("min_val_step") == loss.get("last_val_step")
     text = (f"validation minus smoothed train loss is {fmt(gap['gap_final'], 3)} at the end "
@@ -388,7 +346,7 @@ def gap_finding(s: RunSummary) -> Finding | None:
 
 def clipping_finding(s: RunSummary) -> Finding | None:
     grad, ratio = s.grad_norm, s.update_ratio
-    if not grad or not grad["clip"] or grad["steps_after_warmup"] < MIN_STEPS_TO_JUDGE // 2:
+    if not grad or not grad["clip"] or grad["steps_after_warmup"] < CLIP_MIN_STEPS:
         return None
     if grad["clipped_fraction_after_warmup"] <= CLIPPING_DOMINANT:
         return None
@@ -412,7 +370,7 @@ def grad_spike_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
         return None
     values = s.grad_spikes["values"]
     return Finding("grad_norm_spikes", "warning", "Gradient-norm spikes after warmup",
-                   f"{len(spikes)} step(s) after warmup had a gradient norm more than 5 standard deviations above "
+                   f"{len(spikes)} step(s) after warmup had a gradient norm more than {fmt(SPIKE_Z)} standard deviations above "
                    f"the previous steps: {listed([str(x) for x in spikes], {str(k): v for k, v in values.items()})}"
                    + (" (earlier ones belong to the early phase, see the warmup_too_short finding)"
                       if len(spikes) < len(every) else "") + ".",
@@ -544,6 +502,32 @@ def branch_finding(s: RunSummary) -> Finding | None:
                    f"to step {branch['step']} are the parent's.")
 
 
+def batch_finding(s: RunSummary) -> Finding | None:
+    """The run's tokens per step against the gradient noise scale it measured (McCandlish et al. 2018)."""
+    noise = s.noise_scale
+    if not noise:
+        return None
+    ratio, batch, scale = noise["batch_over_noise"], noise["tokens_per_step"], noise["median_later"]
+    evidence = (f"{count(batch)} tokens per step against a gradient noise scale B_simple of {count(scale)} tokens (the "
+                f"median over the later half of training; it went from {count(noise['first'])} to {count(noise['last'])}):"
+                f" the batch is {fmt(ratio, 3)}x B_simple. B_simple = tr(Sigma) / |G|^2 estimates the critical "
+                "batch, where doubling the batch stops halving the steps (McCandlish et al. 2018; exact for a "
+                "well-conditioned quadratic loss and plain SGD, a guide under Adam); it grows as the loss falls.")
+    if ratio > NOISE_BATCH_FAR:
+        return Finding("batch_above_noise_scale", "warning", "The batch is far above the gradient noise scale",
+                       evidence + f" Above about {fmt(NOISE_BATCH_FAR)}x, tokens go to averaging gradients that "
+                       "already agree: each step costs more tokens than it needs.",
+                       f"A smaller --total_batch_tokens (toward {count(scale)}) should reach the same loss with fewer "
+                       "tokens (in more steps).")
+    if ratio < 1 / NOISE_BATCH_FAR:
+        return Finding("batch_below_noise_scale", "info", "The batch is far below the gradient noise scale",
+                       evidence + f" Below about 1/{fmt(NOISE_BATCH_FAR)}, steps are dominated by gradient noise: "
+                       "a larger batch would spend tokens as well and use each step better (fewer steps).",
+                       f"A larger --total_batch_tokens (toward {count(scale)}) if steps, not tokens, are the limit.")
+    return Finding("batch_near_noise_scale", "info", "The batch is near the gradient noise scale",
+                   evidence + f" Within {fmt(NOISE_BATCH_FAR)}x either way: near the critical batch.")
+
+
 def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
     """Only when nothing is wrong: no warning or problem, and every weight matrix learning."""
     if any(f.severity in SEVERE for f in findings):
@@ -554,7 +538,7 @@ def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
             + (f"; median update/weight ratio {fmt(ratio['overall_median'])}, {ratio_band(ratio['overall_median'])}"
                if ratio else "") + f"; {len(s.spikes['spike_steps'])} loss spikes; no warning.")
     still_improving = "min_val_step" in loss and loss["min_val_step"] == loss.get("last_val_step") and \
-        loss.get("val_evaluations", 0) >= 2
+        loss.get("val_evaluations", 0) >= MIN_EVALUATIONS
     return Finding("healthy", "info", "Healthy run", text,
                    "Validation loss was at its lowest at the last evaluation: more tokens should help."
                    if still_improving else "")
@@ -570,7 +554,10 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     if warmup := warmup_finding(summary):
         findings.append(warmup)
         claimed_until = summary.early_phase["settle_step"]
-    if unstable := instability_finding(summary, claimed_until):
+    late = late_divergence_finding(summary)
+    if late:
+        findings.append(late)
+    if unstable := instability_finding(summary, claimed_until, late=late is not None):
         findings.append(unstable)
     for rule in (learning_rate_low_finding, weight_decay_finding, overfitting_finding, depth_finding):
         if finding := rule(summary):
@@ -579,7 +566,7 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     if not any(f.id == "lr_too_high" for f in findings):
         # In an unstable run the large norms are a symptom; raising the clip threshold would be the wrong advice.
         findings += [f for f in (clipping_finding(summary), grad_spike_finding(summary, claimed_until)) if f]
-    findings += [f for f in (gap_finding(summary), reference_finding(summary)) if f]
+    findings += [f for f in (gap_finding(summary), reference_finding(summary), batch_finding(summary)) if f]
     findings += grad_norm_findings(summary, findings)
     if spike := loss_spike_finding(summary, findings, claimed_until):
         findings.append(spike)
@@ -589,62 +576,18 @@ def diagnose(summary: RunSummary) -> list[Finding]:
 
 
 # ----------------------------------------------------------------------------------------------- output
-def build_report(run: Run) -> dict:
+def build_report(run: Run, with_forecast: bool = False) -> dict:
+    """The report as a dict (report.json); ``with_forecast`` adds the loss forecast (``forecast.py``: a fit with
+    bootstrap refits, a few seconds)."""
     summary = summarize(run)
     report = asdict(summary)
     report.pop("config")
     report["depth"] = summary.depth
+    if with_forecast:
+        from .forecast import forecast
+
+        predicted = forecast(run)
+        report["forecast"] = predicted.to_dict() if predicted is not None else None
     return {**report, "findings": [asdict(f) for f in diagnose(summary)]}
 
 
-def render_markdown(report: dict, plots: list[str]) -> str:
-    loss, tokens, ref = report["loss"], report["tokens"], report["reference"]
-    lines = [f"# Run report: {report['run']}", ""]
-    lines += ["## Findings", ""]
-    for f in report["findings"]:
-        lines.append(f"- **{f['title']}** ({f['severity']}, `{f['id']}`): {f['evidence']}")
-        if f["recommendation"]:
-            lines.append(f"  - Recommendation: {f['recommendation']}")
-    lines += ["", "## Numbers", "",
-              "| quantity | value |", "| --- | --- |",
-              f"| initial train loss / ln(vocab) | {fmt(loss['initial_train_loss'])} / {fmt(loss['uniform_loss'])} |",
-              f"| final train loss (smoothed) | {fmt(loss['final_train_loss_smoothed'])} |",
-              f"| final / best validation loss | {fmt(loss.get('final_val_loss'))} / {fmt(loss.get('min_val_loss'))}"
-              f" (step {loss.get('min_val_step', 'n/a')}) |",
-              f"| steps, tokens per step | {fmt(loss['steps'])}, {fmt(tokens['tokens_per_step'])} |",
-              f"| total tokens | {fmt(tokens['total_tokens'])} |",
-              f"| dataset tokens, fraction used, steps per epoch | {fmt(tokens['dataset_tokens'])}, "
-              f"{fmt(tokens.get('fraction_of_dataset'))}, {fmt(tokens.get('steps_per_epoch'))} |",
-              f"| reference loss | {fmt(ref['reference_loss'])} ({ref['reference_source'] or 'none given'}) |",
-              f"| reference reached (val / train) at step | {fmt(ref.get('val_crossing_step'), 5)} / "
-              f"{fmt(ref.get('train_crossing_step'), 5)} |",
-              f"| ... at tokens | {fmt(ref.get('val_crossing_tokens'))} / {fmt(ref.get('train_crossing_tokens'))} |"]
-    grad = report["grad_norm"]
-    if grad:
-        lines.append(f"| grad norm: initial peak, median after warmup, clipped | {fmt(grad['initial_peak'])}, "
-                     f"{fmt(grad['median_after_warmup'])}, {fmt(100 * grad['clipped_fraction'], 3)}% |")
-    for key, title in (("update_ratio", "update/weight ratio"), ("grad_ratio", "std(grad)/std(w)")):
-        if report[key]:
-            lines.append(f"| {title}: median (min-max over parameters) | {fmt(report[key]['overall_median'])} "
-                         f"({fmt(report[key]['min'])}-{fmt(report[key]['max'])}) |")
-    lines.append(f"| loss spikes | {len(report['spikes']['spike_steps'])} |")
-    early = report["early_phase"]
-    if early:
-        lines.append(f"| early phase: peak median update ratio (step), settled below {fmt(RATIO_UNSTABLE)} at step, "
-                     f"loss jumps before / after | {fmt(early['peak_ratio'])} ({early['peak_ratio_step']}), "
-                     f"{fmt(early['settle_step'])}, {listed([str(x) for x in early['early_jumps']]) or 'none'} / "
-                     f"{listed([str(x) for x in early['late_jumps']]) or 'none'} |")
-    depth = report["depth"]["learning"]
-    if "trend_decades" in depth:
-        lines.append(f"| learning ratio by depth: block {depth['first_block']} / block {depth['last_block']}, trend "
-                     f"| {fmt(depth['per_block'][depth['first_block']])} / {fmt(depth['per_block'][depth['last_block']])}"
-                     f", {fmt(depth['trend_decades'], 2)} decades |")
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report: dict, out_dir: Path, plots: list[str]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (out_dir / "report.md").write_text(render_markdown(report, plots))

@@ -16,12 +16,9 @@ from ..layout import RunLayout, Tags
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
-    """The TensorBoard event files of a run (its ``tensorboard/`` folder, or ``run_dir`` itself when given a log
-    folder), oldest first (by the wall time in the file name). Copies elsewhere in the run folder (Hub staging)
-    are not read."""
-    logs = RunLayout(run_dir).tensorboard_dir
-    root = logs if logs.is_dir() else Path(run_dir)
-    files = [p for p in root.rglob("events.out.tfevents.*") if p.is_file()]
+    """The TensorBoard event files of a run (in the run folder, and in the tensorboard/ subfolder of runs written by
+    earlier versions), oldest first (by the wall time in the file name)."""
+    files = RunLayout(run_dir).event_files()
     return sorted(files, key=lambda p: (_first_wall_time(p), p.name))
 
 
@@ -69,7 +66,9 @@ def _read_series(run_dir, read_file) -> dict:
         if (offset := truncated_at(path)) is not None:
             warnings.warn(f"{path} is truncated (or still being written) at byte {offset}: the events before it are "
                           "used.", stacklevel=2)
-        folder, purge = path.parent, purge_step(path)
+        # One run, one history: a resumed run's purge step applies to every earlier file of the run (an old run's
+        # tensorboard/ subfolder included).
+        folder, purge = Path(run_dir), purge_step(path)
         if purge is not None:
             for series in merged.values():
                 for step in [s for s, (_, where) in series.items() if s >= purge and where == folder]:
@@ -91,7 +90,13 @@ def _file_scalars(path: Path):
 def _file_texts(path: Path):
     accumulator = EventAccumulator(str(path), size_guidance={TENSORS: 0}, purge_orphaned_data=False)
     accumulator.Reload()
+    try:
+        text_tags = set(accumulator.PluginTagToContent("text"))  # not the custom-scalars layout's tensor
+    except KeyError:
+        return
     for tag in accumulator.Tags().get("tensors", []):
+        if tag not in text_tags:
+            continue
         for event in accumulator.Tensors(tag):
             values = event.tensor_proto.string_val
             if values:
@@ -168,7 +173,8 @@ def load_run(run_dir: str | Path, reference_loss: float | None = None, reference
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
     if not event_files(run_dir):
-        raise FileNotFoundError(f"{run_dir} holds no TensorBoard event files (expected {layout.tensorboard_dir}/).")
+        raise FileNotFoundError(f"{run_dir} holds no TensorBoard event files (events.out.tfevents.*): not a run folder "
+                                "of this project, or the run stopped before it logged anything.")
     scalars = read_run_scalars(run_dir)
     branch = _read_json(layout.branch_file)
     if branch:

@@ -1,15 +1,22 @@
-"""The numbers the report and plots rest on, computed from a ``Run``'s scalars."""
+"""The numbers the report and plots rest on, computed from a ``Run``'s scalars, and ``RunSummary``, the data model
+the report's rules read (one section per signal)."""
 
 import math
 import re
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from ..layout import Tags
 from .runs import Run
 from .thresholds import (
+    CHANGE_SETTLE_STEPS,
     DEPTH_FLAT,
     DEPTH_TREND,
+    DIVERGENCE_RISE,
+    EARLY_FRACTION,
+    EMA_ALPHA,
     FAR_ABOVE,
     FAR_BELOW,
     JUMP_GRAD_FACTOR,
@@ -17,16 +24,19 @@ from .thresholds import (
     JUMP_NEIGHBOURS,
     JUMP_NOISE_FACTOR,
     MIN_BLOCKS_FOR_DEPTH,
+    RATIO_SKIP_FRACTION,
     RATIO_UNSTABLE,
     REFERENCE_TOLERANCE,
+    SPIKE_MIN_HISTORY,
     SPIKE_WINDOW,
     SPIKE_Z,
+    STANDARD_INIT_STD,
 )
 
-__all__ = ["FAR_ABOVE", "FAR_BELOW", "ema", "first_crossing"]  # thresholds re-exported for the plots
+__all__ = ["FAR_ABOVE", "FAR_BELOW", "RunSummary", "ema", "first_crossing", "summarize"]
 
 
-def ema(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+def ema(values: np.ndarray, alpha: float = EMA_ALPHA) -> np.ndarray:
     """Exponential moving average (bias-corrected), for noisy per-step curves."""
     out = np.empty_like(values)
     average, weight = 0.0, 0.0
@@ -49,17 +59,38 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> float
     return float(x0 + (y0 - level) / (y0 - y1) * (x1 - x0))
 
 
+def expected_initial_loss(run: Run) -> tuple[float, float, float]:
+    """ln(vocab), the loss expected at initialisation with the run's init_std, and with GPT-2's 0.02 at the same
+    width: ln(vocab) + n_embd * std^2 / 2 (thresholds.py says why), for a run started from random weights."""
+    model = run.config.get("model", {})
+    uniform = math.log(run.vocab_size)
+    width, std = model.get("n_embd"), model.get("init_std")
+    if not width or not std:
+        return uniform, uniform, uniform
+    return uniform, uniform + width * std ** 2 / 2, uniform + width * STANDARD_INIT_STD ** 2 / 2
+
+
+def finite_smoothed(loss: np.ndarray) -> np.ndarray:
+    """The EMA of a loss curve in which a non-finite value counts as the largest finite one (an inf must not
+    become 1.8e308 and dominate every smoothed value after it)."""
+    finite = np.isfinite(loss)
+    return ema(np.where(finite, loss, loss[finite].max() if finite.any() else 0.0))
+
+
 def loss_summary(run: Run) -> dict:
     steps, loss = run.series(Tags.TRAIN_LOSS)
     finite = np.isfinite(loss)
-    uniform = math.log(run.vocab_size)
+    uniform, expected, standard = expected_initial_loss(run)
     initial = float(loss[0]) if len(loss) else None
-    smooth = ema(np.where(finite, loss, np.nan_to_num(loss, nan=np.nanmax(loss[finite]) if finite.any() else 0)))
-    summary = {"initial_train_loss": initial, "uniform_loss": uniform,
+    smooth = finite_smoothed(loss)
+    summary = {"initial_train_loss": initial, "uniform_loss": uniform, "expected_initial_loss": expected,
+               "standard_initial_loss": standard,
                "initial_minus_uniform": None if initial is None else initial - uniform,
+               "initial_minus_expected": None if initial is None else initial - expected,
                "final_train_loss_smoothed": float(smooth[-1]) if len(smooth) else None,
                "min_train_loss_smoothed": float(np.nanmin(smooth)) if len(smooth) else None,
-               "steps": int(steps[-1]) if len(steps) else 0, "nonfinite_steps": int((~finite).sum())}
+               "steps": int(steps[-1]) if len(steps) else 0, "nonfinite_steps": int((~finite).sum()),
+               **divergence_onset(steps, smooth)}
     val_steps, val = run.series(Tags.VAL_LOSS)
     if len(val):
         best = int(np.argmin(val))
@@ -67,6 +98,17 @@ def loss_summary(run: Run) -> dict:
                         "min_val_loss": float(val[best]), "min_val_step": int(val_steps[best]),
                         "last_val_step": int(val_steps[-1]), "val_evaluations": int(len(val))})
     return summary
+
+
+def divergence_onset(steps: np.ndarray, smooth: np.ndarray) -> dict:
+    """Where the smoothed loss reached its minimum and the first step after it at which it stood DIVERGENCE_RISE / 2
+    above (the onset of a climb), with the length of the stable stretch before the minimum."""
+    if not len(smooth):
+        return {}
+    low = int(np.nanargmin(smooth))
+    above = np.flatnonzero(smooth[low:] > smooth[low] + DIVERGENCE_RISE / 2)
+    onset = int(steps[low + above[0]]) if len(above) else None
+    return {"min_train_loss_step": int(steps[low]), "divergence_onset_step": onset}
 
 
 def tokens_at(run: Run, step: float | None) -> float | None:
@@ -128,7 +170,7 @@ def grad_norm_summary(run: Run) -> dict:
     if not finite.any():
         return {}
     steps, norm = steps[finite], norm[finite]
-    early = max(1, len(norm) // 20)
+    early = max(1, len(norm) // EARLY_FRACTION)
     warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
     after_mask = steps > warmup
     after = norm[after_mask] if after_mask.any() else norm  # percentiles of all steps when none is after warmup
@@ -150,7 +192,7 @@ def ratio_summary(run: Run, prefix: str) -> dict:
     per_param = {}
     for tag in tags:
         steps, values = run.series(tag)
-        keep = steps >= 0.1 * last_step
+        keep = steps >= RATIO_SKIP_FRACTION * last_step
         values = values[keep] if keep.any() else values
         values = values[np.isfinite(values)]
         if len(values):
@@ -173,7 +215,7 @@ def zscore_outliers(steps: np.ndarray, values: np.ndarray, z_threshold: float = 
     for i in range(window // 4, len(values)):
         history = values[max(0, i - window):i]
         history = history[np.isfinite(history)]
-        if len(history) < 8:
+        if len(history) < SPIKE_MIN_HISTORY:
             continue
         std = history.std()
         if not np.isfinite(values[i]) or (std > 0 and (values[i] - history.mean()) / std > z_threshold):
@@ -200,7 +242,7 @@ def weight_summary(run: Run) -> dict:
         _, values = run.series(tag)
         if len(values) >= 2 and values[0] > 0:
             change[tag[len(Tags.WEIGHT_RMS):]] = float(values[-1] / values[0] - 1)
-    decay_share = {}
+    decay_share, decay_vs_gradient = {}, {}
     for tag in run.tags(Tags.UPDATE_RATIO_DECAY):
         name = tag[len(Tags.UPDATE_RATIO_DECAY):]
         decay_steps, decay = run.series(tag)
@@ -208,17 +250,22 @@ def weight_summary(run: Run) -> dict:
         shares = [d / total[int(s)] for s, d in zip(decay_steps, decay) if total.get(int(s), 0) > 0]
         if shares:
             decay_share[name] = float(np.median(shares))
-    return {"rms_change": change, "median_rms_change": float(np.median(list(change.values()))) if change else None,
-            "decay_share": decay_share,
-            "median_decay_share": float(np.median(list(decay_share.values()))) if decay_share else None}
+        learning = run.scalars.get(Tags.UPDATE_RATIO_GRAD + name, {})
+        against = [d / learning[int(s)] for s, d in zip(decay_steps, decay) if learning.get(int(s), 0) > 0]
+        if against:
+            decay_vs_gradient[name] = float(np.median(against))
+    def median(values: dict) -> float | None:
+        return float(np.median(list(values.values()))) if values else None
+
+    return {"rms_change": change, "median_rms_change": median(change), "decay_share": decay_share,
+            "median_decay_share": median(decay_share), "decay_vs_gradient": decay_vs_gradient,
+            "median_decay_vs_gradient": median(decay_vs_gradient)}
 
 
 def spike_summary(run: Run, z_threshold: float = SPIKE_Z, window: int = SPIKE_WINDOW) -> dict:
-    """Loss spikes: the spike detector's own log when present, else a z-score of the loss against the trailing
-    window (llm.c's rule) computed here."""
-    if run.has(Tags.SPIKE_IS_SPIKE):
-        steps, flags = run.series(Tags.SPIKE_IS_SPIKE)
-        return {"source": "spike_detector", "spike_steps": [int(s) for s, f in zip(steps, flags) if f > 0]}
+    """Loss spikes: a z-score of the loss against the trailing window (llm.c's rule), always computed here from the
+    logged loss, so the count does not depend on whether the spike_detector callback ran (its defaults are the same
+    rule; what it flagged is in its own tags)."""
     steps, loss = run.series(Tags.TRAIN_LOSS)
     spikes = zscore_outliers(steps, loss, z_threshold, window)
     return {"source": f"loss z-score > {z_threshold} over the previous {window} steps", "spike_steps": spikes}
@@ -316,3 +363,83 @@ def depth_summary(per_parameter: dict[str, float]) -> dict:
             "trend_decades": decades, "first_block": int(index[0]), "last_block": int(index[-1]),
             "starved": "first" if decades >= DEPTH_TREND else "last" if decades <= -DEPTH_TREND else None,
             "flat": abs(decades) < DEPTH_FLAT}
+
+
+# ----------------------------------------------------------------------------------------------- the data model
+@dataclass
+class RunSummary:
+    """What the report's rules read: one section per signal (the dicts above; empty when not logged), and the
+    run's records of what was done to it (changes on resume, spike-guard interventions, its branch origin)."""
+
+    run: str
+    config: dict
+    loss: dict
+    reference: dict
+    tokens: dict
+    gap: dict
+    grad_norm: dict
+    grad_spikes: dict
+    update_ratio: dict
+    update_ratio_grad: dict
+    grad_ratio: dict
+    weights: dict
+    spikes: dict
+    early_phase: dict
+    noise_scale: dict
+    changes: list
+    interventions: list
+    branch: dict | None
+
+    @cached_property  # read by several rules and the report; not a field, so asdict leaves it out
+    def depth(self) -> dict:
+        """The learning ratio and the raw gradient ratio per transformer block, with their trend over depth."""
+        return {"learning": depth_summary(self.learning_ratio.get("per_parameter_median", {})),
+                "gradient": depth_summary(self.grad_ratio.get("per_parameter_median", {}))}
+
+    def explained(self, step: int) -> bool:
+        """Whether a spike at ``step`` is explained by something done to the run: settings changed by hand up to
+        CHANGE_SETTLE_STEPS steps before, or an update the spike guard skipped (stated in its own finding)."""
+        if any(0 <= step - c["step"] <= CHANGE_SETTLE_STEPS for c in self.changes):
+            return True
+        return any(r["action"] == "skip" and r["step"] == step for r in self.interventions)
+
+    def unexplained(self, steps: list[int]) -> list[int]:
+        return [x for x in steps if not self.explained(x)]
+
+    def setting(self, section: str, name: str, default=None):
+        return self.config.get(section, {}).get(name, default)
+
+    @property
+    def learning_ratio(self) -> dict:
+        """The gradient-driven update ratios when logged (weight decay removed), else the whole update ratios."""
+        return self.update_ratio_grad or self.update_ratio
+
+    @property
+    def learning_ratio_name(self) -> str:
+        return "gradient-driven update/weight ratio" if self.update_ratio_grad else "update/weight ratio"
+
+
+def noise_scale_summary(run: Run) -> dict:
+    """The gradient noise scale B_simple logged by the loop (in tokens), against the run's tokens per step, over
+    the second half of the measurements (the first half is the fast early phase)."""
+    steps, noise = run.series(Tags.NOISE_SCALE_TOKENS)
+    keep = np.isfinite(noise) & (noise > 0)
+    steps, noise = steps[keep], noise[keep]
+    if not len(noise) or not run.tokens_per_step:
+        return {}
+    later = noise[len(noise) // 2:]
+    median = float(np.median(later))
+    return {"steps": steps.tolist(), "values": noise.tolist(), "median_later": median,
+            "first": float(noise[0]), "last": float(noise[-1]), "tokens_per_step": float(run.tokens_per_step),
+            "batch_over_noise": float(run.tokens_per_step / median)}
+
+
+def summarize(run: Run) -> RunSummary:
+    return RunSummary(run=run.name, config=run.config, loss=loss_summary(run), reference=reference_summary(run),
+                      tokens=token_summary(run), gap=gap_summary(run), grad_norm=grad_norm_summary(run),
+                      grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
+                      update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
+                      grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
+                      spikes=spike_summary(run), early_phase=early_phase_summary(run),
+                      noise_scale=noise_scale_summary(run), changes=run.changes, interventions=run.interventions,
+                      branch=run.branch)

@@ -48,11 +48,12 @@ def build_model_card(folder: Path, repo_id: str, evaluation: dict | None = None)
     run = _read(folder / RUN_CONFIG_FILE, yaml.safe_load)
     config = json.loads((folder / "config.json").read_text())
     ours, reference = eval_row(evaluation or {})
-    train, data = run.get("train", {}), run.get("data", {})
+    train = run.get("train", {})
+    hub_dataset, data_name = dataset_of(run)
     eval_results = []
     if ours:
-        eval_results.append(EvalResult(task_type="text-generation", dataset_type="HuggingFaceFW/fineweb-edu",
-                                       dataset_name="FineWeb-Edu validation shard", metric_type="loss",
+        eval_results.append(EvalResult(task_type="text-generation", dataset_type=hub_dataset or "local",
+                                       dataset_name=f"{data_name} validation shard", metric_type="loss",
                                        metric_name="validation loss", metric_value=round(ours["val_loss"], 4)))
         if ours.get("hellaswag_acc_norm") is not None:
             eval_results.append(EvalResult(task_type="multiple-choice", dataset_type="Rowan/hellaswag",
@@ -61,9 +62,9 @@ def build_model_card(folder: Path, repo_id: str, evaluation: dict | None = None)
                                            metric_value=round(ours["hellaswag_acc_norm"], 4)))
     card_data = ModelCardData(language="en", license="mit", library_name="transformers",
                               pipeline_tag="text-generation", tags=["gpt2", "pretraining", "nanogpt", "accelerate"],
-                              datasets=["HuggingFaceFW/fineweb-edu"], model_name=repo_id.split("/")[-1],
+                              datasets=[hub_dataset] if hub_dataset else None, model_name=repo_id.split("/")[-1],
                               eval_results=eval_results or None)
-    body = _card_body(repo_id, config, state, train, data, ours, reference)
+    body = _card_body(repo_id, config, state, train, data_name, ours, reference)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
@@ -79,7 +80,26 @@ def _data_name(data: dict) -> str:
     return source.rstrip("/").rsplit("/", 1)[-1] if "://" in source else Path(source).name or "unknown"
 
 
-def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
+def dataset_of(run: dict) -> tuple[str | None, str]:
+    """(the Hub dataset the shards were made from, or None for a local corpus; a name for the card), from the
+    data's meta.json where it can be found; never a local path, never a guess."""
+    data, train = run.get("data", {}), run.get("train", {})
+    candidates = [Path(data["data"])] if data.get("data") else []
+    if train.get("output_dir"):
+        candidates.append(RunLayout(train["output_dir"]).prepared_shards_dir)
+    for folder in candidates:
+        meta = folder / "meta.json"
+        if folder.is_dir() and meta.is_file():
+            source = json.loads(meta.read_text()).get("source", {})
+            if source.get("dataset"):
+                config = f" ({source['config']})" if source.get("config") else ""
+                return source["dataset"], f"{source['dataset']}{config}"
+            files = [Path(f).name for f in source.get("files", [])]
+            return None, f"local corpus {', '.join(files[:3]) or _data_name(data)}"
+    return None, _data_name(data)
+
+
+def _card_body(repo_id, config, state, train, data_name, ours, reference) -> str:
     params = state.get("parameters")
     lines = [f"# {repo_id.split('/')[-1]}", "",
              f"A GPT-2-architecture language model ({config['n_layer']} layers, {config['n_head']} heads, width "
@@ -96,12 +116,12 @@ def _card_body(repo_id, config, state, train, data, ours, reference) -> str:
              "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", "",
              "## Training", "",
              "| | |", "| --- | --- |",
-             f"| data | {_data_name(data)} |",
+             f"| data | {data_name} |",
              f"| steps | {_num(state.get('global_step'))} |",
              f"| tokens trained | {_num(state.get('tokens_seen'))} |",
              f"| tokens per step | {_num(state.get('tokens_per_step'))} |",
-             f"| learning rate | {train.get('max_lr')} -> {train.get('min_lr')} cosine, "
-             f"{train.get('warmup_steps')} warmup steps |",
+             f"| learning rate | {train.get('max_lr')} -> {train.get('min_lr')} "
+             f"{train.get('lr_schedule') or 'cosine'}, {train.get('warmup_steps')} warmup steps |",
              f"| AdamW | betas ({train.get('adam_beta1')}, {train.get('adam_beta2')}), eps {train.get('adam_epsilon')},"
              f" weight decay {train.get('weight_decay')} |",
              f"| gradient clipping | {train.get('grad_clip')} |",
@@ -164,10 +184,13 @@ def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_
 
 def _copy_run_files(run_dir: Path, out: Path) -> None:
     layout = RunLayout(run_dir)
-    if layout.tensorboard_dir.is_dir():
-        shutil.copytree(layout.tensorboard_dir, out / "runs", dirs_exist_ok=True)
+    events = layout.event_files()
+    for path in events:  # the event files only (not the checkpoints beside them), in the Hub's runs/ folder
+        target = out / "runs" / path.relative_to(layout.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     analysis = layout.analysis_dir
-    if not (analysis / "lossGraph.png").exists() and layout.tensorboard_dir.is_dir():
+    if not (analysis / "lossGraph.png").exists() and events:
         from ..analysis.plots import write_plots  # matplotlib: only when plots must be made
         from ..analysis.report import build_report, write_report
         from ..analysis.runs import load_run

@@ -6,7 +6,7 @@ import inspect
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from .schedules import Schedule, warmup_cosine_factor  # noqa: F401  (re-exported)
+from ..schedules import Schedule, warmup_cosine_factor  # noqa: F401  (re-exported)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..layout import Tags
+from ..schedules import Anchor, Schedule, anchor_to_dict
 from .checkpointing import append_jsonl, check_resume_compatible, saved_run_config, write_json
 from .optimization import apply_hyperparameters, peak_lrs, set_schedule
-from .schedules import Anchor, Schedule
 
 # Differences that are not settings of the training (how to resume, how to show progress).
 NOT_SETTINGS = {"train.resume_from_checkpoint", "train.overwrite_output_dir", "train.cooldown_steps",
@@ -55,6 +55,7 @@ class ResumePlan:
     lr_before: float | None = None
     lr_after: float | None = None
     schedule: str | None = None  # set when the schedule was re-planned or cooled down
+    anchor: dict | None = None  # the schedule's re-plan (what the forecast needs to know the run's future)
     branch_of: Path | None = None
 
     @property
@@ -79,7 +80,7 @@ class ResumePlan:
         return {"step": self.step, "time": time.time(), "checkpoint": str(self.checkpoint),
                 "changes": {key: list(pair) for key, pair in self.changes.items()},
                 "lr_before": self.lr_before, "lr_after": self.lr_after, "schedule": self.schedule,
-                "branch_of": str(self.branch_of) if self.branch_of else None}
+                "anchor": self.anchor, "branch_of": str(self.branch_of) if self.branch_of else None}
 
     def log(self, trainer) -> None:
         """TensorBoard (text and a count at the resumed step) and the run folder's record of changes; called once
@@ -139,6 +140,7 @@ def plan_resume(trainer, checkpoint: Path) -> ResumePlan:
     plan = ResumePlan(step=step, checkpoint=checkpoint, changes=setting_changes(saved, trainer.config.to_dict()),
                       lr_before=old_peaks[0] * old_schedule.factor(step),
                       lr_after=trainer.optimizers[0].param_groups[0]["lr"], schedule=description,
+                      anchor=anchor_to_dict(new_schedule.anchor),
                       branch_of=None if trainer.resumes_in_place() else _run_of(checkpoint))
     for line in plan.lines():
         trainer.accelerator.print(line)

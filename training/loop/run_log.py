@@ -4,10 +4,12 @@ headline history in ``TrainerState.log_history``, and the metrics callbacks add 
 ``RunLog`` implements the ``callbacks.RunLogger`` contract (the only way callbacks reach the logs).
 """
 
+import re
+
 import torch
 from transformers import TrainerState
 
-from ..layout import TENSORBOARD_DIR
+from ..layout import TRACKER, Tags
 
 # ``state.log_history`` is pickled into every checkpoint: it keeps the loop's own scalars (train/, val/, hellaswag/,
 # reference/), never the per-matrix families, and only the newest entries. TensorBoard holds everything.
@@ -48,7 +50,7 @@ class RunLog:
         """The run's ``SummaryWriter`` on the main process, None elsewhere."""
         if not self.accelerator.is_main_process or not self.accelerator.trackers:
             return None
-        return self.accelerator.get_tracker(TENSORBOARD_DIR, unwrap=True)
+        return self.accelerator.get_tracker(TRACKER, unwrap=True)
 
     def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         if (writer := self.writer()) is not None:
@@ -68,6 +70,15 @@ class RunLog:
             for summary in hparams(values, {}):
                 writer.file_writer.add_summary(summary)
 
+    def log_layout(self) -> None:
+        """TensorBoard's Custom Scalars tab: the seed's plots, live. The loss with the measured reference, the
+        gradient norm with the clip threshold, one multi-line chart per kind of weight matrix for each ratio (every
+        block in one chart: grad_param_ratio.png), the batch against the gradient noise scale, and the hand-made
+        changes and spike-guard actions. Without it the first screen is dozens of per-matrix charts in
+        alphabetical order."""
+        if (writer := self.writer()) is not None:
+            writer.add_custom_scalars(custom_scalars_layout())
+
     def last(self, tag: str) -> float | None:
         """The newest value of a headline tag, or None."""
         return next((h[tag] for h in reversed(self.state.log_history) if tag in h), None)
@@ -78,6 +89,32 @@ class RunLog:
     def flush(self) -> None:
         if (writer := self.writer()) is not None:
             writer.flush()
+
+
+MATRIX_KINDS = {"attn.c_attn": r"h\.\d+\.attn\.c_attn\.weight", "attn.c_proj": r"h\.\d+\.attn\.c_proj\.weight",
+                "mlp.c_fc": r"h\.\d+\.mlp\.c_fc\.weight", "mlp.c_proj": r"h\.\d+\.mlp\.c_proj\.weight",
+                "embeddings": r"(wte|wpe)\.weight"}
+
+
+def custom_scalars_layout() -> dict:
+    """Categories -> charts -> ["Multiline", tag regexes], in the order TensorBoard shows them."""
+    def per_kind(prefix: str) -> dict:
+        return {f"{prefix}{kind}, every block": ["Multiline", [re.escape(prefix) + pattern]]
+                for kind, pattern in MATRIX_KINDS.items()}
+
+    return {
+        "1. loss": {"train and validation loss, measured reference": ["Multiline", [
+                        re.escape(Tags.TRAIN_LOSS), re.escape(Tags.VAL_LOSS), re.escape(Tags.REFERENCE_VAL_LOSS)]],
+                    "learning rate": ["Multiline", [re.escape(Tags.TRAIN_LR), re.escape(Tags.TRAIN_LR_MUON)]]},
+        "2. gradient norm": {"gradient norm (before clipping) and the clip threshold": ["Multiline", [
+            re.escape(Tags.TRAIN_GRAD_NORM), re.escape(Tags.TRAIN_GRAD_CLIP)]]},
+        "3. update/weight ratio (does a layer learn?)": per_kind(Tags.UPDATE_RATIO),
+        "4. grad/weight ratio (the seed's grad_param_ratio)": per_kind(Tags.GRAD_RATIO),
+        "5. batch vs gradient noise scale": {"B_simple and tokens per step (in tokens)": ["Multiline", [
+            re.escape(Tags.NOISE_SCALE_TOKENS), re.escape(Tags.NOISE_TOKENS_PER_STEP)]]},
+        "6. acting on the run": {"settings changed on resume, spike-guard actions": ["Multiline", [
+            re.escape(Tags.RUN_SETTINGS_CHANGED), re.escape(Tags.SPIKE_GUARD_ACTION)]]},
+    }
 
 
 def markdown_lines(text: str) -> str:

@@ -23,7 +23,8 @@ from modeling.tokenization import TiktokenGPT2
 from ..evaluation.hellaswag import HellaSwagInLoop
 from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
-from ..layout import TENSORBOARD_DIR, TRACKER, RunLayout, Tags
+from ..layout import TENSORBOARD_PROJECT, TRACKER, RunLayout, Tags
+from ..schedules import Schedule, anchor_from_dict, anchor_to_dict
 from .arguments import ConfigError, RunConfig
 from .builders import (
     announce_data_passes,
@@ -36,9 +37,10 @@ from .builders import (
     enable_tf32,
     prepare_output_dir,
 )
-from .callbacks import GPTTrainerControl, RunCallbackHandler
+from .callbacks import GPTTrainerControl, RunCallbackHandler, is_due
 from .checkpointing import Checkpointer, append_jsonl, recover_folder
-from .distributed import runs_here
+from .distributed import is_sharded, runs_here
+from .noise_scale import NoiseScaleProbe
 from .optimization import (
     OptimizerView,
     apply_hyperparameters,
@@ -54,7 +56,6 @@ from .preemption import Preempted, SignalCatcher, resume_command
 from .resumption import ResumePlan, plan_resume
 from .run_folder import RunFolderLock, check_fresh_run_folder
 from .run_log import RunLog
-from .schedules import Schedule, anchor_from_dict, anchor_to_dict
 from .spike_guard import ACTIONS as SPIKE_ACTIONS
 from .spike_guard import SpikeGuard
 
@@ -72,7 +73,8 @@ class TrainingProgress:
         return {"global_step": t.state.global_step, "tokens_seen": t.state.num_input_tokens_seen,
                 "best_metric": t.state.best_metric, "best_global_step": t.state.best_global_step,
                 "log_history": list(t.state.log_history), "callbacks": t.callbacks.callback_states(),
-                "schedule_anchor": anchor_to_dict(t.schedule.anchor), "cooldown": t.cooldown}
+                "schedule_anchor": anchor_to_dict(t.schedule.anchor), "cooldown": t.cooldown,
+                "noise_scale": t.noise.estimate.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         t = self.trainer
@@ -85,6 +87,8 @@ class TrainingProgress:
             t.skip_budget.skipped = state["skipped_updates"]
             t.skip_budget.consecutive = state.get("consecutive_skips", 0)
         t.saved_anchor = anchor_from_dict(state.get("schedule_anchor"))
+        if "noise_scale" in state:
+            t.noise.estimate.load_state_dict(state["noise_scale"])
         t.cooldown = state.get("cooldown")
 
 
@@ -152,6 +156,8 @@ class Trainer:
         self.schedulers = [build_scheduler(o, self.schedule, peak) for o, peak in zip(optimizers, peak_lrs(args))]
         self.model, *self.optimizers = self.accelerator.prepare(self.raw_model, *optimizers)
         self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]  # AdamW: the one HF callbacks see
+        self.noise = NoiseScaleProbe(self.model, self.accelerator.num_processes, self.grad_accum,
+                                     args.micro_batch_size * args.seq_len, is_sharded(self.raw_model))
         if args.compile:
             # Only the training forward is compiled; evaluation and generate use raw_model (same parameters).
             self.model = torch.compile(self.model)
@@ -187,6 +193,8 @@ class Trainer:
         self.flops_per_token = model_flops_per_token(self.raw_model, args.seq_len)
         self.peak_flops = config.logging.peak_flops or device_peak_flops(self.device)
         check_run_settings(args, self.raw_model, self.tokenizer, self.val_set, self.hellaswag, self.accelerator.print)
+        if not self.noise.available and config.logging.diagnostics_every > 0:
+            self.accelerator.print(f"Note: the gradient noise scale is not measured: {self.noise.why_not}.")
         announce_data_passes(self.train_loader, args.max_steps, self.tokens_per_step, self.accelerator.print)
         self._fire("on_init_end")
 
@@ -195,8 +203,10 @@ class Trainer:
         """One optimizer step: ``grad_accum`` micro-steps, clip, the policies' verdict, update, schedule."""
         started = time.perf_counter()
         lrs = [o.param_groups[0]["lr"] for o in self.optimizers]
+        self.noise.start_step(is_due(self.state.global_step + 1, self.config.logging.diagnostics_every, first=True))
         loss = self._forward_backward()
         grad_norm = self._clip()
+        noise = self.noise.finish_step(grad_norm ** 2)
         self._fire("on_pre_optimizer_step", loss=loss, grad_norm=grad_norm)
         self._record_interventions()
         self._raise_if_stopped()
@@ -209,7 +219,7 @@ class Trainer:
             scheduler.step()  # also after a skipped update: the schedule follows the step count
         self.state.global_step += 1
         self.state.num_input_tokens_seen += self.tokens_per_step
-        return self._step_metrics(loss, grad_norm, lrs, time.perf_counter() - started)
+        return self._step_metrics(loss, grad_norm, lrs, time.perf_counter() - started, noise)
 
     def _forward_backward(self) -> float:
         """``grad_accum`` micro-steps; returns the loss averaged over micro-steps and processes. A pending stop
@@ -217,12 +227,13 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         z_sum = torch.zeros((), device=self.device)
         extra = {"z_loss": self.args.z_loss} if self.args.z_loss else {}
-        for _ in range(self.grad_accum):
+        for micro in range(self.grad_accum):
             x, y = self.train_loader.next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.accelerator.accumulate(self.model):
                 out = self.model(x, shift_labels=y, use_cache=False, **extra)  # no KV cache in training
                 self.accelerator.backward(out.loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
+            self.noise.after_micro_step(micro, self.raw_model.parameters())
             loss_sum += out.loss.detach()
             if extra:
                 z_sum += out.z_loss.detach()
@@ -243,7 +254,8 @@ class Trainer:
         max_norm = self.args.grad_clip if self.args.grad_clip > 0 else float("inf")
         return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
 
-    def _step_metrics(self, loss: float, grad_norm: float, lrs: list[float], elapsed: float) -> dict:
+    def _step_metrics(self, loss: float, grad_norm: float, lrs: list[float], elapsed: float,
+                      noise: dict | None = None) -> dict:
         tokens_per_sec = self.tokens_per_step / elapsed
         metrics = {Tags.TRAIN_LOSS: loss, Tags.TRAIN_LR: lrs[0], Tags.TRAIN_GRAD_NORM: grad_norm,
                    Tags.TRAIN_TOKENS_SEEN: float(self.state.num_input_tokens_seen),
@@ -254,6 +266,11 @@ class Trainer:
             metrics[Tags.TRAIN_LR_MUON] = lrs[1]
         if self.args.z_loss:
             metrics[Tags.TRAIN_Z_LOSS] = self.z_loss
+        if self.args.grad_clip > 0:
+            metrics[Tags.TRAIN_GRAD_CLIP] = self.args.grad_clip
+        if noise:
+            metrics.update({Tags.NOISE_SCALE_TOKENS: noise["b_simple"], Tags.NOISE_GRAD_SQ: noise["g_sq"],
+                            Tags.NOISE_TRACE: noise["trace"], Tags.NOISE_TOKENS_PER_STEP: float(self.tokens_per_step)})
         if self.peak_flops:
             metrics[Tags.TRAIN_MFU] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
                                                                                self.accelerator.num_processes)
@@ -444,7 +461,8 @@ class Trainer:
         # After a resume, TensorBoard readers drop what an earlier writer logged at steps after the checkpoint
         # (the tail of a crashed run, or an abandoned branch), so the logs show one history.
         init_kwargs = {TRACKER: {"purge_step": self.resumed_step + 1}} if self.resumed_step is not None else {}
-        self.accelerator.init_trackers(TENSORBOARD_DIR, init_kwargs=init_kwargs)
+        self.accelerator.init_trackers(TENSORBOARD_PROJECT, init_kwargs=init_kwargs)  # events in the run folder
+        self.log.log_layout()
         self.log.log_hparams(self.config.flat())
         if self.accelerator.is_main_process:
             self.config.save(self.layout.config_file)

@@ -74,7 +74,7 @@ def collect(config: SweepConfig) -> tuple[list[RunResult], dict[str, Run]]:
     results, runs = [], {}
     for variant, seed in config.runs():
         folder = config.run_dir(variant, seed)
-        if not RunLayout(folder).tensorboard_dir.is_dir():
+        if not RunLayout(folder).event_files():
             continue
         try:
             run = load_run(folder)
@@ -183,6 +183,7 @@ def render_markdown(config: SweepConfig, rows: list[dict]) -> str:
     for i, row in enumerate(rows, start=1):
         tokens = (f"{_fmt(row['tokens_to_target'])} +- {_fmt(row['tokens_to_target_spread'])}" if row["reached"]
                   else "diverged" if row.get("diverged")
+                  else f"no target (best {_fmt(row['best_val_loss'], '{:.4f}')})" if config.target_val_loss is None
                   else f"not reached (best {_fmt(row['best_val_loss'], '{:.4f}')})")
         lines.append(f"| {i} | {row['variant']} | {tokens} | {_fmt(row['final_val_loss'], '{:.4f}')} +- "
                      f"{_fmt(row['final_val_loss_spread'], '{:.4f}')} | "

@@ -14,6 +14,8 @@ jumping back up the new cosine, and how a cool-down branch starts from wherever 
 import math
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 SCHEDULES = ("cosine", "wsd")
 DECAY_SHAPES = ("1-sqrt", "linear", "cosine")
 
@@ -29,6 +31,14 @@ def decay(start: float, floor: float, progress: float, shape: str) -> float:
         kept = 0.5 * (1.0 + math.cos(math.pi * p))
     else:
         raise ValueError(f"Unknown decay shape {shape!r}; use one of {', '.join(DECAY_SHAPES)}.")
+    return floor + (start - floor) * kept
+
+
+def decay_array(start, floor: float, progress: np.ndarray, shape: str) -> np.ndarray:
+    """``decay`` for many steps at once (forecasts evaluate schedules of a million steps)."""
+    p = np.clip(progress, 0.0, 1.0)
+    kept = {"1-sqrt": lambda: 1.0 - np.sqrt(p), "linear": lambda: 1.0 - p,
+            "cosine": lambda: 0.5 * (1.0 + np.cos(np.pi * p))}[shape]()
     return floor + (start - floor) * kept
 
 
@@ -86,6 +96,29 @@ class Schedule:
             return self.min_ratio
         progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
         return decay(1.0, self.min_ratio, progress, "cosine")
+
+    def factors(self, count: int | None = None) -> np.ndarray:
+        """``factor`` of steps 0..count-1 (default: max_steps), vectorised; equal to ``factor`` step by step."""
+        steps = np.arange(self.max_steps if count is None else count, dtype=float)
+        out = np.empty_like(steps)
+        if self.kind == "wsd":
+            out[:] = 1.0
+            decaying = steps >= self.decay_start
+            out[decaying] = decay_array(1.0, self.min_ratio, (steps[decaying] - self.decay_start) /
+                                        max(1, self.decay_steps), self.decay_shape)
+            out[steps >= self.max_steps] = self.min_ratio
+        else:
+            progress = (steps - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+            out[:] = decay_array(1.0, self.min_ratio, progress, "cosine")
+            out[steps > self.max_steps] = self.min_ratio
+        warming = steps < self.warmup_steps
+        out[warming] = (steps[warming] + 1) / self.warmup_steps
+        if self.anchor is not None:
+            after = steps >= self.anchor.step
+            span = max(1, self.max_steps - self.anchor.step)
+            out[after] = decay_array(self.anchor.factor, self.min_ratio, (steps[after] - self.anchor.step) / span,
+                                     self.anchor.shape)
+        return out
 
     def shape_of(self) -> dict:
         """What defines the curve (not the anchor): a change of any of these mid-run re-plans the schedule."""

@@ -45,6 +45,7 @@ def summary(trainer: Trainer) -> str:
              f"  train loss (mean of the last {len(losses)} steps): {train_loss:.4f}"
              + (f"   validation loss: {val:.4f} (best {state.best_metric:.4f} at step {state.best_global_step})"
                 if val is not None else "   (no validation: --eval_every 0)"),
+             f"  time: {time_shares(trainer)}",
              f"  model: {final}   checkpoints: {trainer.layout.checkpoints_dir}   logs: {trainer.layout.tensorboard_dir}",
              "Next:",
              f"  python scripts/analyze_run.py {run}                  # plots + a written diagnosis",
@@ -52,6 +53,15 @@ def summary(trainer: Trainer) -> str:
              f"  python scripts/generate.py {final} --prompt \"{trainer.args.sample_prompt}\"",
              f"  tensorboard --logdir {run.parent}"]
     return "\n".join(lines)
+
+
+def time_shares(trainer: Trainer) -> str:
+    """Where this session's wall time went, largest share first (training/loop/timing.py)."""
+    shares = trainer.clock.shares(trainer.elapsed_seconds)
+    names = {"forward_backward": "forward+backward"}
+    parts = [f"{names.get(name, name)} {100 * share:.1f}%" for name, share in
+             sorted(shares.items(), key=lambda item: -item[1]) if share >= 0.005]
+    return ", ".join(parts) or "n/a"
 
 
 def main(argv=None) -> int:

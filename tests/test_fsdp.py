@@ -63,6 +63,35 @@ def _statistics(model, optimizer, batch, is_main):
     return logger.metrics
 
 
+def _checkpointing_under_fsdp(config, reference, batch) -> dict:
+    """Activation checkpointing on a sharded copy of ``reference``: the same loss and whole-matrix gradients as the
+    unsharded model without checkpointing (recomputation changes memory, not numbers)."""
+    from torch.distributed.fsdp import fully_shard
+
+    from modeling import GPTForCausalLM
+    from training.loop.distributed import full_tensor
+
+    x, y = batch
+    reference.zero_grad()
+    plain_loss = reference(x, shift_labels=y, use_cache=False).loss
+    plain_loss.backward()
+    plain = {n: p.grad.detach().clone() for n, p in reference.named_parameters()}
+    reference.zero_grad(set_to_none=True)
+    checkpointed = GPTForCausalLM(config)
+    checkpointed.load_state_dict(reference.state_dict())
+    checkpointed.gradient_checkpointing_enable()
+    checkpointed.train()
+    for block in checkpointed.transformer.h:
+        fully_shard(block)
+    fully_shard(checkpointed)
+    loss = checkpointed(x, shift_labels=y, use_cache=False).loss
+    loss.backward()
+    difference = max(float((full_tensor(p.grad).detach() - plain[n]).abs().max())
+                     for n, p in checkpointed.named_parameters())
+    return {"loss": float(loss), "plain_loss": float(plain_loss), "max_grad_difference": difference,
+            "recomputed": bool(checkpointed.transformer.h[0].gradient_checkpointing)}
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str, repo: str) -> None:
     sys.path.insert(0, repo)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -88,6 +117,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, repo: str) -> None:
     generator = torch.Generator().manual_seed(1)
     x = torch.randint(0, 50257, (4, 32), generator=generator)
     y = torch.randint(0, 50257, (4, 32), generator=generator)
+    checkpointing = _checkpointing_under_fsdp(config, reference, (x, y))
     # Both processes see the same batch, so FSDP's averaged gradient equals the single-process one.
     sharded_stats = _statistics(sharded, torch.optim.AdamW(sharded.parameters(), lr=1e-2), (x, y), rank == 0)
     reference_stats = _statistics(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2), (x, y), True)
@@ -101,7 +131,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, repo: str) -> None:
         expected = generate_samples(reference, tokenizer, "Hello", num_samples=2, max_new_tokens=5, seed=3)
         with open(os.path.join(out_dir, "result.json"), "w") as handle:
             json.dump({"sharded": sharded_stats, "reference": reference_stats, "samples": samples,
-                       "expected_samples": expected}, handle)
+                       "expected_samples": expected, "checkpointing": checkpointing}, handle)
     dist.barrier()
     dist.destroy_process_group()
     # Leave without interpreter teardown: gloo's background threads can abort a process at exit
@@ -143,3 +173,10 @@ def test_gathered_state_dict_saves_a_model_from_pretrained_loads(fsdp_result):
 def test_sampling_runs_on_every_process_and_matches_the_unsharded_model(fsdp_result):
     _, result = fsdp_result
     assert result["samples"] == result["expected_samples"]
+
+
+def test_activation_checkpointing_under_fsdp_gives_the_same_loss_and_gradients(fsdp_result):
+    _, result = fsdp_result
+    check = result["checkpointing"]
+    assert check["recomputed"] and check["loss"] == pytest.approx(check["plain_loss"], abs=1e-6)
+    assert check["max_grad_difference"] < 1e-6

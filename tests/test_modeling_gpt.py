@@ -243,3 +243,21 @@ def test_z_loss_is_palms_term_and_leaves_the_cross_entropy_alone(tiny_model):
     torch.testing.assert_close(with_z.loss - with_z.z_loss, next_token_loss(plain.logits, y))
     torch.testing.assert_close(plain.loss, next_token_loss(plain.logits, y))
     assert plain.z_loss is None
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_config):
+    """Recomputing each block's activations in the backward pass changes memory, not numbers."""
+    x = torch.randint(0, tiny_config.vocab_size, (3, 16))
+    results = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = GPTForCausalLM(tiny_config).train()
+        if checkpointed:
+            model.gradient_checkpointing_enable()
+        loss = model(x, shift_labels=x, use_cache=False).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain_loss, plain), (loss, grads) = results
+    torch.testing.assert_close(loss, plain_loss, rtol=0, atol=0)
+    for name in plain:
+        torch.testing.assert_close(grads[name], plain[name], rtol=1e-6, atol=1e-7, msg=name)

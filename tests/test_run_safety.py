@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -335,3 +336,43 @@ def test_a_file_size_limit_is_a_clear_error(tmp_path, shakespeare_shards, capsys
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         trainer.close()
+
+
+# ----------------------------------------------------------------------------------------------- more than one machine
+def test_two_machines_train_checkpoint_resume_and_equal_one_process(tmp_path, shakespeare_shards):
+    """`accelerate launch --num_machines 2 --machine_rank R --main_process_ip ...`, both launches on this host with
+    gloo, one process per "machine", the run folder shared: it trains, checkpoints, stops, resumes, and ends equal
+    to one process with the same total batch (accumulation 2)."""
+    common = dict(max_steps=4, total_batch_tokens=256, save_every=2)
+    run = tmp_path / "two_machines"
+    argv = config_to_argv(tiny_run_config(run, shakespeare_shards, **common))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def launch_both(extra: list[str]) -> list[subprocess.CompletedProcess]:
+        jobs = []
+        for rank in (0, 1):
+            launcher = [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+                        "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port",
+                        str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
+            jobs.append(subprocess.Popen([*launcher, str(REPO / "scripts" / "pretrain.py"), *argv, *extra], cwd=REPO,
+                                         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True))
+        results = []
+        for job in jobs:
+            out, err = job.communicate(timeout=300)
+            results.append(subprocess.CompletedProcess(job.args, job.returncode, out, err))
+        return results
+
+    first = launch_both(["--callbacks", "tests.helpers.StopAtStep:step=2"])
+    assert all(r.returncode == 0 for r in first), first[0].stderr[-2000:] + first[1].stderr[-2000:]
+    assert read_scalars(run)["run/num_processes"][0] == 2
+    assert RunLayout(run).checkpoint_dir(2).is_dir() and (RunLayout(run).checkpoint_dir(2) / "random_states_1.pkl").exists()
+    second = launch_both(["--resume_from_checkpoint", "latest"])
+    assert all(r.returncode == 0 for r in second), second[0].stderr[-2000:] + second[1].stderr[-2000:]
+    train(tiny_run_config(tmp_path / "one", shakespeare_shards, **common))
+    a, b = load_final_weights(tmp_path / "one"), load_final_weights(run)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    assert not RunLayout(run).lock_file.exists()

@@ -401,3 +401,19 @@ def read_layouts(accumulator) -> list:
             layout.ParseFromString(event.tensor_proto.string_val[0])
             found.append(layout)
     return found
+
+
+@pytest.mark.parametrize("preset", ["configs/gpt2-350m.yaml", "configs/gpt2-774m.yaml", "configs/gpt2-1558m.yaml"])
+def test_the_larger_presets_start_at_reduced_width(tmp_path, shakespeare_shards, preset):
+    """Medium, large and XL, shrunk to 2 layers of width 32 (their real shapes are checked by the planner): the
+    preset's settings (schedule, checkpointing, evaluation) train for a few steps."""
+    config = parse_run_config(["--config", preset, "--data", str(shakespeare_shards), "--output_dir", str(tmp_path),
+                               "--cpu", "true", "--mixed_precision", "no", "--n_layer", "2", "--n_head", "2",
+                               "--n_embd", "32", "--seq_len", "32", "--micro_batch_size", "2",
+                               "--total_batch_tokens", "128", "--max_steps", "3", "--warmup_steps", "1",
+                               "--eval_every", "3", "--eval_tokens", "256", "--hellaswag_every", "0",
+                               "--sample_every", "0", "--save_every", "3", "--progress_bar", "false"])
+    trainer = train(config)
+    assert trainer.state.global_step == 3 and trainer.grad_accum == 2
+    assert trainer.raw_model.is_gradient_checkpointing == config.model.gradient_checkpointing
+    assert read_scalars(tmp_path)["val/loss"][3] < 11.0

@@ -218,6 +218,9 @@ class Tags:
     NOISE_TRACE = "noise/trace_sigma"  # the unbiased estimate of tr(Sigma), per token (smoothed)
     NOISE_TOKENS_PER_STEP = "noise/tokens_per_step"  # the run's batch, beside B_simple in the same chart
 
+    # where the time goes (training/loop/timing.py), in milliseconds: every step, and the occasional work at its step
+    TIME = "time/"  # + data, forward_backward, callbacks, optimizer, evaluation, hellaswag, checkpoint, ...
+
     # written once at step 0: facts of the run
     RUN_GRAD_ACCUM_STEPS = "run/grad_accum_steps"
     RUN_TOKENS_PER_STEP = "run/tokens_per_step"

@@ -201,6 +201,9 @@ class TrainArguments:
     mixed_precision: str | None = _help("no | bf16 | fp16; default: what accelerate launch / its config says.",
                                         default=None)
     cpu: bool = _help("Train on CPU even when a GPU is present (multi-process CPU runs use gloo).", default=False)
+    check_memory: bool = _help("On a GPU, plan the run's peak memory before the first step (scripts/plan.py's "
+                               "estimate) and refuse to start, naming the numbers and the fix, when it will not fit. "
+                               "false tries anyway.", default=True)
     eval_every: int = _help("Validation loss every N steps (and at the end); 0 disables.", default=250)
     eval_tokens: int = _help("Validation tokens per evaluation (the same tokens every time).", default=10_485_760)
     hellaswag_every: int = _help("HellaSwag accuracy every N steps; 0 disables.", default=0)

@@ -222,3 +222,39 @@ def build_callbacks(config: RunConfig, extra=None) -> list:
         callbacks.append(build_callback({"name": "push_to_hub", "repo_id": train.push_to_hub,
                                          "push_checkpoints": train.push_checkpoints, "private": train.hub_private}))
     return callbacks
+
+
+# ----------------------------------------------------------------------------------------------- memory
+def refuse_if_it_will_not_fit(config: RunConfig, accelerator, model, grad_accum: int, sharded: bool) -> None:
+    """On a GPU: the memory planner's peak for this run against the card; a clear error before the first step
+    when it will not fit (rather than an out-of-memory error minutes into a queued job)."""
+    device = accelerator.device
+    if device.type != "cuda" or not config.train.check_memory:
+        return
+    problem = memory_verdict(config, model.config, grad_accum, accelerator.num_processes,
+                             accelerator.mixed_precision or "no", sharded,
+                             bool(getattr(model, "is_gradient_checkpointing", False)),
+                             torch.cuda.get_device_properties(device).total_memory, torch.cuda.get_device_name(device))
+    if problem:
+        raise ConfigError(problem)
+
+
+def memory_verdict(config: RunConfig, arch, grad_accum: int, processes: int, precision: str, sharded: bool,
+                   checkpointing: bool, total_memory: int, card: str) -> str | None:
+    """None when the run fits ``card``; else the error: the planned peak, the usable memory, the fix."""
+    from .memory_plan import Shape, describe, format_bytes, plan_run
+
+    train = config.train
+    shape = Shape(n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, vocab_size=arch.vocab_size,
+                  seq_len=train.seq_len, micro_batch_size=train.micro_batch_size, grad_accum=grad_accum,
+                  num_processes=processes, mixed_precision=precision, sharded=sharded, checkpointing=checkpointing,
+                  optimizer=train.optimizer)
+    plan = plan_run(shape, total_memory, card, train.total_batch_tokens)
+    if plan.fits:
+        return None
+    fix = (f"--micro_batch_size {plan.largest_micro_batch} (accumulation {plan.accumulation_for_it} keeps the total "
+           "batch)" if plan.largest_micro_batch else "--gradient_checkpointing true, or FSDP2 "
+           "(configs/accelerate/fsdp.yaml)")
+    return (f"This run will not fit on {card}: the planned peak is {format_bytes(plan.peak_bytes)} per process against "
+            f"{format_bytes(plan.budget_bytes)} usable. Use {fix}; --check_memory false tries anyway.\n"
+            f"{describe(plan)}")

@@ -8,6 +8,7 @@ back in ``checkpointing``; changed settings on resume in ``resumption``; the log
 and construction in ``builders``; who owns the run folder in ``run_folder``; signals in ``preemption``.
 """
 
+import contextlib
 import json
 import time
 import warnings
@@ -36,6 +37,7 @@ from .builders import (
     check_tokenizer_fits,
     enable_tf32,
     prepare_output_dir,
+    refuse_if_it_will_not_fit,
 )
 from .callbacks import GPTTrainerControl, RunCallbackHandler, is_due
 from .checkpointing import Checkpointer, append_jsonl, recover_folder
@@ -46,7 +48,7 @@ from .optimization import (
     apply_hyperparameters,
     build_optimizers,
     build_scheduler,
-    device_peak_flops,
+    card_peak_flops,
     model_flops_per_token,
     peak_lrs,
     set_schedule,
@@ -58,6 +60,10 @@ from .run_folder import RunFolderLock, check_fresh_run_folder
 from .run_log import RunLog
 from .spike_guard import ACTIONS as SPIKE_ACTIONS
 from .spike_guard import SpikeGuard
+from .timing import PER_STEP, StepClock
+
+# Callback events inside a step: their time is the step's "callbacks" share (diagnostics, policies).
+STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end")
 
 __all__ = ["NonFiniteLossError", "Preempted", "RunStopped", "TooManySkippedUpdates", "Trainer"]
 
@@ -158,6 +164,7 @@ class Trainer:
         self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]  # AdamW: the one HF callbacks see
         self.noise = NoiseScaleProbe(self.model, self.accelerator.num_processes, self.grad_accum,
                                      args.micro_batch_size * args.seq_len, is_sharded(self.raw_model))
+        refuse_if_it_will_not_fit(config, self.accelerator, self.raw_model, self.grad_accum, is_sharded(self.raw_model))
         if args.compile:
             # Only the training forward is compiled; evaluation and generate use raw_model (same parameters).
             self.model = torch.compile(self.model)
@@ -184,6 +191,7 @@ class Trainer:
         self.checkpointer = Checkpointer(self.accelerator, self.raw_model, config, self.layout, self.training_state)
         self.signals = SignalCatcher()
         self.stop_signalled = False
+        self.clock = StepClock()
         self.resume_plan: ResumePlan | None = None
         self.resumed_step: int | None = None
         self.elapsed_seconds, self.steps_this_session = 0.0, 0  # of the last train() call, for the summary
@@ -191,12 +199,32 @@ class Trainer:
         self.tokens_per_step = args.micro_batch_size * args.seq_len * self.grad_accum * self.accelerator.num_processes
         self.num_parameters = sum(p.numel() for p in self.raw_model.parameters())
         self.flops_per_token = model_flops_per_token(self.raw_model, args.seq_len)
-        self.peak_flops = config.logging.peak_flops or device_peak_flops(self.device)
+        self.peak_flops, self.mfu_card = self._mfu_peak()
         check_run_settings(args, self.raw_model, self.tokenizer, self.val_set, self.hellaswag, self.accelerator.print)
         if not self.noise.available and config.logging.diagnostics_every > 0:
             self.accelerator.print(f"Note: the gradient noise scale is not measured: {self.noise.why_not}.")
         announce_data_passes(self.train_loader, args.max_steps, self.tokens_per_step, self.accelerator.print)
         self._fire("on_init_end")
+
+    def _mfu_peak(self) -> tuple[float | None, str | None]:
+        """The per-device peak MFU is measured against, and which card it is; said once at start-up."""
+        given, processes = self.config.logging.peak_flops, self.accelerator.num_processes
+        if given:
+            card = "given (--peak_flops)"
+        elif self.device.type != "cuda":
+            return None, None
+        else:
+            name = torch.cuda.get_device_name(self.device)
+            found = card_peak_flops(name)
+            if found is None:
+                self.accelerator.print(f"Note: MFU is not computed: {name!r} is not in the table of cards "
+                                       "(training/loop/optimization.py); pass --peak_flops with its dense bf16 "
+                                       "FLOP/s per device.")
+                return None, None
+            card, given = f"{found[0]} ({name})", found[1]
+        self.accelerator.print(f"MFU against {card}: {given / 1e12:,.0f} TFLOP/s dense bf16 per device, x "
+                               f"{processes} process(es).")
+        return given, card
 
     # ------------------------------------------------------------------------------------------- the step
     def training_step(self) -> dict:
@@ -205,18 +233,24 @@ class Trainer:
         lrs = [o.param_groups[0]["lr"] for o in self.optimizers]
         self.noise.start_step(is_due(self.state.global_step + 1, self.config.logging.diagnostics_every, first=True))
         loss = self._forward_backward()
-        grad_norm = self._clip()
+        with self.clock.measure("optimizer"):
+            grad_norm = self._clip()
         noise = self.noise.finish_step(grad_norm ** 2)
         self._fire("on_pre_optimizer_step", loss=loss, grad_norm=grad_norm)
         self._record_interventions()
         self._raise_if_stopped()
+        with self.clock.measure("optimizer"):
+            if not self.control.should_skip_update:
+                for optimizer in self.optimizers:
+                    optimizer.step()
         if not self.control.should_skip_update:
-            for optimizer in self.optimizers:
-                optimizer.step()
             self._fire("on_optimizer_step")
-        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()  # also after a skipped update: the schedule follows the step count
+        with self.clock.measure("optimizer"):
+            for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()  # also after a skipped update: the schedule follows the step count
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()  # the step's kernels are done: its time is its own
         self.state.global_step += 1
         self.state.num_input_tokens_seen += self.tokens_per_step
         return self._step_metrics(loss, grad_norm, lrs, time.perf_counter() - started, noise)
@@ -228,9 +262,10 @@ class Trainer:
         z_sum = torch.zeros((), device=self.device)
         extra = {"z_loss": self.args.z_loss} if self.args.z_loss else {}
         for micro in range(self.grad_accum):
-            x, y = self.train_loader.next_batch()
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self.accelerator.accumulate(self.model):
+            with self.clock.measure("data"):
+                x, y = self.train_loader.next_batch()
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.clock.measure("forward_backward"), self.accelerator.accumulate(self.model):
                 out = self.model(x, shift_labels=y, use_cache=False, **extra)  # no KV cache in training
                 self.accelerator.backward(out.loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
             self.noise.after_micro_step(micro, self.raw_model.parameters())
@@ -243,9 +278,10 @@ class Trainer:
                                f"synchronise gradients (Accelerate's micro-step counter is {self.accelerator.step}); "
                                "the optimizer would silently skip this update.")
         signal_flag = torch.tensor(float(self.signals.requested), device=self.device)
-        totals = self.accelerator.reduce(torch.stack([(loss_sum - z_sum) / self.grad_accum, z_sum / self.grad_accum,
-                                                      signal_flag]), "sum")
-        self.stop_signalled = bool(totals[2].item() > 0)
+        with self.clock.measure("forward_backward"):  # .item() waits for the kernels: their time lands here
+            totals = self.accelerator.reduce(torch.stack([(loss_sum - z_sum) / self.grad_accum,
+                                                          z_sum / self.grad_accum, signal_flag]), "sum")
+            self.stop_signalled = bool(totals[2].item() > 0)
         self.z_loss = totals[1].item() / self.accelerator.num_processes
         return totals[0].item() / self.accelerator.num_processes  # the cross-entropy (without the z term)
 
@@ -268,6 +304,8 @@ class Trainer:
             metrics[Tags.TRAIN_Z_LOSS] = self.z_loss
         if self.args.grad_clip > 0:
             metrics[Tags.TRAIN_GRAD_CLIP] = self.args.grad_clip
+        metrics.update({Tags.TIME + f"{name}_ms": 1000 * seconds for name, seconds in self.clock.take().items()
+                        if name in PER_STEP})
         if noise:
             metrics.update({Tags.NOISE_SCALE_TOKENS: noise["b_simple"], Tags.NOISE_GRAD_SQ: noise["g_sq"],
                             Tags.NOISE_TRACE: noise["trace"], Tags.NOISE_TOKENS_PER_STEP: float(self.tokens_per_step)})
@@ -378,23 +416,38 @@ class Trainer:
                 "best_val_loss": self.state.best_metric, "last_val_loss": self.log.last(Tags.VAL_LOSS),
                 "skipped_updates": self.skipped_updates, "parameters": self.num_parameters,
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-                "mixed_precision": self.accelerator.mixed_precision}
+                "mixed_precision": self.accelerator.mixed_precision, "mfu_peak_flops": self.peak_flops,
+                "mfu_card": self.mfu_card, "time_shares_this_session": self.time_shares()}
+
+    def time_shares(self) -> dict[str, float]:
+        """Shares of this session's training wall time per category (timing.py), so far."""
+        started = getattr(self, "session_started", None)
+        return self.clock.shares(time.perf_counter() - started) if started else {}
 
     def _carry_out(self, metrics: dict) -> None:
         if self.control.should_log:
-            self.log.log_metrics(metrics)
+            with self.clock.measure("logging"):
+                self.log.log_metrics(metrics)
         if self.control.should_evaluate:
-            self.evaluate()
+            with self.clock.measure("evaluation"):
+                self.evaluate()
         if self.control.should_run_hellaswag:
-            self.run_hellaswag()
+            with self.clock.measure("hellaswag"):
+                self.run_hellaswag()
         if self.control.should_save:
-            self.save_checkpoint()  # before sampling: nothing optional runs between a step and its checkpoint
+            with self.clock.measure("checkpoint"):
+                self.save_checkpoint()  # before sampling: nothing optional runs between a step and its checkpoint
         if self.control.should_sample:
             try:
-                self.sample()
+                with self.clock.measure("sampling"):
+                    self.sample()
             except Exception as error:  # samples are for looking at: never worth the run
                 warnings.warn(f"Step {self.state.global_step}: sampling failed ({type(error).__name__}: {error}); "
                               "training continues.", stacklevel=1)
+        occasional = {Tags.TIME + f"{name}_ms": 1000 * seconds for name, seconds in self.clock.take().items()
+                      if seconds > 0 and name not in PER_STEP and name != "logging"}
+        if occasional and self.accelerator.is_main_process:
+            self.accelerator.log(occasional, step=self.state.global_step)
 
     # ------------------------------------------------------------------------------------------- run
     def resume(self, spec: str) -> Path:
@@ -415,6 +468,7 @@ class Trainer:
             self.resume_plan.log(self)
         self._fire("on_train_begin")
         started, first_step = time.perf_counter(), self.state.global_step
+        self.session_started = started
         bar = tqdm(total=self.args.max_steps, initial=self.state.global_step, desc="training", unit="step",
                    disable=not (self.accelerator.is_main_process and self.config.logging.progress_bar),
                    dynamic_ncols=True)
@@ -476,7 +530,10 @@ class Trainer:
                                   Tags.RUN_VOCAB_SIZE: self.raw_model.config.vocab_size}, step=0)
 
     def _fire(self, event: str, **kwargs):
-        self.control = self.callbacks.fire(event, self.args, self.state, self.control, logger=self.log, **kwargs)
+        category = "callbacks" if event in STEP_EVENTS else "logging" if event == "on_log" else None
+        with self.clock.measure(category) if category else contextlib.nullcontext():
+            self.control = self.callbacks.fire(event, self.args, self.state, self.control, logger=self.log,
+                                               **kwargs)
         return self.control
 
     def _progress_fields(self, metrics: dict) -> dict:

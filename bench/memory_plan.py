@@ -7,7 +7,8 @@ estimate for the same shape is printed beside it. Target from the issue: within 
 Measuring on CPU: torch's CPU allocator returns large blocks to the operating system when they are freed (glibc
 serves them with mmap; MALLOC_MMAP_THRESHOLD_ is pinned so it does not drift), so the peak resident set tracks the
 peak of live tensors. FSDP2 shapes run 2 gloo processes with torch's fully_shard (one unit per block) and report
-each process's peak. On a GPU, bench/gpu_check.sh compares with torch.cuda.max_memory_allocated instead.
+each process's peak. On a GPU, bench/gpu_check.sh compares with torch.cuda.max_memory_allocated instead. The
+second step's wall time is printed too (activation checkpointing's cost on CPU: compare the first two shapes).
 
     python bench/memory_plan.py            # 6 shapes, ~3 minutes on 2 cores
 """
@@ -19,6 +20,7 @@ import resource
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +64,7 @@ def measure(spec: dict, rank: int = 0, world: int = 1) -> dict:
     baseline = rss_bytes()
     model = GPTForCausalLM(config).train()
     if spec.get("checkpointing"):
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     if world > 1:
         from torch.distributed.fsdp import fully_shard
 
@@ -74,7 +76,9 @@ def measure(spec: dict, rank: int = 0, world: int = 1) -> dict:
                              "muon_momentum": 0.95})()
     optimizers = build_optimizers(model, args, "cpu")
     accumulation = spec.get("grad_accum", 1)
-    for _ in range(2):
+    seconds = 0.0
+    for step in range(2):
+        start = time.perf_counter()
         for _ in range(accumulation):
             out = model(x, shift_labels=x, use_cache=False)  # held through the backward, as the loop does
             (out.loss / accumulation).backward()
@@ -83,7 +87,8 @@ def measure(spec: dict, rank: int = 0, world: int = 1) -> dict:
         for optimizer in optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    return {"peak": peak_rss_bytes() - baseline, "rank": rank}
+        seconds = time.perf_counter() - start  # the second step's (the first allocates the optimizer state)
+    return {"peak": peak_rss_bytes() - baseline, "rank": rank, "seconds": seconds}
 
 
 def _fsdp_worker(rank: int, world: int, port: int, spec: dict, out: str) -> None:
@@ -129,7 +134,9 @@ def main() -> None:
             out = tempfile.mkdtemp()
             mp.spawn(_fsdp_worker, args=(spec["processes"], port, spec, out), nprocs=spec["processes"], join=True)
             peaks = [json.loads(Path(out, f"rank{r}.json").read_text())["peak"] for r in range(spec["processes"])]
-            print(json.dumps({"peak": max(peaks), "per_rank": peaks}))
+            seconds = max(json.loads(Path(out, f"rank{r}.json").read_text())["seconds"]
+                          for r in range(spec["processes"]))
+            print(json.dumps({"peak": max(peaks), "per_rank": peaks, "seconds": seconds}))
         else:
             print(json.dumps(measure(spec)))
         return
@@ -143,15 +150,15 @@ def main() -> None:
         done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, env=env,
                               timeout=1800)
         if done.returncode != 0:
-            rows.append([name, "failed", "", "", done.stderr.strip().splitlines()[-1][:80]])
+            rows.append([name, "failed", "", "", "", done.stderr.strip().splitlines()[-1][:80]])
             continue
-        measured = json.loads(done.stdout.strip().splitlines()[-1])["peak"]
-        estimate = planned(SHAPES[name])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        measured, estimate = result["peak"], planned(SHAPES[name])
         rows.append([name, f"{measured / 2 ** 20:,.0f}", f"{estimate / 2 ** 20:,.0f}",
-                     f"{100 * (estimate - measured) / measured:+.1f}%", ""])
+                     f"{100 * (estimate - measured) / measured:+.1f}%", f"{result['seconds']:.2f}", ""])
     print(machine())
     print(table(["shape (fp32, CPU)", "measured peak MiB (per process)", "planned MiB", "planned - measured",
-                 "note"], rows))
+                 "s/step", "note"], rows))
 
 
 if __name__ == "__main__":

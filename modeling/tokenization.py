@@ -7,8 +7,10 @@ encoding instead (same ids).
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import tiktoken
 
 ENCODING_NAME = "gpt2"
@@ -53,6 +55,20 @@ class TiktokenGPT2:
 
     def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
         return self._enc.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def encode_batch_arrays(self, texts: list[str], num_threads: int = 8) -> list[np.ndarray]:
+        """``encode_batch`` as uint32 arrays, the same ids, faster for many short texts: tiktoken fills a buffer
+        (no Python int per token, and the GIL is released while it encodes), and each thread takes a contiguous
+        slice of the texts instead of one executor task per text."""
+        # disallowed_special=() and no allowed specials: "<|endoftext|>" in a text is plain text, as encode_ordinary
+        encode = functools.partial(self._enc.encode_to_numpy, disallowed_special=())
+        if num_threads <= 1 or len(texts) < 2:
+            return [encode(text) for text in texts]
+        pieces = min(len(texts), 4 * num_threads)  # a few slices per thread balance documents of unequal length
+        bounds = [len(texts) * i // pieces for i in range(pieces + 1)]
+        with ThreadPoolExecutor(num_threads) as pool:
+            slices = pool.map(lambda i: [encode(text) for text in texts[bounds[i]:bounds[i + 1]]], range(pieces))
+            return [array for piece in slices for array in piece]
 
     def encode_document(self, text: str) -> list[int]:
         """A document as it is stored in shards: the EOT delimiter first, then its tokens."""

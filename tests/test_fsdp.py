@@ -79,7 +79,7 @@ def _checkpointing_under_fsdp(config, reference, batch) -> dict:
     reference.zero_grad(set_to_none=True)
     checkpointed = GPTForCausalLM(config)
     checkpointed.load_state_dict(reference.state_dict())
-    checkpointed.gradient_checkpointing_enable()
+    checkpointed.activation_checkpointing_enable()
     checkpointed.train()
     for block in checkpointed.transformer.h:
         fully_shard(block)

@@ -134,7 +134,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model):
     reference = _clone_with_attn(tiny_model, "sdpa").train()
     reference(ids, labels=ids).loss.backward()
     checkpointed = _clone_with_attn(tiny_model, "sdpa").train()
-    checkpointed.gradient_checkpointing_enable()
+    checkpointed.activation_checkpointing_enable()
     assert checkpointed.transformer.h[0].gradient_checkpointing
     checkpointed(ids, labels=ids).loss.backward()
     for (name, a), (_, b) in zip(reference.named_parameters(), checkpointed.named_parameters()):
@@ -253,7 +253,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_config)
         torch.manual_seed(0)
         model = GPTForCausalLM(tiny_config).train()
         if checkpointed:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         loss = model(x, shift_labels=x, use_cache=False).loss
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))

@@ -43,6 +43,24 @@ def test_round_trip_decodes_to_documents_separated_by_eot(tmp_path, fineweb_path
     assert meta["complete"] and meta["tokenizer"]["encoding"] == "gpt2"
 
 
+def test_shards_are_the_plain_packing_whatever_the_batching(tmp_path, shakespeare_path):
+    """The fast path (tiktoken buffers, a chunk packed at once, shards cut inside chunks) writes exactly what
+    encoding each document with encode_ordinary, prefixing EOT and cutting every shard_tokens would."""
+    paragraphs = [p for p in shakespeare_path.read_text().split("\n\n") if p.strip()][:400]
+    texts = [*paragraphs[:150], "", "a literal <|endoftext|> stays text", *paragraphs[150:]]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    encoding = TiktokenGPT2()
+    expected = np.array([t for text in texts for t in [encoding.eot_token_id, *encoding.encode(text)]], np.uint16)
+    for workers, documents, characters in ((1, 1024, 1 << 20), (2, 3, 500), (2, 1, 1)):
+        out = tmp_path / f"out_{workers}_{documents}_{characters}"
+        meta = prepare(_config(out, [corpus], shard_tokens=997, val_tokens=501, num_workers=workers,
+                               chunk_documents=documents, chunk_characters=characters))
+        assert np.array_equal(_all_tokens(out), expected)
+        assert [len(np.load(p)) for p in find_shards(out, "val") + find_shards(out, "train")][:3] == [501, 997, 997]
+        assert meta["documents"] == len(texts)
+
+
 def test_names_and_format_readable_by_build_nanogpt(tmp_path, shakespeare_path):
     prepare(_config(tmp_path, [shakespeare_path], name="shakespeare", shard_tokens=100_000, val_tokens=30_000))
     names = sorted(p.name for p in tmp_path.glob("*.npy"))

@@ -13,7 +13,7 @@ from training.sweeps.config import load_sweep
 from training.sweeps.runner import run_status, run_sweep
 from training.sweeps.summary import write_summary
 
-from .helpers import load_final_weights
+from .helpers import REPO, load_final_weights
 
 
 def write_sweep(tmp_path, shards, **extra) -> str:
@@ -214,3 +214,12 @@ def test_train_time_counts_every_step_when_only_some_are_logged():
             return steps, np.full(len(steps), 200.0)
 
     assert train_seconds(Logged()) == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "sweeps").glob("*.yaml")))
+def test_every_shipped_sweep_file_loads_and_every_run_is_valid(name):
+    config = load_sweep(REPO / "configs" / "sweeps" / name)  # check_every_run builds each variant's RunConfig
+    assert config.variants and config.seeds
+    if name == "lr-sensitivity-124m.yaml":  # bench/lr_sensitivity.py --sweep reads arms and rates from it
+        rates = {(bool(v.get("qk_norm")), v["max_lr"]) for v in config.variants.values()}
+        assert len(rates) == 12 and max(r for _, r in rates) / min(r for _, r in rates) >= 30

@@ -62,8 +62,11 @@ class PrepareConfig:
         "help": "Stop after this many tokens in total (samples, tests)."})
     num_workers: int = field(default=max(1, os.cpu_count() or 1), metadata={
         "help": "Tokenizer threads (tiktoken releases the GIL, so threads tokenize in parallel)."})
-    chunk_documents: int = field(default=1024, metadata={"help": "Documents tokenized per batch (one tiktoken "
-                                                                 "thread-pool call each)."})
+    chunk_documents: int = field(default=1024, metadata={
+        "help": "At most this many documents are tokenized per batch (one thread-pool call each)."})
+    chunk_characters: int = field(default=1 << 20, metadata={
+        "help": "A batch also ends once its documents hold this many characters: small batches keep the reader, "
+                "the tokenizer threads and the shard writer overlapped, and bound the memory of long documents."})
     skip_bad_lines: bool = field(default=False, metadata={
         "help": "Count and skip malformed JSON lines instead of stopping at the first one."})
     txt_split: str = field(default="file", metadata={
@@ -78,6 +81,9 @@ class PrepareConfig:
             raise ValueError(f"val_tokens must be positive, got {self.val_tokens}.")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {self.max_tokens}.")
+        if self.chunk_documents <= 0 or self.chunk_characters <= 0:
+            raise ValueError("chunk_documents and chunk_characters must be positive, got "
+                             f"{self.chunk_documents} and {self.chunk_characters}.")
         if self.txt_split not in ("file", "paragraph", "line"):
             raise ValueError(f"txt_split must be file, paragraph or line, got {self.txt_split!r}.")
 
@@ -252,23 +258,49 @@ def iter_documents(config: PrepareConfig, start: int, bad: BadLineCounter) -> It
 
 
 # ----------------------------------------------------------------------------------------------- tokenizing
-def tokenize_documents(documents: Iterable[str], tokenizer: TiktokenGPT2, chunk: int,
-                       workers: int) -> Iterator[np.ndarray]:
-    """``[EOT, *tokens]`` per document, in order. tiktoken releases the GIL, so its own thread pool
-    (``encode_ordinary_batch``) parallelises without pickling tokens between processes; the next chunk is
-    tokenized in the background while this one is read and packed into shards."""
-    iterator = iter(documents)
+def pack_documents(token_arrays: list[np.ndarray], eot: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[EOT, *tokens]`` of each document, concatenated into one shard-dtype array, and where each document ends
+    in it (cumulative lengths): one copy per chunk instead of one small array per document."""
+    parts = [None] * (2 * len(token_arrays))
+    parts[0::2] = [np.array([eot], dtype=np.uint32)] * len(token_arrays)
+    parts[1::2] = token_arrays
+    # Token ids are < 2**16 (the gpt2 vocabulary), so the cast to uint16 is exact.
+    flat = np.concatenate(parts, dtype=SHARD_DTYPE, casting="unsafe")
+    ends = np.cumsum(np.fromiter((len(tokens) + 1 for tokens in token_arrays), dtype=np.int64,
+                                 count=len(token_arrays)))
+    return flat, ends
+
+
+def batches(documents: Iterable[str], max_documents: int, max_characters: int) -> Iterator[list[str]]:
+    """Consecutive documents, ``max_documents`` at most, ending at the first to reach ``max_characters``."""
+    batch, characters = [], 0
+    for document in documents:
+        batch.append(document)
+        characters += len(document)
+        if len(batch) >= max_documents or characters >= max_characters:
+            yield batch
+            batch, characters = [], 0
+    if batch:
+        yield batch
+
+
+def tokenize_documents(documents: Iterable[str], tokenizer: TiktokenGPT2, chunk: int, workers: int,
+                       chunk_characters: int = 1 << 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Chunks of ``chunk`` documents as ``pack_documents`` returns them, in order. tiktoken releases the GIL, so
+    threads parallelise it without pickling tokens between processes; the next chunk is tokenized and packed in
+    the background while the main thread reads (parses) the one after and writes shards."""
+
+    def tokenize_and_pack(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return pack_documents(tokenizer.encode_batch_arrays(batch, workers), tokenizer.eot_token_id)
+
+    iterator = batches(documents, chunk, chunk_characters)
     with ThreadPoolExecutor(max_workers=1) as background:
         pending = None
         while True:
-            batch = list(islice(iterator, chunk))
-            upcoming = background.submit(tokenizer.encode_batch, batch, workers) if batch else None
+            batch = next(iterator, None)
+            upcoming = background.submit(tokenize_and_pack, batch) if batch else None
             if pending is not None:
-                for tokens in pending.result():
-                    doc = np.empty(len(tokens) + 1, dtype=SHARD_DTYPE)
-                    doc[0] = tokenizer.eot_token_id
-                    doc[1:] = tokens
-                    yield doc
+                yield pending.result()
             if upcoming is None:
                 return
             pending = upcoming
@@ -288,26 +320,28 @@ class ShardWriter:
         self.buffer = np.empty(config.shard_size(self.index), dtype=SHARD_DTYPE)
         self.filled = 0
 
-    def add(self, doc: np.ndarray) -> bool:
-        """Append one document (from ``doc_offset`` on); returns False once ``max_tokens`` is reached."""
-        start = self.doc_offset
-        limit = self.config.max_tokens
-        while start < len(doc):
-            if limit is not None and self.total >= limit:
-                return False
-            take = min(len(doc) - start, len(self.buffer) - self.filled)
-            if limit is not None:
-                take = min(take, limit - self.total)
-            self.buffer[self.filled:self.filled + take] = doc[start:start + take]
+    def add_chunk(self, flat: np.ndarray, ends: np.ndarray) -> bool:
+        """Append a chunk of whole documents (``pack_documents``), the first from ``doc_offset`` on; returns False
+        once ``max_tokens`` is reached. Shard boundaries fall anywhere; the progress recorded with each shard says
+        how many documents were complete and how far into the straddling one it got, so a resume is exact."""
+        position = self.doc_offset
+        stop = len(flat)
+        if self.config.max_tokens is not None:
+            stop = min(stop, position + self.config.max_tokens - self.total)
+        while position < stop:
+            take = min(stop - position, len(self.buffer) - self.filled)
+            self.buffer[self.filled:self.filled + take] = flat[position:position + take]
             self.filled += take
             self.total += take
-            start += take
+            position += take
             if self.filled == len(self.buffer):
-                finished = start == len(doc)
-                self.flush(documents=self.documents + int(finished), doc_offset=0 if finished else start)
-        self.documents += 1
-        self.doc_offset = 0
-        return limit is None or self.total < limit
+                complete = int(np.searchsorted(ends, position, side="right"))
+                started = int(ends[complete - 1]) if complete else 0
+                self.flush(documents=self.documents + complete, doc_offset=position - started)
+        complete = int(np.searchsorted(ends, position, side="right"))
+        self.documents += complete
+        self.doc_offset = position - (int(ends[complete - 1]) if complete else 0)
+        return self.config.max_tokens is None or self.total < self.config.max_tokens
 
     def flush(self, documents: int, doc_offset: int) -> None:
         if self.filled == 0:
@@ -408,15 +442,16 @@ def prepare(config: PrepareConfig) -> dict:
     documents = iter_documents(config, writer.documents, bad)
     bar = tqdm(total=config.max_tokens, initial=writer.total, unit="tok", unit_scale=True, desc="tokenizing",
                disable=not config.progress, dynamic_ncols=True)
-    for doc in tokenize_documents(documents, tokenizer, config.chunk_documents, config.num_workers):
+    for flat, ends in tokenize_documents(documents, tokenizer, config.chunk_documents, config.num_workers,
+                                         config.chunk_characters):
         before = writer.total
-        keep_going = writer.add(doc)
+        keep_going = writer.add_chunk(flat, ends)
         bar.update(writer.total - before)
         bar.set_postfix(docs=writer.documents, shards=writer.index, refresh=False)
         if not keep_going:
             break
     bar.close()
-    writer.flush(documents=writer.documents, doc_offset=0)
+    writer.flush(documents=writer.documents, doc_offset=writer.doc_offset)
     return _finish(meta, out, writer, bad, config)
 
 

@@ -65,7 +65,7 @@ def build_model(config: RunConfig) -> GPTForCausalLM:
             qk_norm=model_args.qk_norm))
     model.set_attn_implementation(model_args.attn_implementation)
     if model_args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     return model
 
 

@@ -373,7 +373,7 @@ def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
     assert read_scalars(tmp_path)["reference/val_loss"] == {0: pytest.approx(3.29)}
     (layout,) = layouts
     categories = [c.title for c in layout.category]
-    assert categories[0] == "1. loss" and len(categories) == 6
+    assert categories[0] == "1. loss" and len(categories) == 7
     charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
     assert charts["train and validation loss, measured reference"] == ["train/loss", "val/loss",
                                                                       "reference/val_loss"]
@@ -384,6 +384,9 @@ def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
     assert [t for t in ("update_ratio/h.0.attn.c_attn.weight", "update_ratio/h.11.attn.c_attn.weight",
                         "update_ratio/h.0.mlp.c_fc.weight") if re.fullmatch(every_block[0], t)] == [
         "update_ratio/h.0.attn.c_attn.weight", "update_ratio/h.11.attn.c_attn.weight"]
+    (timing,) = charts["per step: data, forward+backward, callbacks, optimizer; and occasional work (ms)"]
+    logged = [tag for tag in read_scalars(tmp_path) if tag.startswith("time/")]
+    assert "time/forward_backward_ms" in logged and all(re.fullmatch(timing, tag) for tag in logged)
 
 
 def read_layouts(accumulator) -> list:

@@ -114,6 +114,8 @@ def custom_scalars_layout() -> dict:
             re.escape(Tags.NOISE_SCALE_TOKENS), re.escape(Tags.NOISE_TOKENS_PER_STEP)]]},
         "6. acting on the run": {"settings changed on resume, spike-guard actions": ["Multiline", [
             re.escape(Tags.RUN_SETTINGS_CHANGED), re.escape(Tags.SPIKE_GUARD_ACTION)]]},
+        "7. where the time goes": {"per step: data, forward+backward, callbacks, optimizer; and occasional work (ms)":
+                                   ["Multiline", [re.escape(Tags.TIME) + r".*_ms"]]},
     }
 
 

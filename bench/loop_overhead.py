@@ -55,15 +55,20 @@ def model_and_batch():
     return model, x, torch.roll(x, -1, dims=1)
 
 
-def loop_step_seconds(steps, warmup, callbacks, diagnostics_every, out, extra_callbacks=()):
+def loop_step_seconds(steps, warmup, callbacks, diagnostics_every, out, extra_callbacks=(), grad_accum=1,
+                      prepare_trainer=None):
+    """Seconds per optimizer step of the real loop on a fixed batch; ``prepare_trainer(trainer)`` runs before
+    training (a benchmark's hook to time parts of it)."""
     model, x, y = model_and_batch()
     config = RunConfig(ModelArguments(n_layer=LAYERS, n_head=4, n_embd=WIDTH), DataArguments(),
                        TrainArguments(output_dir=out, cpu=True, mixed_precision="no", seq_len=T, micro_batch_size=B,
-                                      total_batch_tokens=B * T, max_steps=steps + warmup, warmup_steps=2,
+                                      total_batch_tokens=B * T * grad_accum, max_steps=steps + warmup, warmup_steps=2,
                                       eval_every=0, sample_every=0, save_every=0, callbacks=callbacks),
                        LoggingArguments(progress_bar=False, diagnostics_every=diagnostics_every))
     clock = StepClock(warmup)
     trainer = Trainer(config, callbacks=[clock, *extra_callbacks], model=model, train_loader=FixedBatch(x, y))
+    if prepare_trainer is not None:
+        prepare_trainer(trainer)
     trainer.train()
     trainer.close()
     return (clock.marks[steps + warmup] - clock.marks[warmup]) / steps

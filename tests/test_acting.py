@@ -41,6 +41,18 @@ def test_a_cooldown_starts_from_the_current_factor():
     assert cooled.anchor == Anchor(40, cosine.factor(40), "1-sqrt") and cooled.max_steps == 60
 
 
+def test_a_purely_stable_wsd_run_cools_down_from_the_peak_at_its_last_step():
+    """A WSD run with no decay (decay_fraction 0) trained at the peak to its end: a cool-down from its last checkpoint
+    decays from the peak, not from a floor the run never reached (which would make the branch a flat run at min_lr)."""
+    stable = Schedule("wsd", 10, 800, 0.1, decay_steps=0)
+    assert stable.factor(799) == 1.0 and stable.factor(800) == 1.0
+    cooled = stable.cooled_down(800, 160, "1-sqrt")
+    assert cooled.factor(800) == 1.0 and cooled.factor(880) < 1.0 and cooled.factor(960) == pytest.approx(0.1)
+    assert stable.factors(801)[-1] == 1.0  # the vectorised curve agrees
+    decayed = Schedule("wsd", 10, 800, 0.1, decay_steps=160)  # a run that did cool down ends at its floor
+    assert decayed.cooled_down(800, 160, "1-sqrt").factor(800) == pytest.approx(0.1)
+
+
 def test_the_cosine_is_still_build_nanogpts():
     assert warmup_cosine_factor(619, 620, 1700, 0.1) == pytest.approx(1.0)
     assert warmup_cosine_factor(1160, 620, 1700, 0.1) == pytest.approx(0.55)

@@ -80,6 +80,13 @@ class Schedule:
         """The first step of the decay (wsd), or of the cosine (after warmup)."""
         return self.max_steps - self.decay_steps if self.kind == "wsd" else self.warmup_steps
 
+    @property
+    def end_factor(self) -> float:
+        """Where a WSD run stands at and after ``max_steps``: the floor after its cool-down, still the peak when it has
+        none (``decay_steps`` 0, a purely stable run: its last checkpoint is a place to extend or cool down from, at the
+        rate it trained with, not at the floor it never reached)."""
+        return self.min_ratio if self.decay_steps > 0 else 1.0
+
     def factor(self, step: int) -> float:
         if self.anchor is not None and step >= self.anchor.step:
             span = max(1, self.max_steps - self.anchor.step)
@@ -87,7 +94,7 @@ class Schedule:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         if step >= self.max_steps and self.kind == "wsd":
-            return self.min_ratio
+            return self.end_factor
         if self.kind == "wsd":
             if step < self.decay_start:
                 return 1.0
@@ -106,7 +113,7 @@ class Schedule:
             decaying = steps >= self.decay_start
             out[decaying] = decay_array(1.0, self.min_ratio, (steps[decaying] - self.decay_start) /
                                         max(1, self.decay_steps), self.decay_shape)
-            out[steps >= self.max_steps] = self.min_ratio
+            out[steps >= self.max_steps] = self.end_factor
         else:
             progress = (steps - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
             out[:] = decay_array(1.0, self.min_ratio, progress, "cosine")

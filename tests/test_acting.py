@@ -222,7 +222,7 @@ def test_the_spike_guard_stops_on_a_persistent_cause(tmp_path, shakespeare_shard
     assert trainer.state.global_step < 45  # it stopped; it did not loop
 
 
-# ----------------------------------------------------------------------------------------------- learning rates that hold
+# ------------------------------------------------------------------------------------------ learning rates that hold
 def test_qk_norm_and_z_loss_train_and_log_their_terms(tmp_path, shakespeare_shards):
     plain = train(tiny_run_config(tmp_path / "plain", shakespeare_shards, max_steps=3))
     train(tiny_run_config(tmp_path / "z", shakespeare_shards, max_steps=3, z_loss=1e-4))

@@ -8,7 +8,7 @@ lr sensitivity (their definition) = the mean over the grid of min(L(lr), L0) - m
 loss at initialisation (ln of the vocabulary): how much the loss suffers, on average, from not having picked the best
 learning rate, a diverged run counting as L0. Lower is more robust.
 
-    python bench/lr_sensitivity.py --steps 200 --seeds 1337 1338       # 6 rates x 2 arms x 2 seeds, ~35 min on 2 cores
+    python bench/lr_sensitivity.py --steps 200 --seeds 1337 1338       # 6 rates x 2 arms x 2 seeds, ~1 h on 2 cores
     python bench/lr_sensitivity.py --steps 30 --seeds 1 --lrs 1e-3 1e-2 --out /tmp/lrs   # a quick look
     python bench/lr_sensitivity.py --sweep configs/sweeps/lr-sensitivity-124m.yaml --out reports/lrs  # the GPU
                                                       # sweep at 124M, after scripts/sweep.py has trained it

@@ -11,10 +11,10 @@ Two protocols:
 - cool-downs (``--cooldown_at P1 P2 ...``, the fair one): each arm runs warmup-stable (no decay) to the largest
   point; from its checkpoints at every point P a branch cools down over ``--cooldown_fraction`` x P steps
   (scripts/cooldown.py's mechanism). Both arms are compared only at annealed ends, at the same token counts: the
-  target is AdamW's cooled loss at the largest point, and Muon's tokens to reach it are interpolated between its own
-  cooled points.
+  target is AdamW's cooled loss at the largest point whose cooled end reads the data at most once (``--target_point``
+  to choose another), and Muon's tokens to reach it are interpolated between its own cooled points.
 
-    python bench/sample_efficiency.py --cooldown_at 200 400 600 800 --seeds 1337 1338   # ~30 min on 2 CPU cores
+    python bench/sample_efficiency.py --cooldown_at 200 400 600 800 --seeds 1337 1338   # ~1.5 h on 2 CPU cores
     python bench/sample_efficiency.py --steps 1200 --seeds 1337 1338     # the cosine protocol, ~30 min
     python bench/sample_efficiency.py --steps 100 --out /tmp/se          # a quick look
 """
@@ -41,6 +41,9 @@ def main() -> None:
                         help="The fair protocol: cool down both arms from these steps of a warmup-stable run.")
     parser.add_argument("--cooldown_fraction", type=float, default=0.2,
                         help="Cool-down length as a fraction of the step it starts from (Hagele et al.: 10-20%%).")
+    parser.add_argument("--target_point", type=int, default=None,
+                        help="Cool-down protocol: AdamW's cooled loss from this point is the target (default: the "
+                             "largest point whose cooled end reads the training data at most once).")
     args = parser.parse_args()
     if args.cooldown_at:
         cooldown_protocol(args)
@@ -121,6 +124,7 @@ def cooldown_protocol(args) -> None:
     run_sweep(config)
 
     cooled = {}  # (arm, seed) -> [(tokens, val loss)] at each point's annealed end
+    dataset_tokens = None
     for arm, seed in config.runs():
         stable = RunLayout(config.run_dir(arm, seed))
         for point in points:
@@ -137,35 +141,66 @@ def cooldown_protocol(args) -> None:
                 finally:
                     trainer.close()
             run = load_run(branch)
+            dataset_tokens = dataset_tokens or run.dataset_tokens
             _, val = run.series(Tags.VAL_LOSS)
             cooled.setdefault((arm, seed), []).append(((point + steps) * run.tokens_per_step, float(val[-1])))
 
+    target_index = choose_target(points, [t for t, _ in cooled[("adamw", args.seeds[0])]], dataset_tokens,
+                                 args.target_point)
     rows, ratios = [], []
     for seed in args.seeds:
-        target_tokens, target = cooled[("adamw", seed)][-1]
-        curve = cooled[("muon", seed)]
-        reached = None
-        for (t0, l0), (t1, l1) in zip([(0.0, math.inf)] + curve[:-1], curve):
-            if l1 <= target:
-                reached = t1 if not math.isfinite(l0) else t0 + (l0 - target) / (l0 - l1) * (t1 - t0)
-                break
+        target_tokens, target = cooled[("adamw", seed)][target_index]
+        reached = tokens_to_reach(cooled[("muon", seed)], target)
         ratio = reached / target_tokens if reached is not None else None
         ratios.append(ratio)
-        for (tokens, adamw), (_, muon_loss) in zip(cooled[("adamw", seed)], curve):
-            rows.append([seed, f"{tokens:,.0f}", f"{adamw:.4f}", f"{muon_loss:.4f}", f"{muon_loss - adamw:+.4f}"])
-        rows.append([seed, "Muon tokens to AdamW's last cooled loss", f"{target:.4f}",
-                     "not reached" if reached is None else f"{reached:,.0f}",
+        for (tokens, adamw), (_, muon_loss) in zip(cooled[("adamw", seed)], cooled[("muon", seed)]):
+            rows.append([seed, f"{tokens:,.0f}", f"{tokens / dataset_tokens:.2f}" if dataset_tokens else "?",
+                         f"{adamw:.4f}", f"{muon_loss:.4f}", f"{muon_loss - adamw:+.4f}"])
+        rows.append([seed, f"Muon tokens to AdamW's cooled loss from step {points[target_index]}", "",
+                     f"{target:.4f}", "not reached" if reached is None else f"{reached:,.0f}",
                      "n/a" if ratio is None else f"ratio {ratio:.3f}"])
     print(machine())
     print(f"warmup-stable runs to step {points[-1]}; cool-downs of {args.cooldown_fraction:g} x the start step from "
-          f"steps {points}; {args.preset}")
-    print(table(["seed", "tokens (after cool-down)", "AdamW cooled val", "Muon cooled val", "Muon - AdamW"], rows))
+          f"steps {points}; {args.preset}; target: AdamW's cooled loss from step {points[target_index]}")
+    print(table(["seed", "tokens (after cool-down)", "epochs of the training data", "AdamW cooled val",
+                 "Muon cooled val", "Muon - AdamW"], rows))
     if all(r is not None for r in ratios):
         spread = f" +- {np.std(ratios, ddof=1):.3f} (sd over {len(ratios)} seeds)" if len(ratios) > 1 else ""
-        print(f"Muon / AdamW tokens to AdamW's final cooled loss: {np.mean(ratios):.3f}{spread} (target <= 0.6)")
+        print(f"Muon / AdamW tokens to AdamW's cooled loss from step {points[target_index]}: {np.mean(ratios):.3f}"
+              f"{spread} (target <= 0.6)")
     else:
-        print("Muon did not reach AdamW's last cooled loss in every seed.")
+        print("Muon did not reach AdamW's target in every seed.")
 
+
+def choose_target(points: list[int], tokens: list[float], dataset_tokens: int | None, requested: int | None) -> int:
+    """Index of the point whose AdamW cooled loss is the target: the requested one, else the largest whose cooled end
+    reads the training data at most once (past one epoch the validation loss also measures memorisation, which the
+    two optimizers need not share), else the first."""
+    if requested is not None:
+        if requested not in points:
+            raise SystemExit(f"--target_point {requested} is not one of --cooldown_at {points}.")
+        return points.index(requested)
+    if dataset_tokens:
+        within = [i for i, t in enumerate(tokens) if t <= dataset_tokens]
+        if within:
+            return within[-1]
+        print(f"Note: every cooled end reads the {dataset_tokens:,} training tokens more than once.")
+    return 0
+
+
+def tokens_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    """Tokens at which the (tokens, loss) cooled points first reach ``target``, linear between points; before the
+    first point nothing is known, so a first point already below the target counts at its own tokens (an upper
+    bound)."""
+    previous = None
+    for tokens, loss in curve:
+        if loss <= target:
+            if previous is None:
+                return tokens
+            t0, l0 = previous
+            return t0 + (l0 - target) / (l0 - loss) * (tokens - t0)
+        previous = (tokens, loss)
+    return None
 
 if __name__ == "__main__":
     main()

@@ -156,6 +156,20 @@ def test_a_diverged_variant_is_recorded_and_the_sweep_goes_on(tmp_path, shakespe
     assert "poisoned seed 1: training in" in lines[1]
 
 
+def test_a_run_that_stopped_at_its_target_is_finished_not_resumed(tmp_path, shakespeare_shards):
+    """A variant whose own target_val_loss stops it before max_steps is done: a rerun of the sweep skips it instead
+    of resuming it past its stopping point (which replaced its final model with a later one)."""
+    config = load_sweep(small_sweep(tmp_path, shakespeare_shards, {"quick": {"target_val_loss": 11.5}}))
+    run_sweep(config, say=lambda line: None)
+    final = RunLayout(config.run_dir("quick", 1)).final_dir
+    state = json.loads((final / "training_state.json").read_text())
+    assert state["global_step"] == 3 and state["stopped_early"] is True  # the first evaluation reached 11.5
+    assert run_status(config, "quick", 1) == "done"
+    lines = []
+    assert run_sweep(config, say=lines.append) == [("quick", 1, "skipped")]
+    assert json.loads((final / "training_state.json").read_text())["global_step"] == 3
+
+
 def test_an_edited_variant_stops_the_sweep_before_any_training(tmp_path, shakespeare_shards):
     path = small_sweep(tmp_path, shakespeare_shards, {"a": {"max_lr": 3e-3}, "b": {}})
     run_sweep(load_sweep(path), say=lambda line: None)

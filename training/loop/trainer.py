@@ -417,7 +417,10 @@ class Trainer:
                 "skipped_updates": self.skipped_updates, "parameters": self.num_parameters,
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
                 "mixed_precision": self.accelerator.mixed_precision, "mfu_peak_flops": self.peak_flops,
-                "mfu_card": self.mfu_card, "time_shares_this_session": self.time_shares()}
+                "mfu_card": self.mfu_card, "time_shares_this_session": self.time_shares(),
+                # Set only in final/: the run ended before max_steps because a callback stopped it (its
+                # target_val_loss reached, early stopping); such a run is finished, not interrupted.
+                "stopped_early": getattr(self, "stopped_early", None)}
 
     def time_shares(self) -> dict[str, float]:
         """Shares of this session's training wall time per category (timing.py), so far."""
@@ -498,6 +501,7 @@ class Trainer:
             bar.close()
             self.elapsed_seconds = time.perf_counter() - started
             self.steps_this_session = self.state.global_step - first_step
+        self.stopped_early = self.state.global_step < self.args.max_steps
         self.save_final_model()
         self.accelerator.wait_for_everyone()
         self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it

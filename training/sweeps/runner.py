@@ -56,8 +56,12 @@ def run_status(config: SweepConfig, variant: str, seed: int) -> str:
     if diverged_record(config, variant, seed):
         return "diverged"
     state_file = layout.final_dir / TRAINING_STATE_FILE
-    if state_file.exists() and (max_steps is None or json.loads(state_file.read_text())["global_step"] >= max_steps):
-        return "done"
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        # A run that a callback ended before max_steps (its target reached) is finished: resuming it would train
+        # past its stopping point and replace its final model.
+        if max_steps is None or state["global_step"] >= max_steps or state.get("stopped_early"):
+            return "done"
     return "partial" if CheckpointManager(layout.checkpoints_dir).latest() is not None else "new"
 
 

@@ -4,7 +4,7 @@ seen: fit the law on a short run, predict the final validation loss of runs with
 (the same model, data and peak learning rate, each reading the data at most once), then train those runs and
 compare. Target from the issue: within 1% for a run twice as long as the fitted one.
 
-    python bench/forecast.py --seeds 1337 1338            # ~25 min on 2 CPU cores
+    python bench/forecast.py --seeds 1337 1338            # ~50 min on 2 CPU cores (2 seeds x 5 runs)
     python bench/forecast.py --fit_steps 60 --seeds 1 --out /tmp/fc   # a quick look
 
 Runs are ordinary run folders made by the sweep machinery (an interrupted benchmark resumes).

@@ -153,3 +153,20 @@ def test_largest_ids_come_from_meta_when_preparation_recorded_them(tmp_path, sha
     paths = find_shards(shakespeare_shards, "train")
     found = largest_token_ids(paths)
     assert found == {p: int(np.load(p).max()) for p in paths}
+
+
+def test_many_processes_can_probe_one_output_folder_at_once(tmp_path):
+    """Two ranks of evaluate_checkpoints.py probed one folder with one probe name: one deleted the other's probe and
+    a writable folder was reported as "cannot write there". Probes are per process and thread."""
+    import concurrent.futures
+
+    from training.data.shards import make_writable_dir
+
+    def probe_many(_):
+        for _ in range(300):
+            make_writable_dir(tmp_path / "out", ".write_probe_eval.json")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(probe_many, range(8)))  # re-raises the first FileNotFoundError, if any
+    assert not list((tmp_path / "out").iterdir())  # no probe left behind
+

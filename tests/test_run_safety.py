@@ -257,7 +257,9 @@ def test_sigterm_under_accelerate_launch_stops_every_process_at_one_step(tmp_pat
 
 def test_ctrl_c_in_preparation_is_a_message_not_a_traceback(tmp_path, fineweb_path):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(fineweb_path.read_text() * 60)
+    # ~27M tokens, about 10 s of work on one core: long enough that a busy machine cannot finish the job between the
+    # first shard and the signal (60 copies, 2 s, did on a loaded CI machine and exited 0).
+    corpus.write_text(fineweb_path.read_text() * 300)
     command = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--files", str(corpus), "--output_dir",
                str(tmp_path / "out"), "--shard_tokens", "20000", "--num_workers", "1", "--chunk_documents", "8"]
     job = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,

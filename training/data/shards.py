@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,9 @@ def make_writable_dir(path: str | os.PathLike, probe_name: str = ".write_probe")
     (FileExistsError when ``path`` is a file). ``probe_name`` lets several processes probe one folder at once."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    probe = out / probe_name
+    # Unique per process and thread: two ranks probing one folder must not delete each other's probe (one of them
+    # would then report a writable folder as unwritable).
+    probe = out / f"{probe_name}.{os.getpid()}.{threading.get_ident()}"
     probe.write_bytes(b"")
     probe.unlink()
     return out

@@ -103,6 +103,7 @@ def cooldown_protocol(args) -> None:
     sys.path.insert(0, str(REPO))
     from bench.common import machine, table
     from training.analysis.runs import load_run
+    from training.analysis.summaries import first_crossing
     from training.cli import run_config_from_values
     from training.layout import RunLayout, Tags
     from training.loop.trainer import Trainer
@@ -150,7 +151,9 @@ def cooldown_protocol(args) -> None:
     rows, ratios = [], []
     for seed in args.seeds:
         target_tokens, target = cooled[("adamw", seed)][target_index]
-        reached = tokens_to_reach(cooled[("muon", seed)], target)
+        # Linear between cooled points; a first point already below the target counts at its own tokens (an upper
+        # bound: nothing is known before it).
+        reached = first_crossing(*np.array(cooled[("muon", seed)]).T, target)
         ratio = reached / target_tokens if reached is not None else None
         ratios.append(ratio)
         for (tokens, adamw), (_, muon_loss) in zip(cooled[("adamw", seed)], cooled[("muon", seed)]):
@@ -186,21 +189,6 @@ def choose_target(points: list[int], tokens: list[float], dataset_tokens: int | 
             return within[-1]
         print(f"Note: every cooled end reads the {dataset_tokens:,} training tokens more than once.")
     return 0
-
-
-def tokens_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    """Tokens at which the (tokens, loss) cooled points first reach ``target``, linear between points; before the
-    first point nothing is known, so a first point already below the target counts at its own tokens (an upper
-    bound)."""
-    previous = None
-    for tokens, loss in curve:
-        if loss <= target:
-            if previous is None:
-                return tokens
-            t0, l0 = previous
-            return t0 + (l0 - target) / (l0 - loss) * (tokens - t0)
-        previous = (tokens, loss)
-    return None
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,7 @@ def parse(argv):
 def check_writable(path: Path) -> None:
     """Create the output's folder and prove it writable now, so a bad --output does not cost the evaluation."""
     try:
-        make_writable_dir(path.parent, f".write_probe_{path.name}")
+        make_writable_dir(path.parent)
     except OSError as error:
         raise ValueError(f"--output {path}: cannot write there ({error.strerror or error}); choose another "
                          "path.") from error

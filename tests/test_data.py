@@ -164,7 +164,7 @@ def test_many_processes_can_probe_one_output_folder_at_once(tmp_path):
 
     def probe_many(_):
         for _ in range(300):
-            make_writable_dir(tmp_path / "out", ".write_probe_eval.json")
+            make_writable_dir(tmp_path / "out")
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(probe_many, range(8)))  # re-raises the first FileNotFoundError, if any

@@ -51,14 +51,14 @@ def write_shard_atomic(path: str | os.PathLike, tokens: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def make_writable_dir(path: str | os.PathLike, probe_name: str = ".write_probe") -> Path:
+def make_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` and prove it writable now (rather than at the first save); raises the OSError otherwise
-    (FileExistsError when ``path`` is a file). ``probe_name`` lets several processes probe one folder at once."""
+    (FileExistsError when ``path`` is a file). Several processes and threads may probe one folder at once."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     # Unique per process and thread: two ranks probing one folder must not delete each other's probe (one of them
     # would then report a writable folder as unwritable).
-    probe = out / f"{probe_name}.{os.getpid()}.{threading.get_ident()}"
+    probe = out / f".write_probe.{os.getpid()}.{threading.get_ident()}"
     probe.write_bytes(b"")
     probe.unlink()
     return out

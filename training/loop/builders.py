@@ -18,10 +18,10 @@ from .arguments import ConfigError, RunConfig
 from .callbacks import FlowCallback, build_callback, parse_callback_spec
 
 
-def prepare_output_dir(path: str | Path, process_index: int = 0) -> Path:
+def prepare_output_dir(path: str | Path) -> Path:
     """The run folder, created and checked writable now rather than at the first save."""
     try:
-        return make_writable_dir(path, f".write_probe_{process_index}")
+        return make_writable_dir(path)
     except FileExistsError as error:
         raise ConfigError(f"--output_dir {path} exists and is not a folder; choose another --output_dir.") from error
     except OSError as error:

@@ -111,7 +111,7 @@ class Trainer:
         enable_tf32(self.device)
         set_seed(self.args.seed)
         self.grad_accum = self.accelerator.gradient_accumulation_steps
-        self.output_dir = prepare_output_dir(self.args.output_dir, self.accelerator.process_index)
+        self.output_dir = prepare_output_dir(self.args.output_dir)
         self.layout = RunLayout(self.output_dir)
         self.lock = RunFolderLock(self.output_dir)
         try:

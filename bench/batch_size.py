@@ -47,9 +47,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from bench.common import machine, table
+    from bench.common import machine
     from training.analysis.runs import load_run
-    from training.analysis.summaries import first_crossing
     from training.layout import Tags
     from training.sweeps.config import load_sweep
     from training.sweeps.runner import run_sweep
@@ -76,7 +75,7 @@ def main() -> None:
     print(machine())
     print(f"constant learning rate after {args.warmup_tokens:,} warmup tokens; {args.preset}; seed {args.seed}")
     for target in sorted(args.targets, reverse=True):
-        report_target(target, args.batches, curves, table, first_crossing)
+        report_target(target, args.batches, curves)
 
 
 def noise_near(noise_steps: np.ndarray, b_simple: np.ndarray, step: float) -> float | None:
@@ -87,7 +86,10 @@ def noise_near(noise_steps: np.ndarray, b_simple: np.ndarray, step: float) -> fl
     return float(np.median(b_simple[window])) if window.any() else None
 
 
-def report_target(target, batches, curves, table, first_crossing) -> None:
+def report_target(target, batches, curves) -> None:
+    from bench.common import table
+    from training.analysis.summaries import first_crossing
+
     rows, steps_to, tokens_to, noise = [], [], [], []
     for batch in batches:
         (val_steps, val), (noise_steps, b_simple) = curves[batch]

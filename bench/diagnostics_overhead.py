@@ -28,18 +28,16 @@ class Timed(TrainerCallback):
     """Delegates every event to ``inner`` and adds up the time spent in it."""
 
     def __init__(self, inner):
-        self.inner, self.seconds = inner, 0.0
+        self.inner, self.spent = inner, [0.0]
+
+    @property
+    def seconds(self) -> float:
+        return self.spent[0]
 
     def __getattribute__(self, name):
         if name.startswith("on_"):
-            method = getattr(object.__getattribute__(self, "inner"), name)
-
-            def timed(*args, **kwargs):
-                start = time.perf_counter()
-                result = method(*args, **kwargs)
-                self.seconds += time.perf_counter() - start
-                return result
-            return timed
+            return _timed(getattr(object.__getattribute__(self, "inner"), name),
+                          object.__getattribute__(self, "spent"))
         return object.__getattribute__(self, name)
 
 

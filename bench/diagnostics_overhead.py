@@ -81,7 +81,7 @@ def noise_probe_seconds(args) -> tuple[float, float]:
             def time_probe(trainer):
                 probe = trainer.noise
                 assert probe.available, probe.why_not
-                for name in ("start_step", "after_micro_step", "finish_step"):
+                for name in ("start_step", "after_backward", "finish_step"):
                     setattr(probe, name, _timed(getattr(probe, name), spent))
 
             steps.append(loop_step_seconds(args.steps, args.warmup, [], args.diagnostics_every, f"{tmp}/n{repeat}",

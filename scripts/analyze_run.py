@@ -22,6 +22,7 @@ from training.analysis.runs import RunReadError, load_run
 from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
 from training.layout import COMPARISON_DIR, RunLayout
+from training.ownership import record_written
 
 
 def parse(argv):
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
         if report.get("forecast") and report["forecast"].get("current_schedule"):
             plots.append(write_forecast_plot(run, out, report["forecast"]))
         write_report(report, out, plots)
+        record_written(out, [*plots, "report.md", "report.json"])  # what is ours in the folder (ownership)
         print(f"{run.name}: {len(report['findings'])} findings -> {out}/report.md")
         for finding in report["findings"]:
             print(f"  [{finding['severity']}] {finding['title']}")
@@ -96,6 +98,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         figure = plot_comparison(runs)
         figure.savefig(out / "compare_loss.png", dpi=110)
+        record_written(out, ["compare_loss.png"])
         print(f"comparison -> {out}/compare_loss.png")
     return 0
 

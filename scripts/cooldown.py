@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.cli import HelpFormatter, run_config_from_values
+from training.cli import ConfigError, HelpFormatter, run_config_from_values
 from training.layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, checkpoint_step
 
 DEFAULT_SUFFIX = "cooldown"
@@ -55,13 +55,25 @@ def branch_values(checkpoint: Path, steps: int, output_dir: str | None, override
         values = {**vars(model), **vars(data), **vars(train), **vars(logging)}
     step = checkpoint_step(checkpoint.name)
     run = checkpoint.resolve().parent.parent
+    branch = Path(output_dir) if output_dir else run.with_name(f"{run.name}-{DEFAULT_SUFFIX}-{step}")
+    refuse_inside_the_run(branch, run)
     values.update(resume_from_checkpoint=str(checkpoint), cooldown_steps=steps, overwrite_output_dir=False,
-                  output_dir=output_dir or str(run.with_name(f"{run.name}-{DEFAULT_SUFFIX}-{step}")))
+                  output_dir=str(branch))
     return values
 
 
+def refuse_inside_the_run(branch: Path, run: Path) -> None:
+    """A cool-down is a branch beside its run: never the run's own folder, a folder inside it, or one above it."""
+    target = branch.resolve()
+    if target == run or run in target.parents or target in run.parents:
+        where = "is the run's own folder" if target == run else "is inside the run" if run in target.parents \
+            else "holds the run"
+        raise ConfigError(f"--output_dir {branch} {where} ({run}): a cool-down is a branch beside its run, which "
+                          f"keeps its checkpoints and final model as they are. Leave --output_dir out (the branch is "
+                          f"{run.name}-{DEFAULT_SUFFIX}-<step> beside the run) or name a new folder.")
+
+
 def main(argv=None) -> int:
-    from training.cli import ConfigError
     from training.loop.policies import RunStopped
     from training.loop.preemption import Preempted
     from training.loop.trainer import Trainer

@@ -186,9 +186,13 @@ def test_the_spike_guard_heals_a_corrupted_data_window(tmp_path, shakespeare_sha
     healed = train(tiny_run_config(tmp_path / "healed", corrupted, **GUARD))
     records = [json.loads(line) for line in RunLayout(tmp_path / "healed").interventions_file.read_text().splitlines()]
     actions = [(r["action"], r["step"]) for r in records]
-    assert actions[:3] == [("skip", 31), ("skip", 32), ("skip", 33)] and actions[3] == ("rollback", 33)
-    assert records[3]["to_step"] == 30 and records[3]["data_resumes_at_step"] == 41
-    assert not any(a == "stop" for a, _ in actions)
+    # The skipped steps were abandoned by the rollback: their records went with the abandoned branch, and the
+    # rollback (the run's own act, from step 30 on) names them.
+    assert actions == [("rollback", 33)] and records[0]["skipped_steps"] == [31, 32, 33]
+    assert records[0]["to_step"] == 30 and records[0]["data_resumes_at_step"] == 41
+    branch = next((RunLayout(tmp_path / "healed").checkpoints_dir / "abandoned").iterdir())
+    assert [json.loads(line)["step"] for line in (branch / "interventions.jsonl").read_text().splitlines()] == \
+        [31, 32, 33]
     val = lambda t: t.log.last("val/loss")  # noqa: E731
     assert abs(val(healed) - val(clean)) < 0.05, (val(healed), val(clean))
     logged = read_scalars(tmp_path / "healed")
@@ -237,3 +241,41 @@ def test_qk_norm_and_z_loss_train_and_log_their_terms(tmp_path, shakespeare_shar
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "held" / "final").config.qk_norm
+
+
+def test_the_spike_guard_catches_a_divergence_from_the_first_steps(tmp_path, shakespeare_shards, capsys):
+    """A learning rate far too high: the loss leaves the start at once. No band is needed to see that; with no
+    checkpoint to go back to, the guard stops and says why (exit 1 in the script), every step recorded."""
+    from training.loop.spike_guard import SpikeGuardStopped
+
+    trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=20, save_every=10, max_lr=5.0,
+                                      min_lr=0.5, warmup_steps=2, spike_guard=True))
+    with pytest.raises(SpikeGuardStopped, match=r"no checkpoint before step \d+ to roll back to.*loss far above the "
+                                                r"run's first loss"):
+        trainer.train()
+    trainer.close()
+    records = [json.loads(line) for line in RunLayout(tmp_path).interventions_file.read_text().splitlines()]
+    assert records[0]["action"] == "skip" and records[0]["step"] <= 4 and records[-1]["action"] == "stop"
+    assert "not armed until then" in capsys.readouterr().out
+    assert read_scalars(tmp_path)["spike_guard/armed"] == {1: 0.0}
+
+
+def test_a_run_that_ends_before_the_guard_arms_says_so(tmp_path, shakespeare_shards, capsys):
+    train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=3, spike_guard=True))
+    out = capsys.readouterr().out
+    assert "not armed until then" in out and "before the spike guard armed" in out
+    assert read_scalars(tmp_path)["spike_guard/armed"] == {1: 0.0}
+
+
+def test_the_first_spike_recorded_is_the_first_step_outside_the_band(tmp_path, shakespeare_shards, capsys):
+    """With the default window (100), the guard arms after 8 accepted steps: a corrupted stretch soon after is
+    recorded from its own first step (it was recorded from the step the band became ready, 25 accepted steps)."""
+    from .helpers import corrupt_data_window
+
+    corrupted = corrupt_data_window(shakespeare_shards, tmp_path / "corrupted_data", 20, 22, tokens_per_step=128)
+    train(tiny_run_config(tmp_path / "run", corrupted, max_steps=28, save_every=10, warmup_steps=5,
+                          spike_guard=True, spike_guard_skip_steps=4))
+    records = [json.loads(line) for line in RunLayout(tmp_path / "run").interventions_file.read_text().splitlines()]
+    assert records[0]["action"] == "rollback" and records[0]["first_spike"] == 20, records
+    assert records[0]["skipped_steps"][0] == 20
+    assert "armed at step 12" in capsys.readouterr().out

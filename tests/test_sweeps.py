@@ -156,6 +156,16 @@ def test_a_diverged_variant_is_recorded_and_the_sweep_goes_on(tmp_path, shakespe
     assert "poisoned seed 1: training in" in lines[1]
 
 
+def test_every_variant_is_ranked_even_one_that_diverged_before_its_first_logged_step(tmp_path, shakespeare_shards):
+    at_once = {"callbacks": ["tests.helpers.PoisonStep:step=1,permanent=true"]}
+    config = load_sweep(small_sweep(tmp_path, shakespeare_shards, {"at_once": at_once, "fine": {}}))
+    run_sweep(config, say=lambda line: None)
+    write_summary(config)
+    ranking = json.loads((config.output_dir / "sweep.json").read_text())["ranking"]
+    assert [row["variant"] for row in ranking] == ["fine", "at_once"]
+    assert ranking[1]["versus_best"].startswith("diverged (1 of 1 seeds: seed 1 after step 0")
+
+
 def test_a_run_that_stopped_at_its_target_is_finished_not_resumed(tmp_path, shakespeare_shards):
     """A variant whose own target_val_loss stops it before max_steps is done: a rerun of the sweep skips it instead
     of resuming it past its stopping point (which replaced its final model with a later one)."""

@@ -207,13 +207,13 @@ def test_bad_configuration_errors(tmp_path, shakespeare_shards):
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown field 'max_lrr' in section 'train'"):
         parse_run_config(["--config", str(preset)])
     with pytest.raises(ConfigError, match="does not exist"):
-        Trainer(tiny_run_config(tmp_path, tmp_path / "missing.txt"))
+        Trainer(tiny_run_config(tmp_path / "run", tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match=r"min_lr \(0.1\) is larger than max_lr \(0.01\)"):
         parse_run_config(["--max_lr", "0.01", "--min_lr", "0.1"])
     with pytest.raises(ConfigError, match="No training data"):
-        Trainer(tiny_run_config(tmp_path))
+        Trainer(tiny_run_config(tmp_path / "run"))
     with pytest.raises(ValueError, match="vocab_size=1000"):
-        Trainer(tiny_run_config(tmp_path, shakespeare_shards, vocab_size=1000))
+        Trainer(tiny_run_config(tmp_path / "run", shakespeare_shards, vocab_size=1000))
 
 
 def test_offline_download_fails_at_once_saying_what_to_pass(tmp_path):
@@ -290,22 +290,22 @@ def test_hellaswag_runs_in_the_loop_on_its_schedule(tmp_path, shakespeare_shards
 
 def test_settings_of_optional_steps_are_checked_before_training(tmp_path, shakespeare_shards):
     with pytest.raises(ConfigError, match=r"sample_tokens 100 = 1\d\d positions, more than the model's context of 32"):
-        Trainer(tiny_run_config(tmp_path, shakespeare_shards, sample_every=100, sample_tokens=100))
+        Trainer(tiny_run_config(tmp_path / "run", shakespeare_shards, sample_every=100, sample_tokens=100))
     with pytest.raises(ConfigError, match="sample_prompt is empty"):
-        Trainer(tiny_run_config(tmp_path, shakespeare_shards, sample_every=5, sample_prompt=""))
+        Trainer(tiny_run_config(tmp_path / "run", shakespeare_shards, sample_every=5, sample_prompt=""))
     with pytest.raises(ValueError, match=r"eval_tokens \(0\) must be at least seq_len"):
-        tiny_run_config(tmp_path, shakespeare_shards, eval_every=5, eval_tokens=0)
+        tiny_run_config(tmp_path / "run", shakespeare_shards, eval_every=5, eval_tokens=0)
     small_val = tmp_path / "small_val"
     small_val.mkdir()
     for shard in shakespeare_shards.glob("*_train_*.npy"):
         (small_val / shard.name).symlink_to(shard)
     write_shard_atomic(small_val / "shakespeare_val_000000.npy", np.full(20, 50256, dtype=np.uint16))
     with pytest.raises(ConfigError, match=r"has 20 tokens, fewer than seq_len \+ 1 = 33"):
-        Trainer(tiny_run_config(tmp_path, small_val, eval_every=5))
+        Trainer(tiny_run_config(tmp_path / "run", small_val, eval_every=5))
     with pytest.raises(ValueError, match="does not exist"):
-        Trainer(tiny_run_config(tmp_path, shakespeare_shards, hellaswag_every=5,
+        Trainer(tiny_run_config(tmp_path / "run", shakespeare_shards, hellaswag_every=5,
                                 hellaswag_path=str(tmp_path / "missing.jsonl")))
-    assert not (tmp_path / "checkpoints").exists()  # nothing trained
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
 
 def test_skipping_updates_is_bounded(tmp_path, shakespeare_shards):

@@ -18,6 +18,7 @@ A run folder::
     <run>/interventions.jsonl             what the spike guard did (skips, rollbacks, stops), one line each
     <run>/branch.json                     where a branched run (a cool-down) came from
     <run>/.run.lock                       the live run that owns the folder (host, pid); removed when it ends
+    <run>/.gpt2-pretrain.json             the marker: this folder holds a run of this project (written first)
     <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
     <run>/data/download/                  a corpus downloaded because no --data was given
     <run>/analysis/                       plots and report of analyze_run.py
@@ -47,6 +48,11 @@ CHANGES_FILE = "changes.jsonl"
 INTERVENTIONS_FILE = "interventions.jsonl"
 BRANCH_FILE = "branch.json"
 LOCK_FILE = ".run.lock"
+# Written first into every run folder: the folder holds a run of this project, and lists the names a run creates.
+# Only folders with it are ever cleared (--overwrite_output_dir, sweep re-runs), and only of those names.
+MARKER_FILE = ".gpt2-pretrain.json"
+# In folders the project fills with outputs of several writers (analysis/, a Hub staging folder): the names written.
+WRITTEN_FILE = ".written.json"
 SWEEP_RUN_FILE = "sweep_run.json"  # a sweep's record of one of its runs (e.g. diverged: its last good step and loss)
 COMPARISON_DIR = "comparison"
 
@@ -55,6 +61,10 @@ CHECKPOINT_MODEL_SUBDIR = "model"
 TRAINING_STATE_FILE = "training_state.json"
 MANIFEST_FILE = "manifest.json"  # size and CRC32 of every file of a checkpoint, written last, checked on resume
 RUN_CONFIG_FILE = "run_config.yaml"
+
+# Token shards (build-nanogpt's layout): <name>_val_000000.npy, <name>_train_000001.npy, ...; META_FILE beside them.
+SHARD_NAME = re.compile(r"^(?P<name>.+)_(?P<split>train|val)_(?P<index>\d{6})\.npy$")
+SHARD_META_FILE = "meta.json"
 
 _CHECKPOINT_NAME = re.compile(r"^step_(\d{7})$")
 _TEMPORARY_SUFFIX = ".tmp"
@@ -231,6 +241,7 @@ class Tags:
     # written at the step where they happen
     RUN_SETTINGS_CHANGED = "run/settings_changed"  # number of settings changed by hand on a resume
     SPIKE_GUARD_ACTION = "spike_guard/action"  # 1 skip, 2 rollback, 3 stop (see INTERVENTIONS_FILE for the details)
+    SPIKE_GUARD_ARMED = "spike_guard/armed"  # 0 at the first step (divergence watched only), 1 from the step it arms
 
     # evaluation
     VAL_LOSS = "val/loss"

@@ -143,13 +143,17 @@ class Schedule:
         if self.kind == "wsd" and step < self.decay_start:
             return replace(self, anchor=None)
         shape = "cosine" if self.kind == "cosine" else self.decay_shape
-        return replace(self, anchor=Anchor(step, old.factor(step), shape))
+        # Never below the (new) floor: a decay that started under it would climb back up to it.
+        return replace(self, anchor=Anchor(step, max(old.factor(step), self.min_ratio), shape))
 
     def cooled_down(self, step: int, steps: int, shape: str) -> "Schedule":
         """A cool-down of ``steps`` steps from ``step``: decay from this schedule's factor there to the floor."""
         return replace(self, max_steps=step + steps, anchor=Anchor(step, self.factor(step), shape))
 
     def describe(self) -> str:
+        if self.anchor is not None and self.anchor.factor <= self.min_ratio:
+            return (f"re-planned at step {self.anchor.step}: held at the floor ({self.min_ratio:.4g}x the peak) until "
+                    f"step {self.max_steps}")
         if self.anchor is not None:
             return (f"re-planned at step {self.anchor.step}: {self.anchor.shape} decay from {self.anchor.factor:.4g}x "
                     f"the peak to {self.min_ratio:.4g}x at step {self.max_steps}")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from modeling.tokenization import TiktokenGPT2, tokenizer_info
 
+from ..ownership import foreign_in_shards, refuse_foreign
 from .download import hub_unreachable_reason
 from .shards import (
     META_VERSION,
@@ -431,8 +432,12 @@ def prepare(config: PrepareConfig) -> dict:
     meta = _resume_meta(config, out)
     if meta["complete"]:
         return meta
+    # Only shards, their meta.json and our temporary files may share the folder: preparation writes and removes
+    # files there, and nothing of anyone else's may be touched.
+    refuse_foreign(foreign_in_shards(out), out, "write or remove shards in it",
+                   "Prepare into a new or empty --output_dir (e.g. data/<name>).")
     for stale in out.glob("*.tmp"):
-        stale.unlink()
+        stale.unlink()  # ours: foreign_in_shards accepts only <shard>.tmp and meta.json.tmp
     # Shards past the recorded progress (a crash after a rename, before meta.json) are rewritten identically.
     meta["shards"] = meta["shards"][: meta["progress"]["shard_index"]]
 

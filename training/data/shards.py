@@ -7,19 +7,19 @@ The layout is build-nanogpt's, so its loader reads our shards and ours reads its
 
 import json
 import os
-import re
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from ..layout import SHARD_META_FILE, SHARD_NAME
 from ..storage import out_of_space, space_reason
 
 SHARD_DTYPE = np.uint16
-META_FILE = "meta.json"
+META_FILE = SHARD_META_FILE
 META_VERSION = 1
-_SHARD_RE = re.compile(r"^(?P<name>.+)_(?P<split>train|val)_(?P<index>\d{6})\.npy$")
+_SHARD_RE = SHARD_NAME
 
 
 class ShardError(ValueError):

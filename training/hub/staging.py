@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..layout import RUN_CONFIG_FILE, TRAINING_STATE_FILE, RunLayout, run_of_model_folder
+from ..layout import RUN_CONFIG_FILE, TRAINING_STATE_FILE, WRITTEN_FILE, RunLayout, run_of_model_folder
+from ..ownership import record_written, recorded_names, refuse_dangerous, refuse_foreign, remove_path
 from .upload import HubError
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "modeling_gpt.py",
@@ -64,7 +65,7 @@ def build_model_card(folder: Path, repo_id: str, evaluation: dict | None = None)
                               pipeline_tag="text-generation", tags=["gpt2", "pretraining", "nanogpt", "accelerate"],
                               datasets=[hub_dataset] if hub_dataset else None, model_name=repo_id.split("/")[-1],
                               eval_results=eval_results or None)
-    body = _card_body(repo_id, config, state, train, data_name, ours, reference)
+    body = _card_body(repo_id, config, state, train, data_name, ours, reference, folder)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
@@ -99,21 +100,44 @@ def dataset_of(run: dict) -> tuple[str | None, str]:
     return None, _data_name(data)
 
 
-def _card_body(repo_id, config, state, train, data_name, ours, reference) -> str:
+def _which_folder(config: dict, folder: Path) -> list[str]:
+    """How to load what was staged: the root with remote code, and the plain GPT-2 export only when it is there."""
+    lines = ["## Which folder to use", "",
+             "- The repository root: this project's model class, loaded with remote code:",
+             "  `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)` (vocabulary padded to "
+             f"{config['vocab_size']})."]
+    if (folder / GPT2_EXPORT_DIR).is_dir():
+        lines += [f"- `{GPT2_EXPORT_DIR}/`: the same weights as a plain `GPT2LMHeadModel` (vocabulary 50257), for use "
+                  "with no remote code at all: `GPT2LMHeadModel.from_pretrained(repo, subfolder=\"gpt2-export\")`.", "",
+                  "Both folders hold a GPT-2 tokenizer (identical ids to tiktoken's `gpt2`), so "
+                  "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", ""]
+    else:
+        why = ("its architecture (qk_norm, or no biases) is not GPT-2's, so there is no plain GPT2LMHeadModel export"
+               if config.get("qk_norm") or config.get("bias") is False else "no plain GPT2LMHeadModel export was staged")
+        lines += [f"- Only the root: {why}.", "",
+                  "The root holds a GPT-2 tokenizer (identical ids to tiktoken's `gpt2`), so "
+                  "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", ""]
+    return lines
+
+
+def _curves(folder: Path) -> list[str]:
+    """The training-curve section, naming only the plots and logs that were staged."""
+    lines = []
+    if (folder / "plots" / "lossGraph.png").is_file():
+        lines += ["![loss](plots/lossGraph.png)", ""]
+    if (folder / "runs").is_dir():
+        lines += ["TensorBoard logs are in `runs/` (the Hub renders them under *Training metrics*).", ""]
+    return ["## Training curves", "", *lines] if lines else []
+
+
+def _card_body(repo_id, config, state, train, data_name, ours, reference, folder: Path) -> str:
     params = state.get("parameters")
     lines = [f"# {repo_id.split('/')[-1]}", "",
              f"A GPT-2-architecture language model ({config['n_layer']} layers, {config['n_head']} heads, width "
              f"{config['n_embd']}, context {config['n_positions']}, vocabulary {config['vocab_size']}; "
              f"{_num(params)} parameters) pretrained from scratch with "
              "gpt2-pretrain (transformers + accelerate).", "",
-             "## Which folder to use", "",
-             "- The repository root: this project's model class, loaded with remote code:",
-             "  `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)` (vocabulary padded to "
-             f"{config['vocab_size']}).",
-             f"- `{GPT2_EXPORT_DIR}/`: the same weights as a plain `GPT2LMHeadModel` (vocabulary 50257), for use "
-             "with no remote code at all: `GPT2LMHeadModel.from_pretrained(repo, subfolder=\"gpt2-export\")`.", "",
-             "Both folders hold a GPT-2 tokenizer (identical ids to tiktoken's `gpt2`), so "
-             "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", "",
+             *_which_folder(config, folder),
              "## Training", "",
              "| | |", "| --- | --- |",
              f"| data | {data_name} |",
@@ -141,9 +165,7 @@ def _card_body(repo_id, config, state, train, data_name, ours, reference) -> str
                   f"{_num(ours.get('hellaswag_examples'))}.", ""]
     else:
         lines += ["## Evaluation", "", "Not evaluated yet (run `scripts/evaluate_checkpoints.py ... --reference gpt2`).", ""]
-    lines += ["## Training curves", "", "![loss](plots/lossGraph.png)", "",
-              "TensorBoard logs are in `runs/` (the Hub renders them under *Training metrics*).", "",
-              "## Intended use and limitations", "",
+    lines += [*_curves(folder), "## Intended use and limitations", "",
               "A research artifact for studying pretraining. It is a small model trained on web text: it "
               "produces fluent-looking but often wrong or incoherent text, reflects the biases of its training "
               "data, and is not instruction-tuned or safety-tuned. Do not use it for decisions about people or "
@@ -161,9 +183,8 @@ def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_
     if not (checkpoint / "config.json").exists() or not (checkpoint / "model.safetensors").exists():
         raise HubError(f"{checkpoint} is not a model folder (config.json and model.safetensors expected); pass "
                        "runs/<run>/final or runs/<run>/checkpoints/step_N/model.")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    clear_staging(out)
+    out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES + TOKENIZER_FILES:
         if (checkpoint / name).exists():
             shutil.copy2(checkpoint / name, out / name)
@@ -179,7 +200,24 @@ def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_
     if with_gpt2_export:
         _export_gpt2(checkpoint, out / GPT2_EXPORT_DIR)
     build_model_card(out, repo_id, evaluation).save(out / "README.md")
+    record_written(out, [p.name for p in out.iterdir()])
     return out
+
+
+def clear_staging(out: Path) -> None:
+    """Empty a staging folder of an earlier staging (whose ``.written.json`` names everything in it); a folder
+    holding anything else, or a place nobody means to clear, is refused untouched."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise HubError(f"The staging folder {out} is a file; pass a new folder (--staging_dir).")
+    refuse_dangerous(out, "The staging folder")
+    recorded = recorded_names(out) or set()
+    children = sorted(out.iterdir())
+    foreign = [p for p in children if p.name not in recorded and p.name != WRITTEN_FILE]
+    refuse_foreign(foreign, out, "empty it to stage an upload", "Pass a new or empty --staging_dir.")
+    for path in children:
+        remove_path(path)
 
 
 def _copy_run_files(run_dir: Path, out: Path) -> None:
@@ -196,7 +234,9 @@ def _copy_run_files(run_dir: Path, out: Path) -> None:
         from ..analysis.runs import load_run
 
         run = load_run(run_dir)
-        write_report(build_report(run), analysis, write_plots(run, analysis))
+        plots = write_plots(run, analysis)
+        write_report(build_report(run), analysis, plots)
+        record_written(analysis, [*plots, "report.md", "report.json"])
     if analysis.is_dir():
         shutil.copytree(analysis, out / "plots", dirs_exist_ok=True)
 

@@ -15,11 +15,9 @@ from typing import Any
 import torch
 import yaml
 
+from ..errors import ConfigError  # noqa: F401  (re-exported: raised by the validation below)
+
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-
-
-class ConfigError(ValueError):
-    """A bad preset file or option; the message names it."""
 
 
 def _help(text: str, **kwargs) -> Any:
@@ -120,6 +118,11 @@ class ModelArguments:
         raise_problems("model arguments", problems)
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}).")
+        if self.attn_implementation.startswith("paged"):
+            # transformers' paged kernels apply no causal mask (and no dropout) without a paged cache: training
+            # with one would let every position see the future, silently.
+            raise ValueError(f"attn_implementation {self.attn_implementation!r} is for paged-cache generation and "
+                             "applies no causal mask in training; use sdpa (default) or eager.")
 
 
 @dataclass
@@ -329,6 +332,9 @@ class TrainArguments:
         if self.target_val_loss is not None and self.eval_every == 0:
             problems.append(f"target_val_loss ({self.target_val_loss}) needs validation to be measured: set "
                             "--eval_every N (or drop the target)")
+        if self.mixed_precision is not None and self.mixed_precision not in ("no", "bf16", "fp16"):
+            problems.append(f"--mixed_precision must be no, bf16 or fp16 (got {self.mixed_precision!r}; fp8 is not "
+                            "supported by this trainer)")
         if self.on_nonfinite not in ("stop", "skip"):
             problems.append(f"on_nonfinite must be 'stop' or 'skip' (got {self.on_nonfinite!r})")
         if problems:

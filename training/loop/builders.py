@@ -241,20 +241,33 @@ def refuse_if_it_will_not_fit(config: RunConfig, accelerator, model, grad_accum:
 
 def memory_verdict(config: RunConfig, arch, grad_accum: int, processes: int, precision: str, sharded: bool,
                    checkpointing: bool, total_memory: int, card: str) -> str | None:
-    """None when the run fits ``card``; else the error: the planned peak, the usable memory, the fix."""
-    from .memory_plan import Shape, describe, format_bytes, plan_run
+    """None when the run fits ``card``; else the error: the planned peak, the usable memory, the fix. ``arch`` is the
+    model's config: its attention kernel, dropout, qk_norm, bias and MLP width are planned as the model has them."""
+    from .memory_plan import Shape, attention_kernel, describe, diagnostic_weight_copies, format_bytes, plan_run
 
     train = config.train
+    attention = getattr(arch, "_attn_implementation", None) or config.model.attn_implementation
+    precision = "bf16" if precision == "fp8" else precision  # fp8 recipes keep most saved activations in bf16
     shape = Shape(n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, vocab_size=arch.vocab_size,
                   seq_len=train.seq_len, micro_batch_size=train.micro_batch_size, grad_accum=grad_accum,
                   num_processes=processes, mixed_precision=precision, sharded=sharded, checkpointing=checkpointing,
-                  optimizer=train.optimizer)
+                  optimizer=train.optimizer, device="cuda",
+                  attn_implementation=attention, dropout=getattr(arch, "dropout", config.model.dropout),
+                  qk_norm=bool(getattr(arch, "qk_norm", config.model.qk_norm)),
+                  bias=bool(getattr(arch, "bias", config.model.bias)), z_loss=train.z_loss > 0,
+                  n_inner=getattr(arch, "n_inner", None), n_positions=getattr(arch, "n_positions", None),
+                  weight_copies=diagnostic_weight_copies(train.callbacks, config.logging.diagnostics_every,
+                                                         config.logging.histogram_every))
     plan = plan_run(shape, total_memory, card, train.total_batch_tokens)
     if plan.fits:
         return None
-    fix = (f"--micro_batch_size {plan.largest_micro_batch} (accumulation {plan.accumulation_for_it} keeps the total "
-           "batch)" if plan.largest_micro_batch else "--gradient_checkpointing true, or FSDP2 "
-           "(configs/accelerate/fsdp.yaml)")
+    if plan.largest_micro_batch:
+        fix = (f"--micro_batch_size {plan.largest_micro_batch} (accumulation {plan.accumulation_for_it} keeps the "
+               "total batch)")
+        if attention_kernel(shape) == "eager":
+            fix += ", or --attn_implementation sdpa (eager keeps every block's T x T attention matrices)"
+    else:
+        fix = "; or ".join(plan.ways_out)
     return (f"This run will not fit on {card}: the planned peak is {format_bytes(plan.peak_bytes)} per process against "
             f"{format_bytes(plan.budget_bytes)} usable. Use {fix}; --check_memory false tries anyway.\n"
             f"{describe(plan)}")

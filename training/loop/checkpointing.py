@@ -43,6 +43,7 @@ from ..layout import (
     previous_name,
     temporary_name,
 )
+from ..ownership import describe_paths, foreign_in_checkpoint, foreign_in_model_folder, refuse_foreign
 from ..storage import file_crc32, out_of_space, space_reason
 from .arguments import ConfigError, RunConfig
 from .distributed import full_state_dict, is_sharded
@@ -120,27 +121,43 @@ class CheckpointManager:
                 if path.is_dir() and is_temporary(path.name):
                     shutil.rmtree(path, ignore_errors=True)
 
-    def commit(self, step: int) -> Path:
-        """Publish the finished temporary folder of ``step`` and prune old checkpoints (main process only)."""
+    def commit(self, step: int, say=print) -> Path:
+        """Publish the finished temporary folder of ``step`` and prune old checkpoints (main process only). A
+        checkpoint holding a file the run did not write is kept, and said so (``ownership``)."""
         final = publish_folder(self.temporary_path(step), self.path_for(step))
         if self.keep_last > 0:
             for old in self.checkpoints()[: -self.keep_last]:
+                if foreign := foreign_in_checkpoint(old):
+                    say(f"Note: {old} is kept past --keep_last {self.keep_last}: it holds files this run did not "
+                        f"write ({describe_paths(foreign, old)}).")
+                    continue
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def abandon_after(self, step: int, extra: list[Path] = ()) -> Path | None:
-        """Move the checkpoints newer than ``step`` (and the ``extra`` folders, e.g. a ``final/`` of the
-        abandoned branch) to ``checkpoints/abandoned/<branch>/``; returns that folder, or None if nothing was
-        newer (a plain resume from the newest checkpoint)."""
-        newer = [p for p in self.checkpoints() if checkpoint_step(p.name) > step] + [p for p in extra if p.exists()]
-        if not newer:
-            return None
+    def new_branch_dir(self, step: int) -> Path:
+        """A new ``checkpoints/abandoned/after_step_N_<time>/`` folder for what a return to ``step`` sets aside."""
         branch = self.abandoned_dir / f"after_{checkpoint_name(step)}_{time.strftime('%Y%m%d-%H%M%S')}"
         suffix = 1
         while branch.exists():  # two rollbacks within one second (the spike guard)
             branch = branch.with_name(f"{branch.name.split('.')[0]}.{suffix}")
             suffix += 1
         branch.mkdir(parents=True)
+        return branch
+
+    def abandon_after(self, step: int, extra: list[Path] = ()) -> Path | None:
+        """Move the checkpoints newer than ``step`` (and the ``extra`` folders, e.g. a ``final/`` of the
+        abandoned branch) to ``checkpoints/abandoned/<branch>/``; returns that folder, or None if nothing was
+        newer (a plain resume from the newest checkpoint). A folder holding files the run did not write is refused
+        before anything moves."""
+        newer = [p for p in self.checkpoints() if checkpoint_step(p.name) > step] + [p for p in extra if p.exists()]
+        if not newer:
+            return None
+        for path in newer:
+            foreign = foreign_in_checkpoint(path) if checkpoint_step(path.name) is not None else \
+                foreign_in_model_folder(path)
+            refuse_foreign(foreign, path, f"move it to an abandoned branch (a return to step {step})",
+                           "Move those files out and resume again.")
+        branch = self.new_branch_dir(step)
         for path in newer:
             path.rename(branch / path.name)
         return branch
@@ -329,6 +346,33 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def record_step(record: dict) -> int:
+    """The step a record's effect starts from: a rollback's is the step it returned to (it survives as the run's
+    own act), every other record's its own step."""
+    return int(record.get("to_step", record.get("step", 0)))
+
+
+def set_aside_records(layout: RunLayout, step: int, branch: Path | None, new_branch: Callable[[], Path]) -> Path | None:
+    """A run returning to the checkpoint of ``step`` (a resume, a rollback) abandons what came after it; the
+    records of those steps go with the abandoned branch, so every record left in the run describes a step that
+    survived. Interventions after ``step`` go; setting changes from ``step`` on go too (a return to ``step``
+    applies, and records, the settings afresh). Returns the branch folder (made only if something moves)."""
+    for path, keep in ((layout.interventions_file, lambda r: record_step(r) <= step),
+                       (layout.changes_file, lambda r: record_step(r) < step)):
+        records = read_jsonl(path)
+        kept = [r for r in records if keep(r)]
+        if len(kept) == len(records):
+            continue
+        branch = branch or new_branch()
+        for record in records:
+            if not keep(record):
+                append_jsonl(branch / path.name, record)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept))
+        os.replace(tmp, path)
+    return branch
+
+
 # ----------------------------------------------------------------------------------------------- save / resume
 class Checkpointer:
     """Saves and restores one run. ``save``, ``save_final`` and ``resume`` are called on every process (each writes
@@ -392,6 +436,12 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
         self._write_or_explain(tmp, lambda: self.save_model(tmp))
         if self.is_main:
+            self._write_or_explain(tmp, lambda: write_manifest(tmp))  # what is ours in final/ (ownership)
+            if foreign := foreign_in_model_folder(final) if final.is_dir() else []:
+                raise CheckpointSaveError(
+                    f"The final model is complete in {tmp}, but {final} holds files this run did not write "
+                    f"({describe_paths(foreign, final)}), so it was not replaced. Move those files out, then rename "
+                    f"{tmp.name} to {final.name} (or resume to write it again).")
             publish_folder(tmp, final)
         return final
 
@@ -426,11 +476,12 @@ class Checkpointer:
         self.accelerator.step = 0
 
     def branch_after(self, step: int) -> Path | None:
-        """Move what this folder holds after ``step`` (newer checkpoints, a later ``final/``) to an abandoned
-        branch (main process); returns the branch folder or None."""
+        """Move what this folder holds after ``step`` (newer checkpoints, a later ``final/``, and the records of
+        the steps after it) to an abandoned branch (main process); returns the branch folder or None."""
         branch = None
         if self.is_main:
             branch = self.manager.abandon_after(step, extra=self._final_after(step))
+            branch = set_aside_records(self.layout, step, branch, lambda: self.manager.new_branch_dir(step))
         self.accelerator.wait_for_everyone()
         return branch
 

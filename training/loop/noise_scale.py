@@ -17,12 +17,16 @@ Where the two batches come from:
 - one process with gradient accumulation: the first micro-batch's gradient (B_small = one micro-batch) against the
   accumulated one. ``accelerator.backward`` divides each micro-batch's loss by the accumulation count: the first
   gradient is scaled back before its norm is taken;
-- one process and no accumulation, or FSDP (the full local gradient never exists: gradients are reduce-scattered):
-  no second batch size; the run says so once.
+- one process and no accumulation: on a measured step the micro-batch is run as two halves, accumulated (the same
+  gradient, up to rounding, and no extra FLOPs), and the first half's gradient is the small batch. A micro-batch of
+  one sequence cannot be halved (a sequence's tokens depend on each other): the run says so once;
+- FSDP (the full local gradient never exists: gradients are reduce-scattered): no second batch size; said once.
 
-Both cases measure the same thing: 2 processes x 1 micro-batch and 1 process x 2 micro-batches of the same data give
-the same estimate (tested). The big batch's norm is the total gradient norm before clipping, which the loop
-computes anyway.
+All measure the same thing: 2 processes x 1 micro-batch and 1 process x 2 micro-batches of the same data give the
+same estimate (tested). The big batch's norm is the total gradient norm before clipping, which the loop computes
+anyway (after unscaling, under fp16). Both norms are taken in the same units under every precision: a gradient read
+during the backward (the first micro-batch's, the first half's, DDP's local bucket) carries the GradScaler's loss
+scale S under fp16, so its squared norm is divided by S^2 (``loss_scale``).
 """
 
 import torch
@@ -70,28 +74,39 @@ def squared_norm(parameters) -> float:
 
 
 class NoiseScaleProbe:
-    """The loop's side of the measurement: which small batch this layout offers, and capturing its norm."""
+    """The loop's side of the measurement: which small batch this layout offers, and capturing its norm.
+
+    ``pieces`` says how to run a micro-batch (whole, or in two halves on a measured step of a one-process run
+    without accumulation) and ``after_backward`` reads the small batch's gradient after the first piece of the first
+    micro-batch. ``loss_scale`` returns the loss scale of the current step's backward (1 without fp16's scaler)."""
 
     def __init__(self, model: torch.nn.Module, num_processes: int, grad_accum: int, micro_tokens: int,
-                 sharded: bool):
+                 sharded: bool, micro_batch_size: int = 2, loss_scale=lambda: 1.0):
         self.estimate = NoiseScaleEstimate()
         self.armed = False
         self.small_sq: float | None = None
         self.grad_accum = grad_accum
+        self.loss_scale = loss_scale
+        self.micro_batch_size = micro_batch_size
         self.step_tokens = micro_tokens * grad_accum * num_processes
+        self.why_not = None
         if sharded:
             self.mode, self.small_tokens = None, 0
             self.why_not = ("gradients are sharded (FSDP): a process's full local gradient never exists, so there "
                             "is no second batch size to compare")
         elif num_processes > 1:
-            self.mode, self.small_tokens, self.why_not = "ddp", micro_tokens * grad_accum, None
+            self.mode, self.small_tokens = "ddp", micro_tokens * grad_accum
             self._register_hook(model)
         elif grad_accum > 1:
-            self.mode, self.small_tokens, self.why_not = "micro", micro_tokens, None
+            self.mode, self.small_tokens = "micro", micro_tokens
+        elif micro_batch_size >= 2:
+            self.mode = "split"
+            self.small_tokens = micro_tokens // micro_batch_size * (micro_batch_size // 2)
         else:
             self.mode, self.small_tokens = None, 0
-            self.why_not = ("one process without gradient accumulation offers a single batch size; the noise scale "
-                            "needs two (run on several processes, or with accumulation)")
+            self.why_not = ("one process without gradient accumulation and one sequence per micro-batch offers a "
+                            "single batch size (a sequence cannot be halved); the noise scale needs two: use "
+                            "--micro_batch_size 2 or more, accumulation, or several processes")
 
     @property
     def available(self) -> bool:
@@ -116,14 +131,29 @@ class NoiseScaleProbe:
         self.armed = measure and self.available
         self.small_sq = None
 
-    def after_micro_step(self, index: int, parameters) -> None:
-        """With accumulation on one process: the first micro-batch's gradient, scaled back from 1/grad_accum."""
-        if self.armed and self.mode == "micro" and index == 0:
-            self.small_sq = squared_norm(parameters) * self.grad_accum ** 2
+    def pieces(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``(x, y, weight)`` to run one after another for this micro-batch: the whole of it, or, when this step is
+        measured in "split" mode, its two halves, each weighted by its share of the sequences (the weighted losses
+        add up to the micro-batch's mean loss, and their gradients to its gradient)."""
+        if not (self.armed and self.mode == "split"):
+            return [(x, y, 1.0)]
+        half, rows = x.shape[0] // 2, x.shape[0]
+        return [(x[:half], y[:half], half / rows), (x[half:], y[half:], (rows - half) / rows)]
+
+    def after_backward(self, micro: int, piece: int, weight: float, parameters) -> None:
+        """After the first piece of the first micro-batch (modes "micro" and "split"): its own gradient, scaled
+        back from the 1 / (grad_accum / weight) the backward applied to it (the loss scale is removed at the
+        end of the step)."""
+        if self.armed and self.mode in ("micro", "split") and micro == 0 and piece == 0:
+            self.small_sq = squared_norm(parameters) * (self.grad_accum / weight) ** 2
 
     def finish_step(self, big_sq: float) -> dict | None:
         """Update the estimate with this step's two norms; the smoothed values (on a measured step), else None."""
         armed, self.armed = self.armed, False
         if not armed or self.small_sq is None or not (big_sq == big_sq and big_sq < float("inf")):
             return None
-        return self.estimate.update(self.small_sq, big_sq, self.small_tokens, self.step_tokens)
+        scale = float(self.loss_scale())
+        small_sq = self.small_sq / scale ** 2  # the small gradient was read before unscaling (fp16)
+        if not (small_sq == small_sq and small_sq < float("inf")):
+            return None  # an overflowing fp16 step: the scaler skips it too
+        return self.estimate.update(small_sq, big_sq, self.small_tokens, self.step_tokens)

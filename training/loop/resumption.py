@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..layout import Tags
 from ..schedules import Anchor, Schedule, anchor_to_dict
 from .checkpointing import append_jsonl, check_resume_compatible, saved_run_config, write_json
@@ -57,6 +58,7 @@ class ResumePlan:
     schedule: str | None = None  # set when the schedule was re-planned or cooled down
     anchor: dict | None = None  # the schedule's re-plan (what the forecast needs to know the run's future)
     branch_of: Path | None = None
+    reason: str | None = None  # why the settings were applied again (a spike-guard rollback), if not a resume
 
     @property
     def worth_recording(self) -> bool:
@@ -80,7 +82,8 @@ class ResumePlan:
         return {"step": self.step, "time": time.time(), "checkpoint": str(self.checkpoint),
                 "changes": {key: list(pair) for key, pair in self.changes.items()},
                 "lr_before": self.lr_before, "lr_after": self.lr_after, "schedule": self.schedule,
-                "anchor": self.anchor, "branch_of": str(self.branch_of) if self.branch_of else None}
+                "anchor": self.anchor, "branch_of": str(self.branch_of) if self.branch_of else None,
+                **({"reason": self.reason} if self.reason else {})}
 
     def log(self, trainer) -> None:
         """TensorBoard (text and a count at the resumed step) and the run folder's record of changes; called once
@@ -105,7 +108,8 @@ def _schedule_after_resume(trainer, old: Schedule, step: int) -> tuple[Schedule,
             return Schedule.from_args(args, anchor=old.anchor), None
         args.max_steps = step + args.cooldown_steps
         trainer.cooldown = {"step": step, "steps": args.cooldown_steps}
-        new = replace(Schedule.from_args(args), anchor=Anchor(step, old.factor(step), args.decay_shape))
+        new = Schedule.from_args(args)
+        new = replace(new, anchor=Anchor(step, max(old.factor(step), new.min_ratio), args.decay_shape))
         return new, (f"cooled down from step {step}: {args.decay_shape} decay from {old.factor(step):.4g}x the peak "
                      f"to {new.min_ratio:.4g}x at step {new.max_steps}")
     new = Schedule.from_args(args).replanned(old, step)
@@ -115,17 +119,21 @@ def _schedule_after_resume(trainer, old: Schedule, step: int) -> tuple[Schedule,
 
 
 def plan_resume(trainer, checkpoint: Path) -> ResumePlan:
-    """Load ``checkpoint`` into ``trainer`` and apply the current arguments to it (see the module docstring)."""
+    """Load ``checkpoint`` into ``trainer`` and apply the current arguments to it (see the module docstring). Settings
+    that contradict the checkpoint are refused after the load and before anything is written or moved."""
     check_resume_compatible(checkpoint, trainer.config)
     saved = saved_run_config(checkpoint)
     trainer.checkpointer.load(checkpoint)
     step = trainer.state.global_step
+    in_place = trainer.resumes_in_place()
+    changes = setting_changes(saved, trainer.config.to_dict())
+    refuse_contradictions(trainer, checkpoint, step, changes, in_place)
     trainer.resumed_step = step
-    if trainer.resumes_in_place():
+    if in_place:
         branch = trainer.checkpointer.branch_after(step)
         if branch is not None:
-            trainer.accelerator.print(f"Rolled back to step {step}: the newer checkpoints of the abandoned branch "
-                                      f"were moved to {branch}.")
+            trainer.accelerator.print(f"Returned to step {step}: what this folder held after it (newer checkpoints, a "
+                                      f"later final model, the records of those steps) was moved to {branch}.")
 
     saved_train = saved.get("train") or trainer.config.to_dict()["train"]
     old_schedule = Schedule.from_args(saved_train, anchor=trainer.saved_anchor)
@@ -137,14 +145,40 @@ def plan_resume(trainer, checkpoint: Path) -> ResumePlan:
     for scheduler, peak in zip(trainer.schedulers, peak_lrs(trainer.args)):
         set_schedule(scheduler, new_schedule, peak)
 
-    plan = ResumePlan(step=step, checkpoint=checkpoint, changes=setting_changes(saved, trainer.config.to_dict()),
+    plan = ResumePlan(step=step, checkpoint=checkpoint, changes=changes,
                       lr_before=old_peaks[0] * old_schedule.factor(step),
                       lr_after=trainer.optimizers[0].param_groups[0]["lr"], schedule=description,
                       anchor=anchor_to_dict(new_schedule.anchor),
-                      branch_of=None if trainer.resumes_in_place() else _run_of(checkpoint))
+                      branch_of=None if in_place else _run_of(checkpoint))
     for line in plan.lines():
         trainer.accelerator.print(line)
     return plan
+
+
+def refuse_contradictions(trainer, checkpoint: Path, step: int, changes: dict, in_place: bool) -> None:
+    """What a resume cannot do, said before it writes anything: train past a --max_steps the checkpoint has already
+    reached (changed settings would be recorded for steps that never run), or cool a run down in its own folder (a
+    cool-down is a branch beside its run: the run's later checkpoints and final model stay as they are)."""
+    args = trainer.args
+    new_cooldown = args.cooldown_steps and not (trainer.cooldown and trainer.cooldown["steps"] == args.cooldown_steps)
+    if new_cooldown and in_place:
+        raise ConfigError(
+            f"--cooldown_steps {args.cooldown_steps} with a checkpoint of this run's own folder ({checkpoint}): a "
+            "cool-down is a branch beside its run, so the run keeps its later checkpoints and final model. Use "
+            f"`python scripts/cooldown.py {checkpoint} --steps {args.cooldown_steps}` (it writes "
+            f"<run>-cooldown-{step}), or pass another --output_dir.")
+    if new_cooldown or step < args.max_steps:
+        return
+    finished = f"The checkpoint {checkpoint} is at step {step} and --max_steps is {args.max_steps}: nothing would train"
+    if changes:
+        listed = ", ".join(changes)
+        raise ConfigError(f"{finished}, so the changed settings ({listed}) would never apply. Nothing was written. "
+                          f"Pass --max_steps larger than {step} to extend the run (its schedule is re-planned from step "
+                          f"{step}), or branch a cool-down with `python scripts/cooldown.py {checkpoint} --steps N`.")
+    if step > args.max_steps:
+        raise ConfigError(f"{finished} (the run is already past it). Nothing was written. Pass --max_steps of at least "
+                          f"{step}.")
+    trainer.accelerator.print(f"Note: {finished}; the final model is written again from this checkpoint.")
 
 
 class _Args:

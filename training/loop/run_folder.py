@@ -8,21 +8,33 @@ processes of a multi-process run share rank 0's lock (they are told its outcome,
 when it is refused).
 
 A fresh run (no ``--resume_from_checkpoint``) refuses a folder that already holds a run's outputs, naming them and
-the two ways on: resume, or ``--overwrite_output_dir`` (the Hugging Face convention), which removes them first.
+the two ways on: resume, or ``--overwrite_output_dir`` (the Hugging Face convention), which removes them first, and
+only from a folder marked as a run of this project that holds nothing else (``training/ownership.py``). A folder
+of someone else's files is refused untouched.
 """
 
 import errno
 import fcntl
 import json
 import os
-import shutil
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
 
-from ..layout import RunLayout
-from .arguments import ConfigError
+from ..errors import ConfigError, FolderNotOwned
+from ..layout import MARKER_FILE, TRAINING_STATE_FILE, RunLayout
+from ..ownership import (
+    describe_paths,
+    foreign_in_model_folder,
+    foreign_in_run_folder,
+    has_marker,
+    refuse_dangerous,
+    refuse_foreign,
+    remove_path,
+    write_marker,
+)
 from .checkpointing import CheckpointManager
 
 
@@ -60,7 +72,12 @@ class RunFolderLock:
         """Take the lock; returns a note when a stale lock of a dead process was taken over. Raises
         ``RunFolderBusy`` when a live process holds it."""
         for _ in range(5):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._refuse_odd_lock_file()
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as error:  # a symlink put there between the check and the open, or no permission
+                raise RunFolderBusy(f"Cannot open the run folder's lock {self.path} ({error.strerror}); remove it if "
+                                    "no run is using the folder, or choose another --output_dir.") from error
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -90,6 +107,17 @@ class RunFolderLock:
                         "killed); this run takes the folder over.")
             return None
         raise RunFolderBusy(f"Could not take {self.path}: it kept being replaced by another process.")
+
+    def _refuse_odd_lock_file(self) -> None:
+        """The lock must be a plain file of ours: a folder, a link or a device in its place is somebody else's."""
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            kind = "folder" if stat.S_ISDIR(mode) else "symbolic link" if stat.S_ISLNK(mode) else "special file"
+            raise FolderNotOwned(f"{self.path} is a {kind}, not the lock file a run writes: it is not touched. "
+                                 "Remove it yourself if it is not needed, or choose another --output_dir.")
 
     def release(self) -> None:
         if self._fd is None:
@@ -140,23 +168,70 @@ class RunFolderLock:
                 f"process is gone but this message persists, the filesystem keeps a stale lock: delete {self.path}.")
 
 
-def check_fresh_run_folder(folder: str | Path, resuming: bool, overwrite: bool, say=print) -> None:
-    """Refuse to start a fresh run over another run's outputs; with ``overwrite`` remove them (data prepared on the
-    fly is kept: it is checked against its source when used)."""
+def check_run_folder(folder: str | Path, resuming: bool, overwrite: bool, say=print) -> None:
+    """Whose folder is this? A run resuming in place marks a folder of an older version as ours; a fresh run needs an
+    empty folder, a new one, or (with ``overwrite``) a run folder of this project holding nothing but a run's files,
+    whose outputs it removes (prepared data is kept: it is checked against its source when used). A folder holding
+    anything else is refused without touching it (``ownership``)."""
     layout = RunLayout(folder)
+    root = layout.root
+    if resuming:
+        final_foreign = foreign_in_model_folder(layout.final_dir) if layout.final_dir.is_dir() else []
+        refuse_foreign(final_foreign, layout.final_dir, "replace it with this run's final model",
+                       "Move those files out of it (or resume into another folder) and run again.")
+        if not has_marker(root) and CheckpointManager(layout.checkpoints_dir).latest() is not None:
+            write_marker(root, adopted=True)  # a run of an older version, continued: from now on it is marked
+        return
+    marked = has_marker(root)
     outputs = layout.run_outputs()
-    if resuming or not outputs:
+    foreign = foreign_in_run_folder(root)
+    if not marked and not written_by_a_run(layout):
+        # Never a run of this project: nothing in it is ours, whatever its names (a user's own config.yaml).
+        foreign = sorted({*foreign, *outputs})
+        outputs = []
+    if not foreign and not outputs:
+        write_marker(root)
         return
-    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in outputs)
     if overwrite:
-        for path in outputs:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        say(f"--overwrite_output_dir: removed the previous run's {names} from {layout.root}.")
+        clear_for_fresh_run(layout, foreign, outputs, say)
         return
+    if foreign:
+        raise FolderNotOwned(
+            f"--output_dir {root} holds files this project did not write ({describe_paths(foreign, root)}): a fresh "
+            "run refuses it so that nothing of yours is touched (nothing was changed). Choose a new or empty folder "
+            "(e.g. runs/<name>).")
+    names = describe_paths(outputs, root)
     latest = CheckpointManager(layout.checkpoints_dir).latest()
     resume = (f"resume it with --resume_from_checkpoint latest (its newest checkpoint is {latest.name})" if latest
               else "resume is not possible (it has no checkpoint)")
+    overwrite_way = (f"start over with --overwrite_output_dir true (removes {names})" if marked else
+                     "remove its files yourself to start over (it was written by an older version, without "
+                     f"{MARKER_FILE}, so --overwrite_output_dir does not clear it)")
     raise ConfigError(
-        f"--output_dir {layout.root} already holds a run ({names}). A fresh run would overwrite its checkpoints and "
-        f"mix its logs. Either {resume}, start over with --overwrite_output_dir true (removes {names}), or choose "
-        "another --output_dir.")
+        f"--output_dir {root} already holds a run ({names}). A fresh run would overwrite its checkpoints and "
+        f"mix its logs. Either {resume}, {overwrite_way}, or choose another --output_dir.")
+
+
+def written_by_a_run(layout: RunLayout) -> bool:
+    """An unmarked folder that a run of an older version wrote: it holds a checkpoint or a final model of ours (names
+    alone, a config.yaml or event files, do not make a folder a run)."""
+    return CheckpointManager(layout.checkpoints_dir).latest() is not None or \
+        (layout.final_dir / TRAINING_STATE_FILE).is_file()
+
+
+def clear_for_fresh_run(layout: RunLayout, foreign: list[Path], outputs: list[Path], say=print) -> None:
+    """``--overwrite_output_dir``: remove a previous run's outputs, only from a folder that is marked as a run of this
+    project, holds nothing else, and is not a place nobody means to clear (the home folder, ``.``)."""
+    root = layout.root
+    refuse_dangerous(root, "--overwrite_output_dir: --output_dir")
+    if not has_marker(root):
+        raise FolderNotOwned(
+            f"--overwrite_output_dir: {root} has no {MARKER_FILE}, the marker every run of this project writes first, "
+            f"so it never held a run of this project (or one of a version older than the marker) and which of its "
+            f"files ({describe_paths(foreign + outputs, root)}) a run wrote cannot be told. Nothing was removed. "
+            "Choose a new folder (e.g. runs/<name>), or clear this one yourself.")
+    refuse_foreign(foreign, root, "clear it for a fresh run (--overwrite_output_dir)",
+                   "Move those files out of the folder (or choose another --output_dir) and run again.")
+    for path in outputs:
+        remove_path(path)
+    say(f"--overwrite_output_dir: removed the previous run's {describe_paths(outputs, root)} from {root}.")

@@ -1,6 +1,10 @@
 """The spike guard (``--spike_guard``): a policy that keeps a run alive through a loss spike, visibly.
 
-Detection is online, against the run's own recent band. The band's centre is the median of the last
+Detection is online. From the first step, a loss far above the run's first loss (``FAR_ABOVE_START``) is a
+divergence and needs no history; a non-finite loss belongs to ``policies.NonFinitePolicy``. Spikes are judged
+against the run's own recent band once it is armed: after ``min_history`` accepted steps (8 by default, the fewest
+from which a robust spread means anything; the run says once that it is not yet armed, and says when it arms, on
+the console and in TensorBoard as ``spike_guard/armed``). The band's centre is the median of the last
 ``RECENT`` accepted steps (so a falling loss does not look like a spike, nor the early descent widen the band);
 its width is the robust spread (MAD) of how far each accepted step stood from the median of the steps before it,
 over the last ``window`` steps: the batch-to-batch noise, not the trend. One spike does not widen the band it is
@@ -43,6 +47,13 @@ class SpikeGuardStopped(RunStopped):
 
 
 RECENT = 10  # accepted steps whose median is the band's centre
+MIN_BAND = 8  # residuals before a robust spread (and so a z-score) means anything
+
+
+def far_above_start(loss: float, start: float) -> bool:
+    """A loss this far above the run's first loss is a divergence whatever the history: more than 20% (at least 2
+    nats) above where the run began (10.8 -> 13.0 for a model starting from random weights)."""
+    return loss > start + max(2.0, 0.2 * start)
 
 
 class Band:
@@ -61,12 +72,16 @@ class Band:
         return float(np.median(self.values)) if self.values else math.nan
 
     def z(self, value: float) -> float:
-        """How many robust standard deviations ``value`` stands above the band (0 while the band is too new)."""
-        if len(self.residuals) < 8:
+        """How many robust standard deviations ``value`` stands above where the band expects it: its centre moved by
+        the typical step-to-step drift (the median residual: negative while the loss falls, so a step that merely
+        fails to fall is not counted as a rise, and one that jumps is measured from where the trend would be). 0
+        while the band is too new."""
+        if len(self.residuals) < MIN_BAND:
             return 0.0
         residuals = np.asarray(self.residuals, dtype=float)
-        sigma = MAD_TO_SIGMA * float(np.median(np.abs(residuals - np.median(residuals))))
-        return (value - self.centre) / sigma if sigma > 0 else 0.0
+        drift = float(np.median(residuals))
+        sigma = MAD_TO_SIGMA * float(np.median(np.abs(residuals - drift)))
+        return (value - self.centre - drift) / sigma if sigma > 0 else 0.0
 
     def accept(self, value: float) -> None:
         if len(self.values) >= 3:
@@ -86,8 +101,11 @@ class SpikeGuard(TrainerCallback):
                  skip_steps: int = 20, min_history: int | None = None):
         self.z, self.window, self.patience = z, window, patience
         self.max_rollbacks, self.skip_steps = max_rollbacks, skip_steps
-        self.min_history = min_history if min_history is not None else max(8, window // 4)
+        self.min_history = max(MIN_BAND, min_history if min_history is not None else MIN_BAND)
         self.loss_band, self.norm_band = Band(window), Band(window)
+        self.start_loss: float | None = None  # the run's first finite loss
+        self.armed_at: int | None = None  # the step from which spikes are judged against the band
+        self.status: list[tuple[int, float, str]] = []  # (step, armed 0/1, message) for the loop to log and say
         self.above = 0  # consecutive steps with the loss above its band
         self.first_spike: int | None = None  # first spiking step of the current episode
         self.rollbacks = 0
@@ -95,15 +113,28 @@ class SpikeGuard(TrainerCallback):
         self.pending: list[dict] = []  # new records for the loop to write
 
     # -- detection and escalation
+    @property
+    def armed(self) -> bool:
+        return self.armed_at is not None
+
     def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, **kwargs):
         if loss is None or grad_norm is None or not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return control  # non-finite steps belong to NonFinitePolicy
         step = state.global_step + 1
+        if self.start_loss is None:
+            self.start_loss = loss
+            self._say(step, 0.0, f"Spike guard: from step {step}, a loss above "
+                      f"{self.start_loss + max(2.0, 0.2 * self.start_loss):.4g} (far above the first, "
+                      f"{self.start_loss:.4g}) is a divergence; spikes are judged against the run's own band once it "
+                      f"has {self.min_history} accepted steps (not armed until then).")
         log_norm = math.log(max(grad_norm, 1e-30))
-        ready = len(self.loss_band) >= self.min_history
-        loss_z = self.loss_band.z(loss) if ready else 0.0
-        norm_z = self.norm_band.z(log_norm) if ready else 0.0
-        loss_high, norm_high = loss_z > self.z, norm_z > self.z
+        if not self.armed and len(self.loss_band) >= self.min_history:
+            self.armed_at = step
+            self._say(step, 1.0, f"Spike guard: armed at step {step} (band of {len(self.loss_band)} accepted steps).")
+        diverged = far_above_start(loss, self.start_loss)
+        loss_z = self.loss_band.z(loss) if self.armed else 0.0
+        norm_z = self.norm_band.z(log_norm) if self.armed else 0.0
+        loss_high, norm_high = diverged or loss_z > self.z, norm_z > self.z
         if not (loss_high or norm_high):
             self.above, self.first_spike = 0, None
             self.loss_band.accept(loss)
@@ -112,12 +143,28 @@ class SpikeGuard(TrainerCallback):
         control.should_skip_update = True
         self.first_spike = self.first_spike or step
         self.above = self.above + 1 if loss_high else 0
+        signal = ("loss far above the run's first loss" if diverged and loss_z <= self.z else
+                  "loss" if loss_high else "gradient norm")
         self._record({"step": step, "action": "skip", "loss": loss, "loss_z": loss_z, "grad_norm": grad_norm,
-                      "grad_norm_z": norm_z, "loss_band_centre": self.loss_band.centre,
-                      "signal": "loss" if loss_high else "gradient norm"})
+                      "grad_norm_z": norm_z, "loss_band_centre": self.loss_band.centre, "start_loss": self.start_loss,
+                      "signal": signal})
         if self.above >= self.patience:
             self._escalate(step, control, CheckpointManager(RunLayout(args.output_dir).checkpoints_dir))
         return control
+
+    def _say(self, step: int, armed: float, message: str) -> None:
+        self.status.append((step, armed, message))
+
+    def take_status(self) -> list[tuple[int, float, str]]:
+        status, self.status = self.status, []
+        return status
+
+    def end_note(self, last_step: int) -> str | None:
+        """What to say when a run ends before the guard armed (only divergence was watched)."""
+        if self.armed or self.start_loss is None:
+            return None
+        return (f"Note: the run ended at step {last_step}, before the spike guard armed (it needs {self.min_history} "
+                "accepted steps): only a divergence far above the first loss was watched for.")
 
     def _escalate(self, step: int, control, checkpoints: CheckpointManager) -> None:
         before = checkpoints.latest_before(self.first_spike - 1)
@@ -135,8 +182,9 @@ class SpikeGuard(TrainerCallback):
         self.rollbacks += 1
         target = checkpoint_step(before.name)
         resume_at = self.first_spike + self.skip_steps
+        skipped = [r["step"] for r in self.interventions if r["action"] == "skip" and r["step"] >= self.first_spike]
         self._record({"step": step, "action": "rollback", "checkpoint": str(before), "to_step": target,
-                      "data_resumes_at_step": resume_at, "first_spike": self.first_spike,
+                      "data_resumes_at_step": resume_at, "first_spike": self.first_spike, "skipped_steps": skipped,
                       "reason": f"the loss stayed above its band for {self.above} steps"})
         control.rollback = {"checkpoint": before, "to_step": target, "skip_steps": resume_at - target}
         self.above, self.first_spike = 0, None
@@ -153,7 +201,8 @@ class SpikeGuard(TrainerCallback):
         parts = []
         for r in self.interventions:
             if r["action"] == "skip":
-                parts.append(f"step {r['step']} skipped ({r['signal']}, loss {r['loss']:.4g}, z {r['loss_z']:.1f})")
+                z = f", z {r['loss_z']:.1f}" if r.get("loss_z") else ""
+                parts.append(f"step {r['step']} skipped ({r['signal']}, loss {r['loss']:.4g}{z})")
             elif r["action"] == "rollback":
                 parts.append(f"step {r['step']} rolled back to step {r['to_step']}, data resumed at step "
                              f"{r['data_resumes_at_step']}")
@@ -165,12 +214,14 @@ class SpikeGuard(TrainerCallback):
     # not forget that it happened), see escalation_state.
     def state_dict(self) -> dict:
         return {"loss_band": self.loss_band.state_dict(), "norm_band": self.norm_band.state_dict(),
-                "above": self.above, "first_spike": self.first_spike, **self.escalation_state()}
+                "above": self.above, "first_spike": self.first_spike, "start_loss": self.start_loss,
+                "armed_at": self.armed_at, **self.escalation_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.loss_band.load_state_dict(state["loss_band"])
         self.norm_band.load_state_dict(state["norm_band"])
         self.above, self.first_spike = state["above"], state["first_spike"]
+        self.start_loss, self.armed_at = state.get("start_loss"), state.get("armed_at")
         self.restore_escalation(state)
 
     def escalation_state(self) -> dict:

@@ -21,12 +21,13 @@ from transformers import TrainerState
 
 from modeling.tokenization import TiktokenGPT2
 
+from ..errors import UserError
 from ..evaluation.hellaswag import HellaSwagInLoop
 from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
 from ..layout import TENSORBOARD_PROJECT, TRACKER, RunLayout, Tags
 from ..schedules import Schedule, anchor_from_dict, anchor_to_dict
-from .arguments import ConfigError, RunConfig
+from .arguments import RunConfig
 from .builders import (
     announce_data_passes,
     build_accelerator,
@@ -40,7 +41,7 @@ from .builders import (
     refuse_if_it_will_not_fit,
 )
 from .callbacks import GPTTrainerControl, RunCallbackHandler, is_due
-from .checkpointing import Checkpointer, append_jsonl, recover_folder
+from .checkpointing import Checkpointer, append_jsonl, recover_folder, saved_run_config
 from .distributed import is_sharded, runs_here
 from .noise_scale import NoiseScaleProbe
 from .optimization import (
@@ -55,8 +56,8 @@ from .optimization import (
 )
 from .policies import NonFiniteLossError, NonFinitePolicy, RunStopped, SkipBudget, TooManySkippedUpdates
 from .preemption import Preempted, SignalCatcher, resume_command
-from .resumption import ResumePlan, plan_resume
-from .run_folder import RunFolderLock, check_fresh_run_folder
+from .resumption import ResumePlan, plan_resume, setting_changes
+from .run_folder import RunFolderLock, check_run_folder
 from .run_log import RunLog
 from .spike_guard import ACTIONS as SPIKE_ACTIONS
 from .spike_guard import SpikeGuard
@@ -129,14 +130,14 @@ class Trainer:
             try:
                 if note := self.lock.acquire():
                     print(note)
-                check_fresh_run_folder(self.output_dir, resuming=self.resumes_in_place(),
-                                       overwrite=self.args.overwrite_output_dir)
-            except ConfigError as error:
-                problem = str(error)
+                check_run_folder(self.output_dir, resuming=self.resumes_in_place(),
+                                 overwrite=self.args.overwrite_output_dir)
+            except UserError as error:
+                problem = error
         if self.accelerator.num_processes > 1:
             problem = broadcast_object_list([problem])[0]
         if problem:
-            raise ConfigError(problem)
+            raise problem
 
     def resumes_in_place(self) -> bool:
         """Resuming this folder's own run (``latest`` or one of its checkpoints), not branching from another's."""
@@ -163,7 +164,8 @@ class Trainer:
         self.model, *self.optimizers = self.accelerator.prepare(self.raw_model, *optimizers)
         self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]  # AdamW: the one HF callbacks see
         self.noise = NoiseScaleProbe(self.model, self.accelerator.num_processes, self.grad_accum,
-                                     args.micro_batch_size * args.seq_len, is_sharded(self.raw_model))
+                                     args.micro_batch_size * args.seq_len, is_sharded(self.raw_model),
+                                     args.micro_batch_size, loss_scale=self._loss_scale)
         refuse_if_it_will_not_fit(config, self.accelerator, self.raw_model, self.grad_accum, is_sharded(self.raw_model))
         if args.compile:
             # Only the training forward is compiled; evaluation and generate use raw_model (same parameters).
@@ -205,6 +207,11 @@ class Trainer:
             self.accelerator.print(f"Note: the gradient noise scale is not measured: {self.noise.why_not}.")
         announce_data_passes(self.train_loader, args.max_steps, self.tokens_per_step, self.accelerator.print)
         self._fire("on_init_end")
+
+    def _loss_scale(self) -> float:
+        """fp16's GradScaler multiplies the loss by its scale before the backward; 1 under any other precision."""
+        scaler = self.accelerator.scaler
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
     def _mfu_peak(self) -> tuple[float | None, str | None]:
         """The per-device peak MFU is measured against, and which card it is; said once at start-up."""
@@ -266,12 +273,15 @@ class Trainer:
                 x, y = self.train_loader.next_batch()
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.clock.measure("forward_backward"), self.accelerator.accumulate(self.model):
-                out = self.model(x, shift_labels=y, use_cache=False, **extra)  # no KV cache in training
-                self.accelerator.backward(out.loss)  # divides by grad_accum; DDP all-reduces on the last micro-step
-            self.noise.after_micro_step(micro, self.raw_model.parameters())
-            loss_sum += out.loss.detach()
-            if extra:
-                z_sum += out.z_loss.detach()
+                # One piece, or two halves when the noise probe measures a one-process step without accumulation.
+                for piece, (xp, yp, weight) in enumerate(self.noise.pieces(x, y)):
+                    out = self.model(xp, shift_labels=yp, use_cache=False, **extra)  # no KV cache in training
+                    # accelerator.backward divides by grad_accum; DDP all-reduces on the last micro-step.
+                    self.accelerator.backward(out.loss * weight if weight != 1.0 else out.loss)
+                    self.noise.after_backward(micro, piece, weight, self.raw_model.parameters())
+                    loss_sum += out.loss.detach() * weight
+                    if extra:
+                        z_sum += out.z_loss.detach() * weight
         if not self.accelerator.sync_gradients:
             # Never silent: without a sync micro-step the wrapped optimizer's step() and zero_grad() do nothing.
             raise RuntimeError(f"Step {self.state.global_step + 1}: the last of {self.grad_accum} micro-steps did not "
@@ -325,6 +335,10 @@ class Trainer:
         rollback's at the step it returned to, after the abandoned steps are purged: see ``rollback``)."""
         if self.spike_guard is None:
             return
+        for step, armed, message in self.spike_guard.take_status():
+            self.accelerator.print(message)
+            if self.accelerator.is_main_process:
+                self.accelerator.log({Tags.SPIKE_GUARD_ARMED: armed}, step=step)
         for record in self.spike_guard.take_pending():
             if self.accelerator.is_main_process:
                 append_jsonl(self.layout.interventions_file, record)
@@ -338,8 +352,9 @@ class Trainer:
 
     def rollback(self, request: dict) -> None:
         """Carry out the spike guard's rollback: restore the checkpoint before the spike (keeping the current
-        settings and the guard's record), set the newer checkpoints aside as an abandoned branch, move the data
-        past the batches that followed, and make TensorBoard drop the abandoned steps."""
+        settings and the guard's record), set the newer checkpoints and the records of the abandoned steps aside as
+        an abandoned branch, move the data past the batches that followed, make TensorBoard drop the abandoned
+        steps, and record again any setting that differs from the checkpoint's (it applies from there on)."""
         escalation = self.spike_guard.escalation_state()
         checkpoint = Path(request["checkpoint"])
         self.checkpointer.load(checkpoint)
@@ -357,10 +372,14 @@ class Trainer:
         self.resumed_step = step
         self._finish_trackers()
         self._init_tracking()
+        changes = setting_changes(saved_run_config(checkpoint), self.config.to_dict())
+        if changes:
+            ResumePlan(step=step, checkpoint=checkpoint, changes=changes,
+                       reason="a spike-guard rollback to a checkpoint written under other settings").log(self)
         self._log_intervention(self.spike_guard.interventions[-1], step)
         self.accelerator.print(f"Spike guard: rolled back to {checkpoint} (step {step}); the data resumes "
                                f"{request['skip_steps']} steps' worth of batches later"
-                               + (f"; the abandoned checkpoints are in {branch}" if branch else "") + ".")
+                               + (f"; the abandoned checkpoints and records are in {branch}" if branch else "") + ".")
 
     @property
     def skipped_updates(self) -> int:
@@ -502,6 +521,8 @@ class Trainer:
             self.elapsed_seconds = time.perf_counter() - started
             self.steps_this_session = self.state.global_step - first_step
         self.stopped_early = self.state.global_step < self.args.max_steps
+        if self.spike_guard is not None and (note := self.spike_guard.end_note(self.state.global_step)):
+            self.accelerator.print(note)
         self.save_final_model()
         self.accelerator.wait_for_everyone()
         self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it

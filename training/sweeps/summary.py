@@ -73,18 +73,25 @@ def run_result(variant: str, seed: int, run: Run, target: float | None, diverged
 def collect(config: SweepConfig) -> tuple[list[RunResult], dict[str, Run]]:
     results, runs = [], {}
     for variant, seed in config.runs():
-        folder = config.run_dir(variant, seed)
-        if not RunLayout(folder).event_files():
-            continue
+        folder, diverged = config.run_dir(variant, seed), diverged_record(config, variant, seed)
         try:
-            run = load_run(folder)
-        except RunReadError:  # started but stopped before its first logged step: nothing to rank yet
+            run = load_run(folder) if RunLayout(folder).event_files() else None
+        except RunReadError:  # started but stopped before its first logged step
+            run = None
+        if run is None:
+            if diverged:  # diverged before it logged a step: ranked last like every diverged run, with its step
+                results.append(RunResult(variant=variant, seed=seed, run_dir=str(folder), tokens_to_target=None,
+                                         final_val_loss=None, best_val_loss=None, total_tokens=None,
+                                         train_seconds=0.0, tokens_per_sec=None, verdict="diverged",
+                                         diverged=diverged))
             continue
         run.name = f"{variant}/seed{seed}"
         runs[run.name] = run
-        results.append(run_result(variant, seed, run, config.target_val_loss, diverged_record(config, variant, seed)))
+        results.append(run_result(variant, seed, run, config.target_val_loss, diverged))
     common = min((r.total_tokens for r in results if r.total_tokens), default=None)
     for result in results:  # everyone's validation loss at the tokens the shortest run reached
+        if f"{result.variant}/seed{result.seed}" not in runs:
+            continue
         tokens, val = _val_curve(runs[f"{result.variant}/seed{result.seed}"])
         if common and len(val) and tokens[0] <= common:
             result.val_loss_at_equal_tokens = float(np.interp(common, tokens, val))
@@ -100,10 +107,11 @@ def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
 
 
 def rank(config: SweepConfig, results: list[RunResult]) -> list[dict]:
-    rows = []
+    rows, missing = [], []
     for variant in config.variants:
         mine = [r for r in results if r.variant == variant]
         if not mine:
+            missing.append(variant)
             continue
         tokens, tokens_spread = _stats([r.tokens_to_target for r in mine])
         final, final_spread = _stats([r.final_val_loss for r in mine])
@@ -119,7 +127,15 @@ def rank(config: SweepConfig, results: list[RunResult]) -> list[dict]:
                      "verdicts": sorted({r.verdict for r in mine})})
     rows.sort(key=_rank_key)
     _compare_with_the_best(rows)
-    return rows
+    return rows + [_not_run_row(variant) for variant in missing]
+
+
+def _not_run_row(variant: str) -> dict:
+    """A variant with no run to read (the sweep stopped before it, or it never logged a step): ranked last, said."""
+    return {"variant": variant, "seeds": 0, "diverged": [], "tokens_to_target": None, "tokens_to_target_spread": None,
+            "reached": False, "final_val_loss": None, "final_val_loss_spread": None, "val_loss_at_equal_tokens": None,
+            "val_loss_at_equal_tokens_spread": None, "best_val_loss": None, "train_seconds": 0.0,
+            "tokens_per_sec": None, "verdicts": ["not run"], "versus_best": "not run (no logged step to rank)"}
 
 
 def _rank_key(row: dict) -> tuple:

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             plots.append(write_forecast_plot(run, out, report["forecast"]))
         write_report(report, out, plots)
         record_written(out, [*plots, "report.md", "report.json"])  # what is ours in the folder (ownership)
-        print(f"{run.name}: {len(report['findings'])} findings -> {out}/report.md")
+        print(f"{run.name}: {report['verdict']} ({len(report['findings'])} findings -> {out}/report.md)")
         for finding in report["findings"]:
             print(f"  [{finding['severity']}] {finding['title']}")
     if len(runs) > 1:

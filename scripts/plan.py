@@ -27,8 +27,16 @@ import yaml
 
 from training.cli import ConfigError, HelpFormatter, build_parser, load_preset
 from training.loop.arguments import RunConfig
-from training.loop.memory_plan import (DEFAULT_MFU, GIB, PRECISIONS, Shape, card_memory, describe,
-                                       diagnostic_weight_copies, plan_run)
+from training.loop.memory_plan import (
+    DEFAULT_MFU,
+    GIB,
+    PRECISIONS,
+    Shape,
+    card_memory,
+    describe,
+    diagnostic_weight_copies,
+    plan_run,
+)
 from training.loop.optimization import card_peak_flops
 
 PLAN_OPTIONS = ("--accelerate_config", "--num_processes", "--card", "--card_memory_gb", "--mfu", "--json")

@@ -20,10 +20,11 @@ from training.loop.trainer import Trainer
 from .helpers import REPO, tiny_run_config
 
 # Planted runs: each has one setting off (the healthy one none), and the test asserts the exact set of warning and
-# problem findings its report must contain. Tiny models (width 32) move a matrix by ~lr/0.02 per Adam step, so the
-# "healthy" learning rate here is 2e-4, and the clip threshold is raised above this model's typical norm (~1.3)
-# except in the clipping plant. The overfitting plant needs a learning rate that is also too fast for the tiny
-# model, and its repeated data produces real gradient-norm outliers: all three findings are true of that run.
+# problem findings its report must contain. Tiny models (width 32) move a matrix by up to ~lr/0.02 per Adam step; the
+# report judges that against each run's own lr/rms(w), never against the seed's fixed 1e-3, so the fast steps of the
+# overfitting and warmup plants (lr 3e-3 and 9e-3 on weights of RMS 0.02) are not findings of their own: earlier
+# versions of these expectations carried "layers_too_fast", the 1e-3 yardstick's false alarm for a small model. The
+# clip threshold is raised above this model's typical norm (~1.3) except in the clipping plant.
 COMMON = dict(max_steps=60, warmup_steps=10, max_lr=2e-4, min_lr=2e-5, grad_clip=5.0)
 PLANTS = {
     # name: (data, overrides, exact set of warning/problem findings)
@@ -37,15 +38,15 @@ PLANTS = {
     "init": ("big", dict(init_std=0.1, grad_clip=10.0), {"init_overconfident"}),
     # ~3000 training tokens repeated for ~4 epochs, validated on other text
     "overfit": ("small", dict(max_lr=3e-3, min_lr=1e-3, max_steps=100, n_embd=64),
-                {"overfitting", "layers_too_fast", "grad_norm_spikes"}),
+                {"overfitting", "grad_norm_spikes"}),
     # No warmup at a peak learning rate this model trains at once settled: the first Adam steps move every weight
     # ~45% (update ratio lr/0.02), and at step ~12 the loss jumps 6 nats with a large gradient; after the ratios
-    # settle (step 20) it never jumps again at 90% of the peak rate. The peak rate is also fast for this tiny model
-    # by the 1e-3 yardstick (layers_too_fast, true of the run). A 4-layer, width-128 model on 512-token batches:
-    # on the planted width-32 model early jumps drown in batch noise.
+    # settle (step 20) it never jumps again at 90% of the peak rate. A 4-layer, width-128 model on 512-token batches:
+    # on the planted width-32 model early jumps drown in batch noise. Its 512 tokens per step are ~3.7x the gradient
+    # noise scale it measures (batch_above_noise_scale, true of the run).
     "warmup": ("big", dict(max_lr=9e-3, min_lr=9e-5, warmup_steps=0, max_steps=100, n_layer=4, n_embd=128, seq_len=64,
                            micro_batch_size=8, total_batch_tokens=512, seed=3, diagnostics_every=10),
-               {"warmup_too_short", "layers_too_fast"}),
+               {"warmup_too_short", "batch_above_noise_scale"}),
     # Gradients scaled down 1e3x per block on their way to the input: blocks 0-1 fall below Adam's epsilon.
     "depth": ("big", dict(n_layer=4, callbacks=["tests.helpers.VanishingGradient"]), {"depth_starves_layers"}),
 }
@@ -385,10 +386,14 @@ def test_a_late_divergence_is_named_as_such_never_as_warmup(tmp_path):
     assert late["severity"] == "problem" and "climbed from step 3" in late["evidence"]
     assert "warmup_too_short" not in findings and "climbed back" not in findings.get("lr_too_high", {}).get(
         "evidence", "")
-    # The same climb right after warmup is not "late".
+    # The same climb before the run had held its peak learning rate (it climbs from step 40 of a 50-step warmup)
+    # is not "late", and the warmup may be lengthened. (This used to be a climb 20 steps after a 20-step warmup:
+    # 20 steps at the peak with a falling loss do show a sustained peak, so that run is now "late" too.)
     early = {s: 10.0 - 0.05 * s for s in range(1, 41)}
     early.update({s: early[40] + 0.05 * (s - 40) for s in range(41, 141)})
-    assert "late_divergence" not in ids(build_report(_synthetic(tmp_path, early, {"train": {"warmup_steps": 20}})))
+    report = build_report(_synthetic(tmp_path, early, {"train": {"warmup_steps": 50}}))
+    assert "late_divergence" not in ids(report) and "lr_too_high" in ids(report)
+    assert "--warmup_steps" in next(f for f in report["findings"] if f["id"] == "lr_too_high")["recommendation"]
 
 
 def test_weight_decay_is_compared_with_the_gradient_step(planted):
@@ -399,8 +404,12 @@ def test_weight_decay_is_compared_with_the_gradient_step(planted):
     assert "% of each weight matrix's update is" not in finding["evidence"]  # the old, misleading reading
 
 
-def test_the_report_counts_spikes_like_the_detector(tmp_path, shakespeare_shards):
-    """The spike_detector's defaults are the report's rule: the steps it flags are the steps the report counts."""
+def test_the_report_lists_the_detectors_flags_beside_its_own_spikes(tmp_path, shakespeare_shards):
+    """The spike_detector callback flags by llm.c's mean/std rule over a trailing window; the report judges spikes
+    against the run's own batch-to-batch noise (median/MAD of detrended residuals, with a minimum size), so the two
+    may differ: the report lists the callback's flags as they were logged, beside its own. (This test used to assert
+    that both agree: the report then used the callback's rule, which a falling trend and the spikes themselves
+    inflate.)"""
     from .helpers import tiny_run_config
     from .helpers import train as run_training
 
@@ -408,7 +417,11 @@ def test_the_report_counts_spikes_like_the_detector(tmp_path, shakespeare_shards
                                  callbacks=["spike_detector"]))
     run = load_run(tmp_path)
     flagged = [s for s, v in run.scalars["spikes/is_spike"].items() if v > 0]
-    assert build_report(run)["spikes"]["spike_steps"] == flagged
+    report = build_report(run)
+    assert report["spikes"]["detector_steps"] == flagged
+    assert set(report["spikes"]["spike_steps"]) <= set(run.scalars["train/loss"])
+    texts = " ".join(f["evidence"] for f in report["findings"])
+    assert not flagged or f"flagged {len(flagged)} step(s)" in texts or "lr_too_high" in ids(report)
 
 
 def test_the_batch_is_compared_with_the_noise_scale(tmp_path):

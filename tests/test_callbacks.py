@@ -130,8 +130,9 @@ def test_callback_state_survives_a_resume(tmp_path, shakespeare_shards):
     resumed.resume(config.train.resume_from_checkpoint)
     restored = next(cb for cb in resumed.callbacks.callbacks if isinstance(cb, SpikeDetectorCallback))
     first_losses = [h["train/loss"] for h in first.state.log_history if "train/loss" in h]
-    assert list(restored.losses) == first_losses[:3]  # the window as it was at step 3
-    assert saved_at_6["losses"] == first_losses[-4:]  # (window=4) and it moved on after the checkpoint
+    assert list(restored.losses.values) == first_losses[:3]  # the band as it was at step 3
+    assert saved_at_6["loss_band"]["values"] == first_losses  # and it moved on after the checkpoint...
+    assert len(saved_at_6["loss_band"]["residuals"]) == 3  # (residuals from the fourth accepted value on)
     grad_norm = next(cb for cb in resumed.callbacks.callbacks if isinstance(cb, GradNormCallback))
     assert grad_norm.steps == 3 and resumed.state.global_step == 3
     resumed.close()

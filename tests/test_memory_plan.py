@@ -7,8 +7,15 @@ import json
 import pytest
 import torch
 
-from training.loop.memory_plan import (GIB, Shape, attention_matrix_bytes, block_activation_bytes, card_memory,
-                                       estimate, plan_run)
+from training.loop.memory_plan import (
+    GIB,
+    Shape,
+    attention_matrix_bytes,
+    block_activation_bytes,
+    card_memory,
+    estimate,
+    plan_run,
+)
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -16,7 +16,7 @@ from training.loop.checkpointing import CheckpointManager
 from training.loop.trainer import Trainer
 
 from .helpers import read_scalars, tiny_run_config, train
-from .test_errors import run_main, script
+from .test_errors import run_main
 
 
 def snapshot(folder: Path) -> dict[str, str]:

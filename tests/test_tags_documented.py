@@ -11,7 +11,7 @@ from training.evaluation.comparison import record_reference
 from training.layout import RunLayout
 
 from .conftest import REPO_ROOT, data_file
-from .helpers import train, tiny_run_config
+from .helpers import tiny_run_config, train
 
 TAG_DOC = REPO_ROOT / "README.md"  # the page holding the "What is logged" table
 # TensorBoard's own bookkeeping, not tags of this project.

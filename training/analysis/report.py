@@ -9,13 +9,14 @@ gradient's running RMS. "Healthy" is said only when no finding is a warning or a
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .formatting import count, fmt, listed
 from .rendering import render_markdown, write_report  # noqa: F401  (the report's outputs, re-exported)
 from .runs import Run
 from .summaries import RunSummary, summarize
 from .thresholds import (
+    BARELY_MOVES,
     CHANGE_SETTLE_STEPS,
     CLIP_MIN_STEPS,
     CLIPPING_DOMINANT,
@@ -23,20 +24,21 @@ from .thresholds import (
     DEPTH_FLAT,
     DEPTH_TREND,
     DIVERGENCE_RISE,
-    FAR_ABOVE,
     FAR_BELOW,
+    GRAD_SPIKE_MIN_RELATIVE,
+    HELD_PEAK_FRACTION,
+    HELD_PEAK_MIN_STEPS,
     INIT_TOLERANCE,
-    LATE_DIVERGENCE_STABLE_STEPS,
     LOSS_FLAT,
     LOSS_FLAT_MIN_STEPS,
+    LR_LIMITED,
     LR_RAISE_RANGE,
     MIN_BLOCKS_FOR_DEPTH,
     MIN_EVALUATIONS,
     MIN_STEPS_TO_JUDGE,
+    MOVE_TOO_SMALL,
     NOISE_BATCH_FAR,
-    OVERFIT_TRAIN_FALL,
-    OVERFIT_VAL_RISE,
-    OVERFIT_VAL_RISE_RELATIVE,
+    OUTPACES,
     RATIO_TARGET,
     RATIO_UNSTABLE,
     SEED_IDEAL_GRAD_NORM,
@@ -56,12 +58,58 @@ SEVERE = ("warning", "problem")
 
 
 @dataclass
+class Advice:
+    """One piece of advice. ``setting`` and ``direction`` ("raise" or "lower") say which knob it turns, so that the
+    report can check that it never turns one knob both ways (``resolve_conflicts``)."""
+
+    text: str
+    setting: str | None = None
+    direction: str | None = None
+
+
+def raise_(setting: str, text: str) -> Advice:
+    return Advice(text, setting, "raise")
+
+
+def lower(setting: str, text: str) -> Advice:
+    return Advice(text, setting, "lower")
+
+
+@dataclass
 class Finding:
     id: str
     severity: str  # info | warning | problem
     title: str
     evidence: str
-    recommendation: str = ""
+    recommendation: str = ""  # advice that turns no setting
+    advice: list[Advice] = field(default_factory=list)  # advice that does (said before ``recommendation``)
+    data: dict = field(default_factory=dict)  # numbers the verdict reads
+
+    def as_dict(self) -> dict:
+        texts = [a.text for a in self.advice] + ([self.recommendation] if self.recommendation else [])
+        return {"id": self.id, "severity": self.severity, "title": self.title, "evidence": self.evidence,
+                "recommendation": " ".join(texts),
+                "actions": [{"setting": a.setting, "direction": a.direction} for a in self.advice if a.setting],
+                **({"data": self.data} if self.data else {})}
+
+
+# Which advice wins when two findings would turn the same setting opposite ways: a run that is unstable must be made
+# stable before it is made faster or bigger; a run that memorises must not be told to train longer; a run that does
+# not learn at all comes before one that learns slowly. Lower rank wins.
+PRIORITY_CLASSES = ("instability", "memorisation", "not learning", "speed and efficiency")
+RANKS = {**{i: 0 for i in ("lr_too_high", "late_divergence", "warmup_too_short", "spike_guard", "loss_spikes",
+                           "grad_norm_spikes")},
+         "overfitting": 1,
+         **{i: 2 for i in ("lr_too_low", "not_learning", "loss_flat", "matrices_frozen", "layers_not_learning",
+                           "depth_starves_layers", "weight_decay_too_high", "init_overconfident", "layers_outpace_lr",
+                           "underfitting")}}
+ADVICE_PRIORITY = ("Where findings would turn one setting opposite ways, the advice follows this priority: "
+                   + ", then ".join(PRIORITY_CLASSES) + " (a tie goes to the safer direction).")
+SAFE_DIRECTION = {"max_lr": "lower", "muon_lr": "lower", "warmup_steps": "raise"}  # ties between equal ranks
+
+
+def rank(finding: Finding) -> int:
+    return RANKS.get(finding.id, 3)
 
 
 # ----------------------------------------------------------------------------------------------- rules
@@ -86,8 +134,8 @@ def init_finding(s: RunSummary) -> Finding:
                f"({fmt(standard)})")
         return Finding("init_overconfident", "warning", "Initial loss above the expected start: init too large",
                        evidence + why + ".",
-                       f"Lower --init_std (now {std}; GPT-2 uses {STANDARD_INIT_STD}, with residual projections "
-                       "scaled by 1/sqrt(2*n_layer)).")
+                       advice=[lower("init_std", f"Lower --init_std (now {std}; GPT-2 uses {STANDARD_INIT_STD}, with "
+                                                 "residual projections scaled by 1/sqrt(2*n_layer)).")])
     if diff is None or abs(diff) <= INIT_TOLERANCE:
         return Finding("init_uniform", "info", "Initial loss as expected for a random model", evidence +
                        ": the randomly initialised model spreads probability as evenly as its init allows.")
@@ -99,10 +147,13 @@ def too_short_finding(s: RunSummary) -> Finding | None:
     steps = s.loss["steps"]
     if steps >= MIN_STEPS_TO_JUDGE:
         return None
+    ended = steps >= (s.setting("train", "max_steps") or math.inf)
     return Finding("too_short", "info", "Too short to judge",
                    f"the run has {steps} logged step(s); at least {MIN_STEPS_TO_JUDGE} are needed before trends, "
-                   "warmup and clipping statistics say anything, so no verdict is given.",
-                   "Train longer (or analyse again later: the report reads the logs as they grow).")
+                   "spikes, warmup and clipping statistics say anything, so only a non-finite loss is judged.",
+                   "" if ended else "Analyse again later (the report reads the logs as they grow).",
+                   advice=[raise_("max_steps", f"Train for at least {MIN_STEPS_TO_JUDGE} steps (--max_steps, now "
+                                               f"{steps}) to get a diagnosis.")] if ended else [])
 
 
 def climbed_back(loss: dict) -> bool:
@@ -113,6 +164,29 @@ def climbed_back(loss: dict) -> bool:
     return rise > DIVERGENCE_RISE and val_agrees
 
 
+def held_peak_text(s: RunSummary) -> str:
+    """What the run did at its peak learning rate before its first trouble, in words (for the findings that must
+    say whether the warmup can be blamed)."""
+    hold = s.peak_hold
+    if not hold:
+        return ""
+    first, kinds = hold["first_trouble_step"], " and ".join(hold["first_trouble"])
+    reached = (f"the learning rate reached {fmt(100 * HELD_PEAK_FRACTION, 3)}% of its peak at step "
+               f"{hold['reached_step']} ({hold['source']})")
+    if hold["trouble_before_peak"]:
+        return f"the first trouble ({kinds} at step {first}) came before {reached}"
+    return (f"{reached} and the run trained {hold['held_steps']} step(s) there"
+            + (f" before its first trouble ({kinds} at step {first})" if first else "")
+            + (", the smoothed loss reaching new lows" if hold["loss_fell_while_held"] else
+               ", without the smoothed loss reaching new lows"))
+
+
+def warmup_may_be_blamed(s: RunSummary) -> bool:
+    """The warmup can be the cause only of trouble that began before the run had held its peak learning rate
+    stably (thresholds.py HELD_PEAK_FRACTION): after such a stretch the peak rate was shown to be sustainable."""
+    return not s.peak_hold.get("held_stably", False)
+
+
 def warmup_finding(s: RunSummary) -> Finding | None:
     """The loss jumped only while Adam's steps were large relative to the weights (the early phase, in which the
     gradients of successive steps agree, so Adam's normalised step is close to the full learning rate), and training
@@ -120,6 +194,8 @@ def warmup_finding(s: RunSummary) -> Finding | None:
     early, loss = s.early_phase, s.loss
     if not early or not early["overshoot"] or early["settle_step"] is None or not early["early_jumps"]:
         return None
+    if not warmup_may_be_blamed(s):
+        return None  # the first trouble came after the peak had been held stably
     settle = early["settle_step"]
     later_spikes = [x for x in s.spikes["spike_steps"] if x > settle]
     if early["late_jumps"] or len(later_spikes) >= SPIKES_FOR_INSTABILITY or climbed_back(loss):
@@ -141,79 +217,185 @@ def warmup_finding(s: RunSummary) -> Finding | None:
                    f"{fmt(early['jump_threshold'], 3)} nats); after step {settle}{lr_text}, it did not jump again. "
                    "Early in training the gradients of successive steps agree, so Adam's normalised step is close to "
                    "the full learning rate: the instability belongs to that phase, not to the peak learning rate.",
-                   f"Lengthen --warmup_steps (now {warmup}) to at least {max(2 * warmup, settle)} steps, so the learning "
-                   f"rate is still low while the update ratios are above {fmt(RATIO_UNSTABLE)}; --max_lr (now "
-                   f"{s.setting('train', 'max_lr')}) ran without jumps after the early phase.")
+                   f"The peak learning rate (--max_lr {s.setting('train', 'max_lr')}) ran without jumps after the "
+                   "early phase.",
+                   advice=[raise_("warmup_steps", f"Lengthen --warmup_steps (now {warmup}) to at least "
+                                                  f"{max(2 * warmup, settle)} steps, so the learning rate is still low "
+                                                  f"while the update ratios are above {fmt(RATIO_UNSTABLE)}.")],
+                   data={"first_step": jumps[0]})
 
 
 def late_divergence_finding(s: RunSummary) -> Finding | None:
-    """The loss climbed back after a long stable stretch past the early phase: named as a late divergence with its
-    step and size (its cause came late: never the warmup)."""
-    loss = s.loss
+    """The loss climbed back after the run had held its peak learning rate stably (``peak_hold``): named as a
+    divergence after a sustained peak, with its step and size; its cause came later, never the warmup. How long the
+    stable stretch was does not matter beyond what the evidence needs (thresholds.py HELD_PEAK_MIN_STEPS)."""
+    loss, hold = s.loss, s.peak_hold
     onset, low_step = loss.get("divergence_onset_step"), loss.get("min_train_loss_step")
-    if onset is None or not climbed_back(loss):
-        return None
-    early_end = max(s.setting("train", "warmup_steps", 0) or 0, (s.early_phase or {}).get("settle_step") or 0)
-    if low_step - early_end < LATE_DIVERGENCE_STABLE_STEPS:
+    if onset is None or not climbed_back(loss) or not hold.get("held_stably"):
         return None
     rise = loss["final_train_loss_smoothed"] - loss["min_train_loss_smoothed"]
-    return Finding("late_divergence", "problem", "The loss diverged late, after a long stable stretch",
-                   f"the smoothed train loss fell steadily to {fmt(loss['min_train_loss_smoothed'])} at step {low_step} "
-                   f"({low_step - early_end} steps after the early phase ended at step {early_end}, at least "
-                   f"{LATE_DIVERGENCE_STABLE_STEPS} count as stable), then climbed from step {onset} to "
-                   f"{fmt(loss['final_train_loss_smoothed'])} (+{fmt(rise, 3)} nats; limit {DIVERGENCE_RISE}). The "
-                   "warmup is long past: the cause came later (a stretch of data, or a learning rate too high for the "
-                   "sharper loss surface late in training).",
-                   f"Resume from the last checkpoint before step {onset} with a lower --max_lr, or turn on "
-                   "--spike_guard to skip the damaging updates and roll back past them.")
+    return Finding("late_divergence", "problem", "The loss diverged after the peak learning rate had been held stably",
+                   f"{held_peak_text(s)}: the smoothed train loss fell to {fmt(loss['min_train_loss_smoothed'])} at "
+                   f"step {low_step}, then climbed from step {onset} (where it stood {fmt(DIVERGENCE_RISE / 2)} nats "
+                   f"above that low) to {fmt(loss['final_train_loss_smoothed'])} (+{fmt(rise, 3)} nats; limit "
+                   f"{DIVERGENCE_RISE}). At least {HELD_PEAK_MIN_STEPS} steps at the "
+                   "peak with a falling loss show that the peak rate was sustainable and the warmup long enough: the "
+                   "cause came later (a stretch of data, or a learning rate too high for the sharper loss surface "
+                   "later in training).",
+                   "Or turn on --spike_guard to skip the damaging updates and roll back past them.",
+                   advice=[lower("max_lr", f"Resume from the last checkpoint before step {low_step} with a lower "
+                                           f"--max_lr (now {s.setting('train', 'max_lr')}).")],
+                   data={"diverged_at": onset, "held_steps": hold["held_steps"]})
 
 
-def instability_finding(s: RunSummary, claimed_until: int = 0, late: bool = False) -> Finding | None:
-    loss, ratio = s.loss, s.learning_ratio
-    spikes = s.unexplained([x for x in s.spikes["spike_steps"] if x > claimed_until])  # see the warmup finding
-    reasons = []
+def instability_finding(s: RunSummary, claimed_until: int = 0, late: bool = False, short: bool = False
+                        ) -> Finding | None:
+    """Training is unstable: non-finite losses, a loss that ended above its start or climbed back, or repeated loss
+    spikes. A large update ratio alone is not instability (a small model's small weights move fast by design: see
+    the update_ratios finding); it is cited as context when the run is unstable. Warmup advice is given only for
+    trouble that began before the run had held its peak learning rate stably."""
+    loss = s.loss
+    spikes = [] if short else s.unexplained([x for x in s.spikes["spike_steps"] if x > claimed_until])
+    reasons, diverged_at = [], None
     if loss["nonfinite_steps"]:
-        reasons.append(f"{loss['nonfinite_steps']} steps with a non-finite loss")
+        reasons.append(f"{loss['nonfinite_steps']} step(s) with a non-finite loss (the first at step "
+                       f"{loss['first_nonfinite_step']})")
+        diverged_at = loss["first_nonfinite_step"]
     rise = (loss["final_train_loss_smoothed"] or 0) - (loss["min_train_loss_smoothed"] or 0)
     # A flat loss that ends a hair above where it started is not divergence: require a rise of DIVERGENCE_RISE.
     if (loss["final_train_loss_smoothed"] or 0) > (loss["initial_train_loss"] or math.inf) + DIVERGENCE_RISE:
         reasons.append(f"the smoothed train loss ended at {fmt(loss['final_train_loss_smoothed'])}, more than "
                        f"{DIVERGENCE_RISE} nats above the initial {fmt(loss['initial_train_loss'])}: the run diverged")
-    elif climbed_back(loss) and not late:  # a late climb has its own finding
+        diverged_at = diverged_at or loss.get("divergence_onset_step") or loss.get("min_train_loss_step")
+    elif climbed_back(loss) and not late and not short:  # a climb after a held peak has its own finding
         reasons.append(f"the smoothed train loss climbed back {fmt(rise, 3)} nats (limit {DIVERGENCE_RISE}) above "
-                       f"its minimum {fmt(loss['min_train_loss_smoothed'])} to {fmt(loss['final_train_loss_smoothed'])}")
+                       f"its minimum {fmt(loss['min_train_loss_smoothed'])} at step {loss['min_train_loss_step']} to "
+                       f"{fmt(loss['final_train_loss_smoothed'])}")
+        diverged_at = diverged_at or loss.get("divergence_onset_step")
     if len(spikes) >= SPIKES_FOR_INSTABILITY:
-        reasons.append(f"{len(spikes)} loss spikes (steps {listed([str(x) for x in spikes], limit=8)})")
-    if ratio and ratio["overall_median"] > RATIO_UNSTABLE:
-        reasons.append(f"median update/weight ratio {fmt(ratio['overall_median'])}, "
-                       f"{ratio_band(ratio['overall_median'])}")
+        reasons.append(f"{len(spikes)} loss spikes (steps {listed([str(x) for x in spikes], limit=8)}; "
+                       f"{s.spikes['source']})")
     if not reasons:
         return None
+    context = ""
+    ratio = s.learning_ratio
+    if ratio:
+        context = (f" Context: the weight matrices moved a median {fmt(ratio['overall_median'])} of their size per "
+                   "step" + (f" (the run's own scale lr/rms(w) is {fmt(expected_scale(s))})" if expected_scale(s)
+                             else "") + ".")
     warmup = s.setting("train", "warmup_steps")
-    return Finding("lr_too_high", "problem", "Learning rate too high: training is unstable", "; ".join(reasons) + ".",
-                   f"Lower --max_lr (now {s.setting('train', 'max_lr')}) 3-10x, or lengthen --warmup_steps (now "
-                   f"{warmup}); the spike_detector callback with skip_updates=true can ride out isolated spikes.")
+    advice = [lower("max_lr", f"Lower --max_lr (now {s.setting('train', 'max_lr')}) 3-10x.")]
+    if s.setting("train", "optimizer") == "muon":
+        advice.append(lower("muon_lr", f"With Muon, lower --muon_lr too (now "
+                                       f"{s.setting('train', 'muon_lr') or s.setting('train', 'max_lr')})."))
+    hold = held_peak_text(s)
+    if warmup_may_be_blamed(s):
+        advice.append(raise_("warmup_steps", f"Or lengthen --warmup_steps (now {warmup}): the trouble began before "
+                                             "the run had held its peak learning rate stably."))
+        why = f" ({hold[0].upper()}{hold[1:]}.)" if hold else ""
+    else:
+        why = f" Not the warmup: {hold}." if hold else ""
+    return Finding("lr_too_high", "problem", "Learning rate too high: training is unstable" if diverged_at is None
+                   else "The run diverged: learning rate too high", "; ".join(reasons) + "." + why + context,
+                   "The spike guard (--spike_guard) can ride out isolated spikes.", advice=advice,
+                   data={"diverged_at": diverged_at, "spikes": len(spikes)})
 
 
-def learning_rate_low_finding(s: RunSummary) -> Finding | None:
-    ratio, loss = s.learning_ratio, s.loss
-    drop = (loss["initial_train_loss"] or 0) - (loss["final_train_loss_smoothed"] or 0)
-    which = s.learning_ratio_name
-    if ratio and ratio["overall_median"] < FAR_BELOW:
-        factor = min(LR_RAISE_RANGE[1], max(LR_RAISE_RANGE[0], RATIO_TARGET / max(ratio["overall_median"], 1e-12)))
-        return Finding("lr_too_low", "problem", "Learning rate too low: the weights barely move",
-                       f"median {which} {fmt(ratio['overall_median'])} across "
-                       f"{len(ratio['per_parameter_median'])} weight matrices, {ratio_band(ratio['overall_median'])} "
-                       f"(the largest is {fmt(ratio['max'])}); train loss fell only {fmt(drop, 3)} nats "
-                       f"({fmt(loss['initial_train_loss'])} -> {fmt(loss['final_train_loss_smoothed'])}).",
-                       f"Raise --max_lr (now {s.setting('train', 'max_lr')}) about {fmt(factor, 2)}x (update ratios "
-                       "scale with the learning rate under Adam).")
-    if not ratio and loss["steps"] >= LOSS_FLAT_MIN_STEPS and drop < LOSS_FLAT:
-        return Finding("loss_flat", "warning", "Loss barely moves",
-                       f"train loss fell only {fmt(drop, 3)} nats (less than {LOSS_FLAT}) in {loss['steps']} steps; no "
-                       "update ratios were logged, so whether the weights move cannot be told.",
-                       "Enable the layer_ratios callback; if update ratios are far below 1e-3, raise --max_lr.")
-    return None
+def expected_scale(s: RunSummary) -> float | None:
+    groups = s.expectation.get("groups", {}) if s.expectation else {}
+    group = groups.get("adamw") or groups.get("muon")
+    return group["median_expected"] if group else None
+
+
+def _raise_factor(ratio: float) -> float:
+    return min(LR_RAISE_RANGE[1], max(LR_RAISE_RANGE[0], RATIO_TARGET / max(ratio, 1e-12)))
+
+
+def not_learning_finding(s: RunSummary) -> Finding | None:
+    """The seed's "high train loss + high validation loss": the run is not learning. Its cause is read from what
+    the weights did: they moved as far as the learning rate let them but that was very little (the learning rate is
+    too low: raise it); they did not move although the learning rate would have let them (frozen or starved
+    matrices: the layer findings); or they moved normally and the loss still did not fall (not the learning rate:
+    the data, the labels or the loss)."""
+    regime, loss = s.regime, s.loss
+    if regime.get("scenario") != "not_learning" or loss["steps"] < LOSS_FLAT_MIN_STEPS or loss["nonfinite_steps"]:
+        return None  # (non-finite losses: the instability finding speaks for the run)
+    drop = regime["train_drop"]
+    head = (f"train loss fell only {fmt(drop, 3)} nats in {loss['steps']} steps ({fmt(regime['train_start'])} -> "
+            f"{fmt(loss['final_train_loss_smoothed'])}; less than {fmt(regime['train_flat_limit'], 3)}, the larger of "
+            f"{LOSS_FLAT} and 3x its batch-to-batch noise {fmt(regime['train_noise'], 3)})"
+            + (f" and validation only {fmt(regime['val_drop'], 3)} (less than {LOSS_FLAT})" if "val_drop" in regime
+               else "")
+            + ": high train and high validation loss, the seed's \"not learning\" row")
+    move, exp = s.movement, s.expectation
+    adam = exp.get("groups", {}).get("adamw") if exp else None
+    groups = exp.get("groups", {}) if exp else {}
+    small_ceiling = bool(move) and move["ceiling"] < MOVE_TOO_SMALL
+    moved_text = (f"; over the whole run the learning rates ({move['lr_source']}) let the weights move at most "
+                  f"{fmt(move['ceiling'])} of their size" + (f", below {fmt(MOVE_TOO_SMALL)}" if small_ceiling else "")
+                  + f" (the sum of lr_t / rms(w), rms(w) {fmt(move['weight_rms'], 3)} from {move['rms_source']})"
+                  ) if move else ""
+    lr_now = s.setting("train", "max_lr")
+    if groups:
+        all_barely = all(len(g["barely"]) >= g["matrices"] / 2 for g in groups.values()) and not small_ceiling
+        consistent = adam is not None and adam["median_consistency"] >= LR_LIMITED
+        if small_ceiling or consistent:
+            ratio = s.learning_ratio.get("overall_median") or (adam["median_ratio"] if adam else 0.0)
+            return Finding("lr_too_low", "problem", "Not learning: the learning rate is too low",
+                           f"{head}. The weights moved a median {fmt(ratio)} of their size per step, "
+                           + (f"{fmt(adam['median_consistency'], 2)} of what the learning rate allows "
+                              f"(lr/rms(w) = {fmt(adam['median_expected'])}; successive steps "
+                              + ("agree: the step size, not the gradient, is the limit)" if consistent else
+                                 "are as consistent as gradient noise makes them)") if adam else "")
+                           + moved_text + f". For context, {fmt(ratio)} is {ratio_band(ratio)}.",
+                           advice=[raise_("max_lr", f"Raise --max_lr (now {lr_now}) about "
+                                                    f"{_raise_factor(ratio):.0f}x (Adam's steps scale with the "
+                                                    "learning rate).")],
+                           data={"cause": "learning rate"})
+        if all_barely:
+            return Finding("not_learning", "problem", "Not learning: the weights do not move",
+                           f"{head}. Most weight matrices move far less than their learning rate allows (the layer "
+                           "findings name them): the gradients do not reach them, so "
+                           "raising the learning rate would not help." + moved_text + ".",
+                           "Check requires_grad, the optimizer's parameter groups, and --adam_epsilon against the "
+                           "gradients' size.", data={"cause": "weights do not move"})
+        return Finding("not_learning", "problem", "Not learning, although the weights move",
+                       f"{head}. The weights move as their learning rate implies (median consistency "
+                       f"{fmt(adam['median_consistency'], 2) if adam else 'n/a'}, within Adam's range)" + moved_text +
+                       ", yet the loss does not fall: the learning rate is not the cause.",
+                       "Check the data and the targets (shifted by one token? tokens in range?) and the loss.",
+                       data={"cause": "not the learning rate"})
+    if small_ceiling:
+        return Finding("lr_too_low", "problem", "Not learning: the learning rate is too low",
+                       f"{head}{moved_text}: even if every step had agreed, the weights could not have changed much.",
+                       "Enable the layer_ratios callback to see how the weights move.",
+                       advice=[raise_("max_lr", f"Raise --max_lr (now {lr_now}) at least "
+                                                f"{max(LR_RAISE_RANGE[0], MOVE_TOO_SMALL / move['ceiling']):.0f}x.")],
+                       data={"cause": "learning rate"})
+    return Finding("loss_flat", "warning", "Not learning: the loss barely moves",
+                   f"{head}; no update ratios were logged" + moved_text + ", so whether the weights move cannot be "
+                   "told.", "Enable the layer_ratios callback: it tells a learning rate that is too low (weights that "
+                   "move as far as the rate allows, and little) from weights that do not move at all.",
+                   data={"cause": "unknown"})
+
+
+def lr_limited_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
+    """A run that learns, whose Adam steps still agree from one step to the next over the later half of the run:
+    the step size, not the gradient noise, limits it (info: a larger learning rate would likely be faster)."""
+    adam = (s.expectation.get("groups", {}) if s.expectation else {}).get("adamw")
+    later = adam.get("median_consistency_later") if adam else None
+    if later is None or later < LR_LIMITED or any(f.id in ("lr_too_low", "not_learning", "loss_flat")
+                                                   for f in findings):
+        return None
+    if s.setting("train", "optimizer") == "muon" and adam["matrices"] < 3:
+        return None  # only the embeddings are on AdamW: their consistency says little about the run
+    return Finding("lr_limited", "info", "Adam's steps still agree: the learning rate limits the speed",
+                   f"over the later half of the run the AdamW matrices moved a median {fmt(later, 2)} of what their "
+                   f"learning rate allows (at least {fmt(LR_LIMITED, 2)}: successive steps push the same way; gradient "
+                   f"noise alone would give about {fmt(adam['band'][0], 2)}).",
+                   advice=[raise_("max_lr", f"A higher --max_lr (now {s.setting('train', 'max_lr')}) would likely "
+                                            "train faster: raise it 2-3x in a short trial and keep it if the loss "
+                                            "stays free of spikes.")])
 
 
 def weight_decay_finding(s: RunSummary) -> Finding | None:
@@ -228,8 +410,8 @@ def weight_decay_finding(s: RunSummary) -> Finding | None:
                    f"gradient-driven step of each weight matrix (limit {fmt(DECAY_VS_GRADIENT)}x), and the median "
                    f"weight RMS fell {fmt(-100 * change, 3)}% over the run (limit {fmt(100 * WEIGHT_SHRINK, 3)}%): "
                    "decay, not the gradients, sets the size of the weights.",
-                   f"Lower --weight_decay (now {s.setting('train', 'weight_decay')}; GPT-2 runs use 0.1, the seed "
-                   "suggests trying 0.01).")
+                   advice=[lower("weight_decay", f"Lower --weight_decay (now {s.setting('train', 'weight_decay')}; "
+                                                 "GPT-2 runs use 0.1, the seed suggests trying 0.01).")])
 
 
 def slow_blocks(s: RunSummary) -> list[int]:
@@ -239,6 +421,17 @@ def slow_blocks(s: RunSummary) -> list[int]:
         return []
     fastest = max(learning["per_block"].values())
     return [b for b, value in learning["per_block"].items() if value < fastest / SLOW_BLOCK_FACTOR]
+
+
+def starved_side(s: RunSummary) -> list[int]:
+    """When depth starves the blocks at one end, the blocks between that end and the fastest block: their barely
+    moving matrices belong to the depth finding, not to a finding of their own."""
+    learning = s.depth["learning"]
+    if not learning.get("starved"):
+        return []
+    per_block = learning["per_block"]
+    fastest = max(per_block, key=per_block.get)
+    return [b for b in per_block if (b < fastest if learning["starved"] == "first" else b > fastest)]
 
 
 def depth_finding(s: RunSummary) -> Finding | None:
@@ -262,14 +455,21 @@ def depth_finding(s: RunSummary) -> Finding | None:
                  "the same way: the gradient fades on its way through the layers." if fades else
                  "The raw gradient ratio does not fade the same way, so the optimizer's step, not a vanishing "
                  "gradient, differs with depth.")
+        side = tuple(f"h.{b}." for b in starved_side(s)) or ("\0",)
+        barely = sorted(n for g in (s.expectation or {}).get("groups", {}).values() for n in g["barely"]
+                        if n.startswith(side))
+        also = (f" Matrices on that side that move less than {fmt(BARELY_MOVES, 2)} of the least their learning rate "
+                f"implies: {listed(barely)}." if barely else "")
         return Finding("depth_starves_layers", "warning", "Learning fades with depth",
                        f"{numbers} (limit {fmt(DEPTH_TREND, 2)}): the blocks {where} learn more than ten times "
                        f"slower (block(s) {listed([str(b) for b in slow])} more than a decade below the fastest). "
-                       + cause,
-                       f"Try fewer layers (--n_layer, now {s.setting('model', 'n_layer')}); if the slow blocks' "
-                       f"gradients are tiny, a larger --init_std (now {s.setting('model', 'init_std', 0.02)}) or a "
-                       f"smaller --adam_epsilon (now {s.setting('train', 'adam_epsilon', 1e-8)}) lets Adam see "
-                       "them.")
+                       + cause + also,
+                       advice=[lower("n_layer", f"Try fewer layers (--n_layer, now {s.setting('model', 'n_layer')})."),
+                               raise_("init_std", "If the slow blocks' gradients are tiny, a larger --init_std (now "
+                                                  f"{s.setting('model', 'init_std', 0.02)}) lets Adam see them."),
+                               lower("adam_epsilon", "A smaller --adam_epsilon (now "
+                                                     f"{s.setting('train', 'adam_epsilon', 1e-8)}) also lets Adam see "
+                                                     "tiny gradients.")])
     words = ("does not depend on depth" if learning["flat"] else
              f"changes with depth by less than the {fmt(DEPTH_TREND, 2)}-decade limit")
     return Finding("learning_by_depth", "info", "Learning by depth",
@@ -279,7 +479,10 @@ def depth_finding(s: RunSummary) -> Finding | None:
 
 
 def layer_findings(s: RunSummary) -> list[Finding]:
-    ratio, learning = s.update_ratio, s.learning_ratio
+    """Matrices that never change, barely move or move faster than their learning rate allows, each judged against
+    its own learning rate and weights (``expectation``); the seed's fixed 1e-3 is only the fallback yardstick for
+    runs that logged no learning rate or weight RMS, and it never makes a matrix "too fast"."""
+    ratio, learning, exp = s.update_ratio, s.learning_ratio, s.expectation
     if not ratio:
         return []
     out = []
@@ -289,43 +492,168 @@ def layer_findings(s: RunSummary) -> list[Finding]:
                            f"{len(frozen)} weight matrices have an update/weight ratio of exactly 0: "
                            f"{listed(frozen)}. They are frozen (requires_grad=False) or receive no gradient.",
                            "Unfreeze them if that is not intended, or check that they are used in the forward pass."))
+    by_depth = tuple(f"h.{b}." for b in set(slow_blocks(s)) | set(starved_side(s))) or ("\0",)  # the depth finding
+    advice = ("Look at these parameters: rows that never receive gradient (e.g. position embeddings beyond the "
+              "trained context), gradients below --adam_epsilon, or a depth/init scaling that starves them.")
+    if exp:
+        per = exp["per_parameter"]
+        slow = sorted(n for g in exp["groups"].values() for n in g["barely"]
+                      if n not in frozen and not n.startswith(by_depth))
+        if slow:
+            out.append(Finding("layers_not_learning", "warning", "Some layers barely learn",
+                               f"{len(slow)} weight matrices move less than {fmt(BARELY_MOVES, 2)} of the least their "
+                               "learning rate implies (measured ratio / expected lr-based scale: "
+                               f"{listed(slow, {n: per[n]['consistency'] for n in slow})}; Adam's pure-noise floor is "
+                               f"{fmt(exp['groups'].get('adamw', {}).get('band', [0.23])[0], 2)}): their gradients are "
+                               "below Adam's epsilon, cancel from step to step, or reach only a few rows.", advice))
+        fast = sorted(n for g in exp["groups"].values() for n in g["outpacing"])
+        if fast:
+            out.append(Finding("layers_outpace_lr", "warning", "Some matrices move faster than their learning rate "
+                               "allows",
+                               f"{len(fast)} weight matrices move more than {fmt(OUTPACES, 2)}x the most their "
+                               "optimizer's step can give at the logged learning rate (measured / expected scale: "
+                               f"{listed(fast, {n: per[n]['consistency'] for n in fast})}): the learning rate "
+                               "applied is not the one logged, or something besides the optimizer changes these "
+                               "weights.", "Compare train/lr with the optimizer's param_groups after a resume, and "
+                               "look for code that writes the weights."))
+        return out
     medians = learning["per_parameter_median"]
-    by_depth = tuple(f"h.{b}." for b in slow_blocks(s))  # explained by the depth finding
-    slow = [n for n in learning["far_below"] if n not in frozen and not n.startswith(by_depth or ("\0",))]
+    slow = [n for n in learning["far_below"] if n not in frozen and not n.startswith(by_depth)]
     if slow and learning["overall_median"] >= FAR_BELOW:
         which = s.learning_ratio_name
         out.append(Finding("layers_not_learning", "warning", "Some layers barely learn",
-                           f"{len(slow)} weight matrices have a median {which} more than a decade below 1e-3 "
-                           f"(below {fmt(FAR_BELOW)}): {listed(slow, medians)}; overall median "
-                           f"{fmt(learning['overall_median'])}, {ratio_band(learning['overall_median'])}.",
-                           "Look at these parameters: rows that never receive gradient (e.g. position embeddings "
-                           "beyond the trained context), or a depth/init scaling that starves them (--init_std, "
-                           "--n_layer)."))
-    fast = learning["far_above"]
-    if fast and learning["overall_median"] <= RATIO_UNSTABLE:
-        which = s.learning_ratio_name
-        out.append(Finding("layers_too_fast", "warning", "Some layers update very fast",
-                           f"{len(fast)} weight matrices have a median {which} more than a decade above "
-                           f"1e-3 (above {fmt(FAR_ABOVE)}): {listed(fast, medians)}.",
-                           f"Lower --max_lr (now {s.setting('train', 'max_lr')}) or lengthen --warmup_steps if the "
-                           "loss is noisy or spiky."))
+                           f"{len(slow)} weight matrices have a median {which} more than a decade below the seed's "
+                           f"1e-3 heuristic (below {fmt(FAR_BELOW)}): {listed(slow, medians)}; overall median "
+                           f"{fmt(learning['overall_median'])}, {ratio_band(learning['overall_median'])}. (No "
+                           "learning rate or weight RMS was logged to judge them against their own scale.)", advice))
     return out
 
 
-def overfitting_finding(s: RunSummary) -> Finding | None:
-    gap, loss, tokens = s.gap, s.loss, s.tokens
-    if gap.get("evaluations", 0) < MIN_EVALUATIONS:
+def update_ratio_finding(s: RunSummary) -> Finding | None:
+    """The update/weight ratios against the run's own expectation, per optimizer group, with the seed's 1e-3 as
+    context (info)."""
+    exp = s.expectation
+    if not exp:
         return None
-    epochs = tokens.get("epochs_started")
-    rises = gap["val_rise_from_min"] > max(OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_RELATIVE * loss["min_val_loss"])
-    if rises and gap["train_change_after_val_min"] < OVERFIT_TRAIN_FALL:
-        return Finding("overfitting", "problem", "Overfitting: validation loss rises while training loss falls",
-                       f"validation loss was lowest at step {loss['min_val_step']} ({fmt(loss['min_val_loss'])}) "
-                       f"and rose to {fmt(loss['final_val_loss'])} while the smoothed train loss fell "
-                       f"{fmt(-gap['train_change_after_val_min'], 3)} more; the train/val gap is now "
-                       f"{fmt(gap['gap_final'], 3)}; the data was repeated ({epochs} epochs started).",
-                       f"Use more data (fewer passes over it), stop near step {loss['min_val_step']} "
-                       "(--target_val_loss), or regularise (weight decay, dropout).")
+    parts = []
+    for group, g in exp["groups"].items():
+        low, high = g["band"]
+        e = g["median_consistency"]
+        if group == "adamw":
+            scale = "lr/rms(w)"
+            where = ("below what gradient noise alone gives: some matrices barely move" if e < low / 2 else
+                     "about what gradient noise gives: successive steps mostly cancel, as they do once the early "
+                     "phase is over" if e < 0.5 else
+                     "partly consistent steps" if e < LR_LIMITED else
+                     "consistent steps: successive steps push the same way, so the step size limits the speed"
+                     if e <= high * OUTPACES else "more than Adam's step can give: see the layers_outpace_lr finding")
+            why = (f"Adam moves each element by at most about lr per step; gradient noise alone gives about "
+                   f"{fmt(low, 2)} of it (beta1 {fmt(exp['betas'][0])}), every step agreeing 1, and "
+                   f"{fmt(high, 3)} is the bound for these betas")
+        else:
+            scale = "0.2 x lr_muon/rms(w)"
+            where = ("as expected" if low <= e <= high else "below what an orthogonalised step gives" if e < low
+                     else "above what Muon's step can give")
+            why = ("Muon's orthogonalised step has an RMS of about 0.2 x lr with adjust_lr_fn=match_rms_adamw, "
+                   f"whatever the gradient's consistency: {fmt(low, 2)}-{fmt(high, 3)} of it")
+        parts.append(f"{'AdamW' if group == 'adamw' else 'Muon'} ({g['matrices']} matrices): median ratio "
+                     f"{fmt(g['median_ratio'])} against an expected scale {scale} of {fmt(g['median_expected'])}, "
+                     f"i.e. {fmt(e, 2)} of it, {where} ({why})")
+    overall = s.learning_ratio["overall_median"]
+    why = ("; a small model's small weights at a larger learning rate move faster per step by design"
+           if overall > 10 * RATIO_TARGET else "; larger weights or a smaller learning rate move less per step by "
+           "design" if overall < RATIO_TARGET / 10 else "")
+    return Finding("update_ratios", "info", "Update ratios against the run's own learning rate and weights",
+                   f"{'; '.join(parts)}. For context, the overall median {fmt(overall)} is {ratio_band(overall)}, "
+                   f"the seed's heuristic for GPT-2-size weights at a learning rate near 6e-4{why}: each matrix is "
+                   f"judged against its own scale here (measured {exp['source']}).")
+
+
+def regime_finding(s: RunSummary) -> Finding | None:
+    """The seed's table of train/validation behaviours, each row named for what it is, with advice that fits it:
+    learning and generalising; memorising data read more than once (never "train longer"); validation that does not
+    follow on data read once (not memorisation); high train loss with falling validation; a plateau. The "not
+    learning" row has its own finding (its cause decides the advice); a diverging run belongs to the instability
+    findings."""
+    r, loss, gap = s.regime, s.loss, s.gap
+    scenario = r.get("scenario")
+    epochs = r.get("epochs_started")
+    read = (f"{epochs} epochs started" if epochs else "") + (
+        f"{', ' if epochs else ''}{fmt(r['fraction_of_dataset'], 3)}x the dataset's tokens"
+        if r.get("fraction_of_dataset") else "")
+    train_words = (f"the smoothed train loss changed {fmt(r['train_change_later_half'], 3)} nats over the later half "
+                   f"of the run ({r['train_trend']})")
+    if scenario == "memorising":
+        rising = r["val_trend"] == "rising"
+        stop = loss["min_val_step"] if rising else r["val_settled_step"]
+        course = ((f"validation loss was lowest at step {loss['min_val_step']} ({fmt(loss['min_val_loss'])}) and "
+                   f"rose to {fmt(loss['final_val_loss'])} while the smoothed train loss fell "
+                   f"{fmt(-gap.get('train_change_after_val_min', 0.0), 3)} more") if rising else
+                  (f"validation loss stopped improving at step {stop} (within a trend's size of its best, "
+                   f"{fmt(loss['min_val_loss'])}) and stayed flat (it changed "
+                   f"{fmt(r['val_change_later_half'], 3)} over the later half) while {train_words}"))
+        evidence = (course + f"; the train/val gap is now {fmt(gap.get('gap_final'), 3)}; the data was read more than "
+                    f"once ({read}): the model learns its training text by heart instead of what generalises.")
+        advice = [lower("max_steps", f"Stop near step {stop}, where validation stopped improving (or stop on "
+                                     "--target_val_loss); more passes over the same data will not help.")]
+        shrinking = (s.weights.get("median_rms_change") or 0) < -WEIGHT_SHRINK
+        if not shrinking:
+            advice.append(raise_("weight_decay", f"Regularise: raise --weight_decay (now "
+                                                 f"{s.setting('train', 'weight_decay')})."))
+        if (s.setting("model", "dropout") or 0) < 0.1:
+            advice.append(raise_("dropout", f"A higher --dropout (now {s.setting('model', 'dropout', 0.0)}) also "
+                                            "regularises."))
+        return Finding("overfitting", "problem" if rising else "warning",
+                       "Overfitting: memorising its data (validation loss " + ("rises" if rising else "stays flat")
+                       + " while training loss falls)", evidence,
+                       "Use more data (fewer passes over it): fresh tokens are the cure.", advice=advice,
+                       data={"val_trend": r["val_trend"], "best_step": stop})
+    if scenario == "val_not_following":
+        return Finding("val_not_following", "warning", "Validation does not follow training on data read once",
+                       f"validation loss {'rose' if r['val_trend'] == 'rising' else 'stayed flat'} over the later "
+                       f"evaluations ({fmt(r['val_change_later_half'], 3)} nats) while {train_words}; the training "
+                       f"data was read once ({read or 'no repeat logged'}), so this is not memorisation: every "
+                       "training batch was new, and the training loss itself measures how the model does on unseen "
+                       "text of the training distribution. The validation text differs from the training text.",
+                       "Check that the validation split comes from the same distribution as the training data.")
+    if scenario == "val_falls_train_high":
+        dropout = s.setting("model", "dropout") or 0
+        evidence = (f"{train_words}, while validation loss fell {fmt(-r['val_change_later_half'], 3)} nats over the "
+                    f"same stretch and ends {fmt(-gap.get('gap_final', 0.0), 3)} below the smoothed train loss: the "
+                    "seed's \"high train + decreasing val\" row, which it reads as underfitting. A model that "
+                    "improves on unseen validation text is learning, not underfitting")
+        if dropout > 0:
+            return Finding("underfitting", "warning", "Training loss stays high while validation falls",
+                           evidence + f"; the training loss is measured with dropout {dropout} on, validation "
+                           "without it.",
+                           advice=[lower("dropout", f"Lower --dropout (now {dropout}): it is regularising a model "
+                                                    "that is not overfitting.")])
+        return Finding("underfitting", "info", "Training loss stays high while validation falls",
+                       evidence + ". Without dropout both losses are measured alike, so the training batches "
+                       "are harder than the validation text (a stretch of harder data, or another source).",
+                       "Compare the training and validation text (source, cleaning, language).")
+    if scenario == "plateau":
+        more = ("more passes over the same data will not help (it was read more than once: " + read + ")"
+                if r["repeated_data"] else "a new schedule from a higher rate, or a larger model, is what moves it")
+        return Finding("plateau", "info", "Plateau: train and validation loss stopped falling",
+                       f"{train_words}, and validation loss changed {fmt(r['val_change_later_half'], 3)} nats over the "
+                       f"same stretch (flat): the run has stopped improving at this learning rate and size; {more}.")
+    if scenario == "learning":
+        still = loss.get("min_val_step") == loss.get("last_val_step") and \
+            loss.get("val_evaluations", 0) >= MIN_EVALUATIONS
+        advice = []
+        if still:
+            advice.append(raise_("max_steps", "More tokens should help: validation loss was at its lowest at the last "
+                                              "evaluation" + (f" (the data has been read more than once, {read}: "
+                                                              "watch validation, it will turn)" if r["repeated_data"]
+                                                              else "") + "."))
+        return Finding("learning", "info", "Learning and generalising: train and validation loss both fall",
+                       f"validation loss fell to {fmt(loss.get('min_val_loss'))} (best at step "
+                       f"{loss.get('min_val_step')}) and {train_words}.", advice=advice)
+    if scenario == "learning_no_validation":
+        return Finding("learning", "info", "Learning (no validation loss logged)",
+                       f"{train_words}; without validation loss, learning cannot be told from memorising.",
+                       "Set --eval_every to log validation loss.")
     return None
 
 
@@ -350,8 +678,8 @@ def clipping_finding(s: RunSummary) -> Finding | None:
         return None
     if grad["clipped_fraction_after_warmup"] <= CLIPPING_DOMINANT:
         return None
-    step = (f" The update ratios (median {fmt(ratio['overall_median'])}, {ratio_band(ratio['overall_median'])}) "
-            "show the step the optimizer actually takes.") if ratio else ""
+    step = (f" The update ratios (median {fmt(ratio['overall_median'])}) show the step the optimizer actually "
+            "takes.") if ratio else ""
     return Finding("clip_threshold_low", "warning", "The clip threshold sits below the typical gradient norm",
                    f"{fmt(100 * grad['clipped_fraction_after_warmup'], 3)}% of the {grad['steps_after_warmup']} steps "
                    f"after warmup (limit {fmt(100 * CLIPPING_DOMINANT, 3)}%) had a norm above --grad_clip "
@@ -359,8 +687,13 @@ def clipping_finding(s: RunSummary) -> Finding | None:
                    "scaled down by a constant gives nearly the same step (Adam divides by the running RMS), so this "
                    "clipping does not make the steps smaller: it normalises every gradient, and outliers are no "
                    "longer told apart from ordinary steps." + step,
-                   f"Raise --grad_clip to about {fmt(grad['p90_after_warmup'], 2)} (the 90th percentile of the norm "
-                   "after warmup) so that only outlier steps are clipped.")
+                   advice=[raise_("grad_clip", f"Raise --grad_clip to about {fmt(grad['p90_after_warmup'], 2)} (the "
+                                               "90th percentile of the norm after warmup) so that only outlier steps "
+                                               "are clipped.")])
+
+
+def _spike_list(steps: list[int], detail: dict) -> str:
+    return listed([f"{x} ({fmt(detail[x]['value'], 3)} vs {fmt(detail[x]['level'], 3)} around it)" for x in steps])
 
 
 def grad_spike_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
@@ -368,18 +701,19 @@ def grad_spike_finding(s: RunSummary, claimed_until: int = 0) -> Finding | None:
     spikes = s.unexplained([x for x in every if x > claimed_until])  # earlier ones: the warmup finding
     if not spikes:
         return None
-    values = s.grad_spikes["values"]
     return Finding("grad_norm_spikes", "warning", "Gradient-norm spikes after warmup",
-                   f"{len(spikes)} step(s) after warmup had a gradient norm more than {fmt(SPIKE_Z)} standard deviations above "
-                   f"the previous steps: {listed([str(x) for x in spikes], {str(k): v for k, v in values.items()})}"
+                   f"{len(spikes)} step(s) after warmup had a gradient norm at least "
+                   f"{fmt(1 + GRAD_SPIKE_MIN_RELATIVE, 2)}x the median of the steps around it and more than "
+                   f"{fmt(SPIKE_Z)} robust standard deviations of its batch-to-batch noise above it: "
+                   f"{_spike_list(spikes, s.grad_spikes['detail'])}"
                    + (" (earlier ones belong to the early phase, see the warmup_too_short finding)"
                       if len(spikes) < len(every) else "") + ".",
-                   "Look at the data around these steps; if the loss also jumps there, the spike_detector callback "
-                   "with skip_updates=true skips such updates.")
+                   "Look at the data around these steps; if the loss also jumps there, --spike_guard skips such "
+                   "updates.")
 
 
 def grad_norm_findings(s: RunSummary, findings: list[Finding]) -> list[Finding]:
-    grad, ratio, grad_ratio = s.grad_norm, s.update_ratio, s.grad_ratio
+    grad, ratio, grad_ratio, exp = s.grad_norm, s.update_ratio, s.grad_ratio, s.expectation
     if not grad:
         return []
     spikes = s.grad_spikes.get("after_warmup", []) if s.grad_spikes else []
@@ -394,20 +728,31 @@ def grad_norm_findings(s: RunSummary, findings: list[Finding]) -> list[Finding]:
         raw = (f"the raw gradient norm (median {fmt(grad['median_after_warmup'])} after warmup, before clipping"
                + (f"; std(grad)/std(w) of the clipped gradient, median {fmt(grad_ratio['overall_median'])}"
                   if grad_ratio else "") + ")")
+        ids = {f.id for f in findings}
         if ratio:
             median = ratio["overall_median"]
-            lr_finding = next((f.id for f in findings if f.id in ("lr_too_low", "lr_too_high")), None)
-            if in_healthy_band(median) and any(f.id == "depth_starves_layers" for f in findings):
-                verdict = ("most weights move at a healthy rate, but not every block (see the depth_starves_layers "
-                           "finding)")
-            elif in_healthy_band(median):
-                verdict = "the weights do move at a healthy rate"
+            lr_finding = next((i for i in ("lr_too_low", "lr_too_high", "not_learning") if i in ids), None)
+            if exp:
+                barely = "layers_not_learning" in ids or "depth_starves_layers" in ids
+                consistency = min(g["median_consistency"] for g in exp["groups"].values())
+                verdict = ("most weights move as far as their learning rate implies, but not every matrix (see the "
+                           f"{'depth_starves_layers' if 'depth_starves_layers' in ids else 'layers_not_learning'} "
+                           "finding)" if barely else
+                           f"the weights move as far as their learning rate implies (a median {fmt(consistency, 2)} "
+                           "or more of the scale lr/rms(w), see the update_ratios finding)")
+                measured = f"the update/weight ratios (median {fmt(median)})"
             else:
-                verdict = "the update ratios are themselves out of range" + (
-                    f" (see the {lr_finding} finding)" if lr_finding else "")
+                if in_healthy_band(median) and "depth_starves_layers" in ids:
+                    verdict = ("most weights move at a healthy rate, but not every block (see the "
+                               "depth_starves_layers finding)")
+                elif in_healthy_band(median):
+                    verdict = "the weights do move at a healthy rate"
+                else:
+                    verdict = "the update ratios are themselves out of range" + (
+                        f" (see the {lr_finding} finding)" if lr_finding else "")
+                measured = f"the update/weight ratios (median {fmt(median)}, {ratio_band(median)})"
             text = (f"{raw} looks small, but under AdamW that is not evidence of vanishing gradients: Adam divides "
-                    f"each step by the gradient's running RMS. The update/weight ratios (median {fmt(median)}, "
-                    f"{ratio_band(median)}) show {verdict}.")
+                    f"each step by the gradient's running RMS. {measured[0].upper() + measured[1:]} show {verdict}.")
         else:
             text = (f"{raw} looks small, but under AdamW that alone is not evidence of vanishing gradients; no "
                     "update ratios were logged, so whether layers learn cannot be concluded.")
@@ -418,7 +763,7 @@ def grad_norm_findings(s: RunSummary, findings: list[Finding]) -> list[Finding]:
 
 
 def reference_finding(s: RunSummary) -> Finding | None:
-    ref, loss = s.reference, s.loss
+    ref, loss, scenario = s.reference, s.loss, s.regime.get("scenario")
     if ref["reference_loss"] is None:
         return None
     if ref.get("val_crossing_step") is not None:
@@ -432,18 +777,41 @@ def reference_finding(s: RunSummary) -> Finding | None:
         return Finding("reference_not_reached", "info", "Reference validation loss not reached",
                        f"no validation loss was logged to compare with the reference {fmt(ref['reference_loss'])}.",
                        "Set --eval_every to log validation loss.")
+    still = loss.get("min_val_step") == loss.get("last_val_step")
+    if scenario == "memorising":
+        advice, note = [], ("More passes over the same data will not get there: the run is memorising it (see the "
+                            "overfitting finding); more data or a larger model might.")
+    elif still and scenario in ("learning", "val_falls_train_high"):
+        advice, note = [raise_("max_steps", "Train for more tokens: validation loss is still falling.")], ""
+    else:
+        advice, note = [], ("Validation loss is no longer falling: more tokens of this run alone are unlikely to get "
+                            "there.")
     return Finding("reference_not_reached", "info", "Reference validation loss not reached",
                    f"best validation loss {fmt(best)} vs reference {fmt(ref['reference_loss'])} "
-                   f"({ref['reference_source']}); still {fmt(best - ref['reference_loss'], 3)} above.",
-                   "Train for more tokens if validation loss is still falling.")
+                   f"({ref['reference_source']}); still {fmt(best - ref['reference_loss'], 3)} above.", note,
+                   advice=advice)
 
 
 def loss_spike_finding(s: RunSummary, findings: list[Finding], claimed_until: int = 0) -> Finding | None:
     spikes = s.unexplained([x for x in s.spikes["spike_steps"] if x > claimed_until])  # see the warmup finding
+    detector = s.spikes.get("detector_steps")
+    note = ""
+    if detector is not None:
+        agree = sorted(set(detector) & set(s.spikes["spike_steps"]))
+        note = (f" The spike_detector callback (llm.c's mean/std rule over its trailing window, which a falling "
+                f"trend and the spikes themselves inflate) flagged {len(detector)} step(s)"
+                + (f" ({listed([str(x) for x in detector])})" if detector else "")
+                + f"; {len(agree)} of them are spikes by this rule.")
     if not spikes or any(f.id == "lr_too_high" for f in findings):
+        if detector and not spikes:
+            return Finding("loss_spikes", "info", "No loss spikes by the report's rule",
+                           f"no step's loss stands out from its own batch-to-batch noise ({s.spikes['source']})."
+                           + note)
         return None
-    return Finding("loss_spikes", "warning", "Loss spikes", f"{len(spikes)} spike(s) at steps "
-                   f"{listed([str(x) for x in spikes])} ({s.spikes['source']}).")
+    return Finding("loss_spikes", "warning", "Loss spikes",
+                   f"{len(spikes)} spike(s) at steps {_spike_list(spikes, s.spikes['detail'])} "
+                   f"({s.spikes['source']})." + note,
+                   "A single spike the run recovers from is harmless; repeated ones point to the learning rate.")
 
 
 def _value(value) -> str:
@@ -451,44 +819,72 @@ def _value(value) -> str:
 
 
 def changes_finding(s: RunSummary) -> Finding | None:
-    """Settings changed by hand on resume: stated with their step, so no dynamics they caused is read as the
-    run's own (spikes within CHANGE_SETTLE_STEPS steps after them are not counted as instability)."""
+    """Settings changed by hand on resume that survived: stated with their step, so no dynamics they caused is read
+    as the run's own (spikes within CHANGE_SETTLE_STEPS steps after them are not counted as instability). Changes
+    recorded at steps a later rollback abandoned are named apart and credited with nothing."""
     resumes = [c for c in s.changes if c.get("changes") or c.get("schedule")]
-    if not resumes:
+    dropped = [c for c in s.abandoned.get("changes", []) if c.get("changes") or c.get("schedule")]
+    if not resumes and not dropped:
         return None
-    parts = []
-    for change in resumes:
+
+    def describe(change):
         settings = ", ".join(f"{key} {_value(old)} -> {_value(new)}" for key, (old, new) in change["changes"].items())
         lr = (f"; learning rate {fmt(change['lr_before'])} -> {fmt(change['lr_after'])}"
               if change.get("lr_before") is not None and change.get("lr_before") != change.get("lr_after") else "")
         schedule = f"; schedule {change['schedule']}" if change.get("schedule") else ""
-        parts.append(f"at step {change['step']}: {settings or 'no setting'}{lr}{schedule}")
-    return Finding("settings_changed", "info", "Settings changed by hand during the run",
-                   "; ".join(parts) + f". What follows each of these steps reflects the change, not the run's own "
-                   f"dynamics: loss or gradient spikes within {CHANGE_SETTLE_STEPS} steps after it are not counted "
-                   "as instability.")
+        why = f" ({change['reason']})" if change.get("reason") else ""
+        return f"at step {change['step']}{why}: {settings or 'no setting'}{lr}{schedule}"
+
+    text = ("; ".join(describe(c) for c in resumes) + f". What follows each of these steps reflects the change, not "
+            f"the run's own dynamics: loss or gradient spikes within {CHANGE_SETTLE_STEPS} steps after it are not "
+            "counted as instability.") if resumes else ""
+    if dropped:
+        text += ((" " if text else "") + "Left out, because the steps they were recorded at were later abandoned: "
+                 + "; ".join(f"{describe(c)} ({c['abandoned_by']})" for c in dropped) + ". No spike is excused by "
+                 "them; a rollback keeps the settings in force when it happens (the loop re-applies them to the "
+                 "restored checkpoint).")
+    return Finding("settings_changed", "info", "Settings changed by hand during the run", text)
 
 
 def spike_guard_finding(s: RunSummary) -> Finding | None:
-    """What the spike guard did: skipped updates, rollbacks (with the data skipped), a stop."""
-    records = s.interventions
-    if not records:
-        return None
+    """What the spike guard did: skipped updates, rollbacks (with the data skipped), a stop. Records of steps that a
+    later rollback abandoned are counted apart, not as the run's."""
+    records, dropped = s.interventions, s.abandoned.get("interventions", [])
+    unarmed = bool(s.guard) and s.guard["armed_at"] is None
+    never_armed = (f"the spike guard never armed: the run ended at step {s.guard['last_step']}, before its band had "
+                   "enough accepted steps (8), so only a divergence far above the first loss was watched for"
+                   if unarmed else "")
+    if not records and not dropped:
+        return Finding("spike_guard", "info", "Spike guard never armed", never_armed + ".") if unarmed else None
     skips = [r["step"] for r in records if r["action"] == "skip"]
     rollbacks = [r for r in records if r["action"] == "rollback"]
     stops = [r for r in records if r["action"] == "stop"]
     parts = [f"{len(skips)} update(s) skipped (steps {listed([str(x) for x in skips], limit=12)})"] if skips else []
     parts += [f"at step {r['step']} rolled back to step {r['to_step']} ({r['reason']}), data resumed at step "
-              f"{r['data_resumes_at_step']}" for r in rollbacks]
+              f"{r['data_resumes_at_step']}" + (f" (the updates it had skipped on the abandoned steps: "
+                                                 f"{listed([str(x) for x in r['skipped_steps']])})"
+                                                 if r.get("skipped_steps") else "") for r in rollbacks]
     parts += [f"stopped at step {r['step']}: {r['reason']}" for r in stops]
+    if dropped:
+        parts.append(f"{len(dropped)} record(s) of steps a later rollback abandoned are not counted as the run's "
+                     f"({listed([str(r['action']) + ' at step ' + str(r['step']) for r in dropped], limit=6)})")
+    if never_armed:
+        parts.append(never_armed)
     severity = "problem" if stops else "warning" if rollbacks else "info"
     title = ("Spike guard stopped the run" if stops else "Spike guard rolled back past a spike" if rollbacks
              else "Spike guard skipped spiking updates")
-    advice = ("The cause survived fresh data and an earlier state: lower --max_lr or lengthen --warmup_steps."
-              if stops else "Look at the data around the first spiking step; repeated rollbacks point to the "
-              "learning rate, not the data." if rollbacks else "")
+    advice = []
+    if stops:
+        advice.append(lower("max_lr", f"The cause survived fresh data and an earlier state: lower --max_lr (now "
+                                      f"{s.setting('train', 'max_lr')})."))
+        if warmup_may_be_blamed(s):
+            advice.append(raise_("warmup_steps", "Or lengthen --warmup_steps: the trouble began before the peak "
+                                                 "learning rate had been held stably."))
+    note = ("Look at the data around the first spiking step; repeated rollbacks point to the learning rate, not the "
+            "data." if rollbacks and not stops else "")
     return Finding("spike_guard", severity, title, "; ".join(parts) + " (interventions.jsonl holds every record; a "
-                   "rollback's abandoned steps are not in the curves).", advice)
+                   "rollback's abandoned steps are not in the curves).", note, advice=advice,
+                   data={"stopped_at": stops[-1]["step"] if stops else None})
 
 
 def branch_finding(s: RunSummary) -> Finding | None:
@@ -507,6 +903,12 @@ def batch_finding(s: RunSummary) -> Finding | None:
     noise = s.noise_scale
     if not noise:
         return None
+    if noise.get("undefined"):
+        return Finding("noise_scale_undefined", "info", "The gradient noise scale was measured but never defined",
+                       f"at all {noise['measurements']} measurement(s) the smoothed estimate of |G|^2 was at or below "
+                       "0 (the gradient's noise drowned its signal at this batch, or a spike), so B_simple = "
+                       "tr(Sigma) / |G|^2 has no value and the batch cannot be compared with it.",
+                       "A longer run (|G|^2 is better resolved as training settles) or a larger batch gives it a value.")
     ratio, batch, scale = noise["batch_over_noise"], noise["tokens_per_step"], noise["median_later"]
     evidence = (f"{count(batch)} tokens per step against a gradient noise scale B_simple of {count(scale)} tokens (the "
                 f"median over the later half of training; it went from {count(noise['first'])} to {count(noise['last'])}):"
@@ -517,31 +919,125 @@ def batch_finding(s: RunSummary) -> Finding | None:
         return Finding("batch_above_noise_scale", "warning", "The batch is far above the gradient noise scale",
                        evidence + f" Above about {fmt(NOISE_BATCH_FAR)}x, tokens go to averaging gradients that "
                        "already agree: each step costs more tokens than it needs.",
-                       f"A smaller --total_batch_tokens (toward {count(scale)}) should reach the same loss with fewer "
-                       "tokens (in more steps).")
+                       advice=[lower("total_batch_tokens", f"A smaller --total_batch_tokens (toward {count(scale)}) "
+                                                           "should reach the same loss with fewer tokens (in more "
+                                                           "steps).")])
     if ratio < 1 / NOISE_BATCH_FAR:
         return Finding("batch_below_noise_scale", "info", "The batch is far below the gradient noise scale",
                        evidence + f" Below about 1/{fmt(NOISE_BATCH_FAR)}, steps are dominated by gradient noise: "
                        "a larger batch would spend tokens as well and use each step better (fewer steps).",
-                       f"A larger --total_batch_tokens (toward {count(scale)}) if steps, not tokens, are the limit.")
+                       advice=[raise_("total_batch_tokens", f"A larger --total_batch_tokens (toward {count(scale)}) "
+                                                            "if steps, not tokens, are the limit.")])
     return Finding("batch_near_noise_scale", "info", "The batch is near the gradient noise scale",
                    evidence + f" Within {fmt(NOISE_BATCH_FAR)}x either way: near the critical batch.")
 
 
 def healthy_finding(s: RunSummary, findings: list[Finding]) -> Finding | None:
-    """Only when nothing is wrong: no warning or problem, and every weight matrix learning."""
+    """Only when nothing is wrong: no warning or problem."""
     if any(f.severity in SEVERE for f in findings):
         return None
-    loss, ratio = s.loss, s.update_ratio
+    loss, ratio = s.loss, s.learning_ratio
     text = (f"train loss fell from {fmt(loss['initial_train_loss'])} to {fmt(loss['final_train_loss_smoothed'])}"
             + (f", validation to {fmt(loss['final_val_loss'])}" if "final_val_loss" in loss else "")
-            + (f"; median update/weight ratio {fmt(ratio['overall_median'])}, {ratio_band(ratio['overall_median'])}"
-               if ratio else "") + f"; {len(s.spikes['spike_steps'])} loss spikes; no warning.")
-    still_improving = "min_val_step" in loss and loss["min_val_step"] == loss.get("last_val_step") and \
-        loss.get("val_evaluations", 0) >= MIN_EVALUATIONS
-    return Finding("healthy", "info", "Healthy run", text,
-                   "Validation loss was at its lowest at the last evaluation: more tokens should help."
-                   if still_improving else "")
+            + (f"; median update/weight ratio {fmt(ratio['overall_median'])}" if ratio else "")
+            + f"; {len(s.spikes['spike_steps'])} loss spikes; no warning.")
+    return Finding("healthy", "info", "Healthy run", text)
+
+
+# ----------------------------------------------------------------------------------------------- one voice
+def resolve_conflicts(findings: list[Finding]) -> None:
+    """No report turns one setting both ways. Where two findings would, the advice of the higher-priority finding
+    (``RANKS``: instability, then memorisation, then not learning, then speed and efficiency; a tie goes to the
+    safer direction, ``SAFE_DIRECTION``, else to lowering) stays, and the other finding says why its advice on that
+    setting was left out."""
+    by_setting: dict[str, dict[str, list[Finding]]] = {}
+    for f in findings:
+        for a in f.advice:
+            if a.setting:
+                by_setting.setdefault(a.setting, {}).setdefault(a.direction, []).append(f)
+    for setting, directions in by_setting.items():
+        if len(directions) < 2:
+            continue
+        best = {d: min(rank(f) for f in fs) for d, fs in directions.items()}
+        safe = SAFE_DIRECTION.get(setting, "lower")
+        keep = min(directions, key=lambda d: (best[d], d != safe))
+        winner = min(directions[keep], key=rank)
+        for direction, losers in directions.items():
+            if direction == keep:
+                continue
+            for f in losers:
+                if f is winner:
+                    continue
+                f.advice = [a for a in f.advice if a.setting != setting]
+                f.advice.append(Advice(f"(Its advice on --{setting} is left out: the {winner.id} finding, about "
+                                       f"{PRIORITY_CLASSES[rank(winner)]}, advises the opposite and takes priority"
+                                       + (f" over {PRIORITY_CLASSES[rank(f)]}." if rank(f) != rank(winner) else ".")
+                                       + ")"))
+
+
+def instability_first(findings: list[Finding]) -> None:
+    """A run with an instability problem gets no advice to go faster or further (more steps, a bigger batch, a
+    higher clip threshold): it must be made stable first."""
+    unstable = next((f for f in findings if rank(f) == 0 and f.severity == "problem"), None)
+    if unstable is None:
+        return
+    for f in findings:
+        if rank(f) == PRIORITY_CLASSES.index("speed and efficiency") and any(a.setting for a in f.advice):
+            f.advice = [a for a in f.advice if not a.setting]
+            f.advice.append(Advice(f"(Advice on speed is left for later: make the run stable first, see the "
+                                   f"{unstable.id} finding.)"))
+
+
+def verdict(summary: RunSummary, findings: list[Finding]) -> tuple[str, str]:
+    """One line from the findings, in their priority order, never from anything else: (id, words)."""
+    by_id = {f.id: f for f in findings}
+    steps = summary.loss["steps"]
+    if "too_short" in by_id:
+        if "lr_too_high" in by_id:
+            return "diverged", (f"diverged at step {by_id['lr_too_high'].data['diverged_at']} (non-finite loss), in a "
+                                f"run too short ({steps} steps) to judge anything else")
+        warned = [f.title.lower() for f in findings if f.severity in SEVERE]
+        if warned:
+            return "too_short", (f"too short to judge ({steps} steps; at least {MIN_STEPS_TO_JUDGE}), with warnings: "
+                                 + "; ".join(warned))
+        return "too_short", f"healthy so far, but too short to judge ({steps} steps; at least {MIN_STEPS_TO_JUDGE})"
+    if "late_divergence" in by_id:
+        f = by_id["late_divergence"]
+        return "diverged", (f"diverged at step {f.data['diverged_at']}, after holding its peak learning rate stably "
+                            f"for {f.data['held_steps']} steps")
+    if "lr_too_high" in by_id and by_id["lr_too_high"].data.get("diverged_at") is not None:
+        return "diverged", f"diverged at step {by_id['lr_too_high'].data['diverged_at']}: learning rate too high"
+    guard = by_id.get("spike_guard")
+    if guard and guard.data.get("stopped_at") is not None:
+        return "stopped", f"unstable: the spike guard stopped the run at step {guard.data['stopped_at']}"
+    if "lr_too_high" in by_id:
+        return "unstable", f"unstable: {by_id['lr_too_high'].data['spikes']} loss spikes, learning rate too high"
+    if "warmup_too_short" in by_id:
+        return "unstable_early", ("unstable in the early phase (warmup too short), stable after it: loss jump at step "
+                                  f"{by_id['warmup_too_short'].data['first_step']}")
+    not_learning = {"lr_too_low": "not learning: the learning rate is too low",
+                    "loss_flat": "not learning: the loss barely moves (the cause cannot be told without update ratios)"}
+    if "not_learning" in by_id:
+        cause = by_id["not_learning"].data.get("cause")
+        not_learning["not_learning"] = ("not learning: the weights do not move" if cause == "weights do not move" else
+                                        "not learning, although the weights move: not the learning rate")
+    for key, words in not_learning.items():
+        if key in by_id:
+            return "not_learning", words
+    if "overfitting" in by_id:
+        f = by_id["overfitting"]
+        trend = "rising" if f.data["val_trend"] == "rising" else "flat"
+        return "memorising", (f"memorising its data: validation loss {trend} since step {f.data['best_step']} on "
+                              "data read more than once")
+    severe = [f for f in findings if f.severity in SEVERE]
+    if severe:
+        return "warnings", "learning, with warnings: " + "; ".join(f.title.lower() for f in severe)
+    learning = by_id.get("learning")
+    if learning and learning.advice:
+        return "healthy", "healthy: learning and generalising, validation loss still falling"
+    if "plateau" in by_id:
+        return "healthy", "healthy, but on a plateau: train and validation loss stopped falling"
+    return "healthy", "healthy"
 
 
 def diagnose(summary: RunSummary) -> list[Finding]:
@@ -549,7 +1045,11 @@ def diagnose(summary: RunSummary) -> list[Finding]:
     findings += [f for f in (branch_finding(summary), changes_finding(summary), spike_guard_finding(summary)) if f]
     too_short = too_short_finding(summary)
     if too_short:
-        return findings + [too_short]
+        findings.append(too_short)
+        if unstable := instability_finding(summary, short=True):
+            findings.append(unstable)
+        resolve_conflicts(findings)
+        return findings
     claimed_until = 0  # the last step of an early phase whose spikes a warmup finding has claimed
     if warmup := warmup_finding(summary):
         findings.append(warmup)
@@ -559,19 +1059,25 @@ def diagnose(summary: RunSummary) -> list[Finding]:
         findings.append(late)
     if unstable := instability_finding(summary, claimed_until, late=late is not None):
         findings.append(unstable)
-    for rule in (learning_rate_low_finding, weight_decay_finding, overfitting_finding, depth_finding):
+    for rule in (not_learning_finding, weight_decay_finding, regime_finding, depth_finding):
         if finding := rule(summary):
             findings.append(finding)
     findings += layer_findings(summary)
+    findings += [f for f in (update_ratio_finding(summary), lr_limited_finding(summary, findings)) if f]
     if not any(f.id == "lr_too_high" for f in findings):
         # In an unstable run the large norms are a symptom; raising the clip threshold would be the wrong advice.
         findings += [f for f in (clipping_finding(summary), grad_spike_finding(summary, claimed_until)) if f]
-    findings += [f for f in (gap_finding(summary), reference_finding(summary), batch_finding(summary)) if f]
+    findings += [f for f in (gap_finding(summary), reference_finding(summary)) if f]
+    if not any(f.id in ("lr_too_high", "late_divergence") for f in findings):
+        # An unstable run's gradient noise scale measures the instability, not what the batch buys.
+        findings += [f for f in (batch_finding(summary),) if f]
     findings += grad_norm_findings(summary, findings)
     if spike := loss_spike_finding(summary, findings, claimed_until):
         findings.append(spike)
     if healthy := healthy_finding(summary, findings):
         findings.append(healthy)
+    instability_first(findings)
+    resolve_conflicts(findings)
     return findings
 
 
@@ -588,6 +1094,7 @@ def build_report(run: Run, with_forecast: bool = False) -> dict:
 
         predicted = forecast(run)
         report["forecast"] = predicted.to_dict() if predicted is not None else None
-    return {**report, "findings": [asdict(f) for f in diagnose(summary)]}
-
-
+    findings = diagnose(summary)
+    verdict_id, words = verdict(summary, findings)
+    return {"verdict": words, "verdict_id": verdict_id, **report, "findings": [f.as_dict() for f in findings],
+            "advice_priority": ADVICE_PRIORITY}

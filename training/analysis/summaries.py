@@ -3,7 +3,7 @@ the report's rules read (one section per signal)."""
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -11,6 +11,7 @@ import numpy as np
 from ..layout import Tags
 from .runs import Run
 from .thresholds import (
+    BARELY_MOVES,
     CHANGE_SETTLE_STEPS,
     DEPTH_FLAT,
     DEPTH_TREND,
@@ -19,18 +20,36 @@ from .thresholds import (
     EMA_ALPHA,
     FAR_ABOVE,
     FAR_BELOW,
+    GRAD_SPIKE_MIN_RELATIVE,
+    HELD_PEAK_FRACTION,
+    HELD_PEAK_MIN_STEPS,
     JUMP_GRAD_FACTOR,
     JUMP_MIN_NATS,
     JUMP_NEIGHBOURS,
     JUMP_NOISE_FACTOR,
+    LOSS_FLAT,
+    LOSS_FLAT_NOISE,
+    LOSS_SPIKE_MIN_RELATIVE,
     MIN_BLOCKS_FOR_DEPTH,
+    MIN_EVALUATIONS,
+    MIN_EVALUATIONS_FOR_TREND,
+    MUON_CONSISTENCY_BAND,
+    MUON_RMS_SCALE,
+    OUTPACES,
+    OVERFIT_TRAIN_FALL,
+    OVERFIT_VAL_RISE,
+    OVERFIT_VAL_RISE_RELATIVE,
     RATIO_SKIP_FRACTION,
     RATIO_UNSTABLE,
     REFERENCE_TOLERANCE,
-    SPIKE_MIN_HISTORY,
-    SPIKE_WINDOW,
+    SPIKE_MIN_RESIDUALS,
+    SPIKE_NEIGHBOURS,
+    SPIKE_NOISE_WINDOW,
     SPIKE_Z,
     STANDARD_INIT_STD,
+    VAL_AGREES_RISE,
+    adam_band,
+    trend_limit,
 )
 
 __all__ = ["FAR_ABOVE", "FAR_BELOW", "RunSummary", "ema", "first_crossing", "summarize"]
@@ -90,6 +109,7 @@ def loss_summary(run: Run) -> dict:
                "final_train_loss_smoothed": float(smooth[-1]) if len(smooth) else None,
                "min_train_loss_smoothed": float(np.nanmin(smooth)) if len(smooth) else None,
                "steps": int(steps[-1]) if len(steps) else 0, "nonfinite_steps": int((~finite).sum()),
+               "first_nonfinite_step": int(steps[~finite][0]) if (~finite).any() else None,
                **divergence_onset(steps, smooth)}
     val_steps, val = run.series(Tags.VAL_LOSS)
     if len(val):
@@ -207,28 +227,57 @@ def ratio_summary(run: Run, prefix: str) -> dict:
             "min": float(medians.min()), "max": float(medians.max())}
 
 
-def zscore_outliers(steps: np.ndarray, values: np.ndarray, z_threshold: float = SPIKE_Z,
-                    window: int = SPIKE_WINDOW) -> list[int]:
-    """Steps whose value is more than ``z_threshold`` standard deviations above the trailing ``window`` (or not
-    finite), llm.c's outlier rule; needs 8 finite values of history."""
-    out = []
-    for i in range(window // 4, len(values)):
-        history = values[max(0, i - window):i]
-        history = history[np.isfinite(history)]
-        if len(history) < SPIKE_MIN_HISTORY:
+def robust_outliers(steps: np.ndarray, values: np.ndarray, min_relative: float, log: bool = False,
+                    z_threshold: float = SPIKE_Z) -> dict:
+    """Steps whose value is an outlier against the run's own batch-to-batch noise (thresholds.py, "spikes"): more
+    than ``z_threshold`` robust standard deviations of the local detrended residuals above the larger of the medians
+    of the steps before and after it, and at least ``min_relative`` above that level. ``log``: judge the logarithm
+    (a gradient norm's noise is multiplicative). Non-finite values are left out (the loss's own count says them).
+    Returns the steps with, for each, its value, level, size above the level (relative) and z."""
+    finite = np.isfinite(values) & ((values > 0) if log else True)
+    steps, raw = steps[finite], values[finite]
+    y = np.log(raw) if log else raw
+    k, n = SPIKE_NEIGHBOURS, len(y)
+    if n < k + SPIKE_MIN_RESIDUALS:
+        return {"steps": [], "detail": {}}
+    level, residual = np.full(n, np.nan), np.full(n, np.nan)
+    for i in range(n):
+        before, after = y[max(0, i - k):i], y[i + 1:i + 1 + k]
+        if len(before) < k:  # the first steps have no history to stand out from
             continue
-        std = history.std()
-        if not np.isfinite(values[i]) or (std > 0 and (values[i] - history.mean()) / std > z_threshold):
+        level[i] = max(np.median(before), np.median(after)) if len(after) else np.median(before)
+        residual[i] = y[i] - np.median(np.concatenate([before, after]))
+    half = SPIKE_NOISE_WINDOW // 2
+    out, detail = [], {}
+    for i in range(n):
+        if not np.isfinite(level[i]):
+            continue
+        # The noise on each side of the step, the larger one: where the noise level changes (the end of the fast
+        # early phase), a step must stand out from the noisier side too.
+        sides = [side[np.isfinite(side)] for side in (residual[max(0, i - half):i], residual[i + 1:i + half + 1])]
+        if sum(len(side) for side in sides) < SPIKE_MIN_RESIDUALS:
+            continue
+        sigma = max(1.4826 * float(np.median(np.abs(side - np.median(side))))
+                    for side in sides if len(side) >= SPIKE_MIN_RESIDUALS // 2)
+        excess = y[i] - level[i]
+        size = (math.exp(excess) - 1) if log else excess / max(abs(level[i]), 1e-12)
+        z = excess / sigma if sigma > 0 else (math.inf if excess > 0 else 0.0)
+        if z > z_threshold and size >= min_relative:
             out.append(int(steps[i]))
-    return out
+            detail[int(steps[i])] = {"value": float(raw[i]), "level": float(math.exp(level[i]) if log else level[i]),
+                                     "above": float(size), "z": float(min(z, 1e9))}
+    return {"steps": out, "detail": detail}
 
 
 def grad_spike_summary(run: Run) -> dict:
-    """Gradient-norm outliers after warmup (the early, large norms of warmup are expected and not counted)."""
+    """Gradient-norm outliers after warmup (the early, large norms of warmup are expected and not counted), by the
+    robust rule on the norm's logarithm (at least GRAD_SPIKE_MIN_RELATIVE above the local level)."""
     steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
     warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
-    spikes = [s for s in zscore_outliers(steps, norm) if s > warmup]
-    return {"after_warmup": spikes, "values": {s: float(run.scalars[Tags.TRAIN_GRAD_NORM][s]) for s in spikes}}
+    found = robust_outliers(steps, norm, GRAD_SPIKE_MIN_RELATIVE, log=True)
+    spikes = [s for s in found["steps"] if s > warmup]
+    return {"after_warmup": spikes, "values": {s: found["detail"][s]["value"] for s in spikes},
+            "detail": {s: found["detail"][s] for s in spikes}}
 
 
 def weight_summary(run: Run) -> dict:
@@ -262,13 +311,21 @@ def weight_summary(run: Run) -> dict:
             "median_decay_vs_gradient": median(decay_vs_gradient)}
 
 
-def spike_summary(run: Run, z_threshold: float = SPIKE_Z, window: int = SPIKE_WINDOW) -> dict:
-    """Loss spikes: a z-score of the loss against the trailing window (llm.c's rule), always computed here from the
-    logged loss, so the count does not depend on whether the spike_detector callback ran (its defaults are the same
-    rule; what it flagged is in its own tags)."""
+def spike_summary(run: Run) -> dict:
+    """Loss spikes by the robust rule (thresholds.py, "spikes"), always computed here from the logged loss; where
+    the spike_detector callback ran, the steps it flagged by its own mean/std rule are listed beside them."""
     steps, loss = run.series(Tags.TRAIN_LOSS)
-    spikes = zscore_outliers(steps, loss, z_threshold, window)
-    return {"source": f"loss z-score > {z_threshold} over the previous {window} steps", "spike_steps": spikes}
+    found = robust_outliers(steps, loss, LOSS_SPIKE_MIN_RELATIVE)
+    out = {"source": f"loss more than {fmt_plain(SPIKE_Z)} robust standard deviations of its local batch-to-batch "
+                     f"noise and at least {fmt_plain(100 * LOSS_SPIKE_MIN_RELATIVE)}% above the median of the steps "
+                     "around it", "spike_steps": found["steps"], "detail": found["detail"]}
+    if run.has(Tags.SPIKE_IS_SPIKE):
+        out["detector_steps"] = [int(s) for s, v in run.scalars[Tags.SPIKE_IS_SPIKE].items() if v > 0]
+    return out
+
+
+def fmt_plain(value: float) -> str:
+    return f"{value:g}"
 
 
 def loss_jumps(run: Run) -> dict:
@@ -365,6 +422,300 @@ def depth_summary(per_parameter: dict[str, float]) -> dict:
             "flat": abs(decades) < DEPTH_FLAT}
 
 
+# ----------------------------------------------------------------------------------------------- expectations
+def _step_lookup(run: Run, tag: str):
+    """A logged per-step series as a function of the step (the last logged value at or before it), or None."""
+    steps, values = run.series(tag)
+    keep = np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    if not len(steps):
+        return None
+
+    def at(step: float) -> float:
+        i = int(np.searchsorted(steps, step, side="right")) - 1
+        return float(values[max(i, 0)])
+    return at
+
+
+def is_muon_matrix(name: str) -> bool:
+    """The matrices ``--optimizer muon`` gives to Muon: the 2-D weights inside the blocks (training/loop/
+    optimization.py ``hidden_matrices``); embeddings and the tied head stay on AdamW."""
+    return block_and_kind(name)[0] is not None
+
+
+def expectation_summary(run: Run) -> dict:
+    """Each weight matrix's update/weight ratio against what the run's own learning rate, optimizer and weights
+    imply (thresholds.py, "update ratios"): the expected scale lr_t / rms(w) (Adam; 0.2 x lr_t / rms(w) for a Muon
+    matrix) at every measurement, and the measured ratio divided by it, the consistency e. Measurements in the first
+    RATIO_SKIP_FRACTION of the run are left out, like ``ratio_summary``'s. Empty without weight RMS or learning
+    rates."""
+    train = run.config.get("train", {})
+    optimizer = train.get("optimizer") or "adamw"
+    beta1, beta2 = float(train.get("adam_beta1", 0.9) or 0.9), float(train.get("adam_beta2", 0.95) or 0.95)
+    prefix = Tags.UPDATE_RATIO_GRAD if run.tags(Tags.UPDATE_RATIO_GRAD) else Tags.UPDATE_RATIO
+    tags = run.tags(prefix)
+    if not tags or not run.tags(Tags.WEIGHT_RMS):
+        return {}
+    lr_adam, lr_muon = _step_lookup(run, Tags.TRAIN_LR), _step_lookup(run, Tags.TRAIN_LR_MUON)
+    weight_decay = float(train.get("weight_decay", 0.0) or 0.0)
+    last_step = max(max(run.scalars[t]) for t in tags)
+    per_param, traces = {}, {}
+    for tag in tags:
+        name = tag[len(prefix):]
+        group = "muon" if optimizer == "muon" and is_muon_matrix(name) else "adamw"
+        lr_at = (lr_muon or lr_adam) if group == "muon" else lr_adam
+        decay = run.scalars.get(Tags.UPDATE_RATIO_DECAY + name, {})
+        rms = run.scalars.get(Tags.WEIGHT_RMS + name, {})
+        scale = MUON_RMS_SCALE if group == "muon" else 1.0
+        rows = []
+        for step, ratio in run.scalars[tag].items():
+            if step < RATIO_SKIP_FRACTION * last_step or not rms.get(step) or not np.isfinite(ratio):
+                continue
+            lr = lr_at(step) if lr_at else (decay[step] / weight_decay if weight_decay and step in decay else None)
+            if not lr:
+                continue
+            expected = scale * lr / rms[step]
+            rows.append((step, ratio, expected, ratio / expected))
+        if not rows:
+            continue
+        steps, ratios, expected, consistency = (np.array(column, dtype=float) for column in zip(*rows))
+        later = consistency[steps >= steps[0] + (steps[-1] - steps[0]) / 2]
+        per_param[name] = {"group": group, "ratio": float(np.median(ratios)), "expected": float(np.median(expected)),
+                           "consistency": float(np.median(consistency)),
+                           "consistency_later": float(np.median(later)) if len(later) else None}
+        traces[name] = (steps, consistency)
+    if not per_param:
+        return {}
+    bands = {"adamw": adam_band(beta1, beta2), "muon": MUON_CONSISTENCY_BAND}
+    groups = {}
+    for group in ("adamw", "muon"):
+        members = {n: p for n, p in per_param.items() if p["group"] == group}
+        if not members:
+            continue
+        low, high = bands[group]
+        moving = {n: p for n, p in members.items() if p["ratio"] > 0}
+        later = [p["consistency_later"] for p in moving.values() if p["consistency_later"] is not None]
+        groups[group] = {
+            "matrices": len(members), "band": [low, high],
+            "median_ratio": float(np.median([p["ratio"] for p in members.values()])),
+            "median_expected": float(np.median([p["expected"] for p in members.values()])),
+            "median_consistency": float(np.median([p["consistency"] for p in moving.values()])) if moving else 0.0,
+            "median_consistency_later": float(np.median(later)) if later else None,
+            "barely": sorted(n for n, p in moving.items() if p["consistency"] < BARELY_MOVES * low),
+            "outpacing": sorted(n for n, p in moving.items() if p["consistency"] > OUTPACES * high)}
+    return {"optimizer": optimizer, "betas": [beta1, beta2], "source": prefix.rstrip("/"),
+            "per_parameter": per_param, "groups": groups}
+
+
+def movement_ceiling(run: Run) -> dict:
+    """How far the weights could have moved over the whole run, relative to their size, had every step agreed:
+    the sum over steps of lr_t / rms(w) (Adam's bound), with rms(w) the median logged weight RMS or, when not
+    logged, the init's standard deviation. A cheap test of "the learning rate is too low to learn" that needs no
+    diagnostics callback."""
+    steps, lr = run.series(Tags.TRAIN_LR)
+    train, model = run.config.get("train", {}), run.config.get("model", {})
+    loss_steps, _ = run.series(Tags.TRAIN_LOSS)
+    if not len(loss_steps):
+        return {}
+    if len(lr):
+        keep = np.isfinite(lr)
+        steps, lr = steps[keep], lr[keep]
+        if not len(lr):
+            return {}
+        # every step's rate (the logged steps' rates carried over unlogged ones)
+        total = float(np.sum(np.interp(np.arange(1, loss_steps[-1] + 1), steps, lr)))
+        source = "the logged learning rate"
+    elif train.get("max_lr"):
+        total, source = float(train["max_lr"]) * float(loss_steps[-1]), "--max_lr (no learning rate was logged)"
+    else:
+        return {}
+    rms_values = [np.median(list(run.scalars[t].values())) for t in run.tags(Tags.WEIGHT_RMS)]
+    rms = float(np.median(rms_values)) if rms_values else float(model.get("init_std") or STANDARD_INIT_STD)
+    return {"sum_lr": total, "weight_rms": rms, "ceiling": total / rms, "lr_source": source,
+            "rms_source": "the logged weight RMS" if rms_values else "the init's standard deviation"}
+
+
+# ----------------------------------------------------------------------------------------------- peak and trouble
+def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> dict:
+    """Whether the run held its peak learning rate stably before its first trouble (thresholds.py,
+    HELD_PEAK_FRACTION): where the rate first reached HELD_PEAK_FRACTION of its peak (from train/lr, else from the
+    configured linear warmup), the first troubled step (``troubles``: spikes, jumps, non-finite losses, the start of a
+    climb), the steps trained at the peak before it, and whether the smoothed loss reached new lows there."""
+    steps, loss = run.series(Tags.TRAIN_LOSS)
+    if not len(steps):
+        return {}
+    lr_steps, lr = run.series(Tags.TRAIN_LR)
+    keep = np.isfinite(lr)
+    lr_steps, lr = lr_steps[keep], lr[keep]
+    if len(lr):
+        peak = float(lr.max())
+        reached = int(lr_steps[np.flatnonzero(lr >= HELD_PEAK_FRACTION * peak)[0]])
+        at_peak = np.interp(steps, lr_steps, lr) >= HELD_PEAK_FRACTION * peak
+        source = "train/lr"
+    else:
+        peak = run.config.get("train", {}).get("max_lr")
+        warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
+        reached = max(int(steps[0]), math.ceil(HELD_PEAK_FRACTION * warmup))
+        at_peak = steps >= reached
+        source = "the configured warmup" if warmup else "no warmup (none configured, no learning rate logged)"
+    events = sorted({int(s) for values in troubles.values() for s in values})
+    first = events[0] if events else None
+    kinds = [kind for kind, values in troubles.items() if first is not None and first in values]
+    end = first if first is not None else math.inf
+    stretch = (steps >= reached) & (steps < end)
+    held = int((stretch & at_peak).sum())
+    smooth = finite_smoothed(loss)[stretch]
+    fell = bool(len(smooth) >= 2 and smooth.min() < smooth[0] and int(np.argmin(smooth)) > 0)
+    return {"peak_lr": peak, "reached_step": reached, "source": source, "first_trouble_step": first,
+            "first_trouble": kinds, "held_steps": held, "loss_fell_while_held": fell,
+            "held_stably": held >= HELD_PEAK_MIN_STEPS and fell,
+            "trouble_before_peak": first is not None and first < reached}
+
+
+# ----------------------------------------------------------------------------------------------- learning regime
+def _trend(change: float, limit: float) -> str:
+    return "falling" if change < -limit else "rising" if change > limit else "flat"
+
+
+def batch_noise(values: np.ndarray) -> float:
+    """The robust per-step noise of a curve: 1.4826 x the MAD of each value minus the median of its neighbours."""
+    values = values[np.isfinite(values)]
+    k = SPIKE_NEIGHBOURS
+    if len(values) < 2 * k:
+        return 0.0
+    residual = np.array([values[i] - np.median(np.concatenate([values[max(0, i - k):i], values[i + 1:i + 1 + k]]))
+                         for i in range(len(values))])
+    return 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+
+
+def regime_summary(run: Run, loss: dict, gap: dict, tokens: dict) -> dict:
+    """The seed's table of train/validation behaviours: how far each curve fell from its start, its trend over
+    the later half (falling, flat, rising: thresholds.py TREND_*), and whether the data was read more than once;
+    ``scenario`` names the row (report.py words it)."""
+    steps, raw = run.series(Tags.TRAIN_LOSS)
+    if not len(steps):
+        return {}
+    smooth = finite_smoothed(raw)
+    noise = batch_noise(raw)
+    half = int(np.searchsorted(steps, steps[0] + (steps[-1] - steps[0]) / 2))
+    train_change = float(smooth[-1] - smooth[half])
+    first = raw[:5][np.isfinite(raw[:5])]
+    start = float(np.median(first)) if len(first) else math.nan
+    train_drop = float(start - smooth[-1]) if math.isfinite(start) else 0.0
+    epochs, fraction = tokens.get("epochs_started"), tokens.get("fraction_of_dataset")
+    repeated = bool((epochs or 0) > 1 or (fraction or 0) > 1)
+    flat_limit = max(LOSS_FLAT, LOSS_FLAT_NOISE * noise)
+    out = {"train_start": start, "train_drop": train_drop, "train_noise": noise, "train_flat_limit": flat_limit,
+           "train_change_later_half": train_change, "train_trend": _trend(train_change, trend_limit(noise)),
+           "train_high": train_drop < flat_limit, "repeated_data": repeated, "epochs_started": epochs,
+           "fraction_of_dataset": fraction}
+    val_steps, val = run.series(Tags.VAL_LOSS)
+    if len(val) >= MIN_EVALUATIONS:
+        # the same window as the train trend: from the run's middle step (interpolated) to the last evaluation
+        middle = float(steps[half])
+        val_mid = float(np.interp(middle, val_steps, val)) if val_steps[0] <= middle else float(val[0])
+        val_change = float(val[-1] - val_mid)
+        best = float(val.min())
+        rise = float(val[-1] - best)
+        limit = trend_limit()  # a fixed validation set: its changes are the model's, not sampling noise
+        if rise > max(OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_RELATIVE * best):
+            val_trend = "rising"
+        elif val_change < -limit or (len(val) < MIN_EVALUATIONS_FOR_TREND and val[-1] < val[0] - limit):
+            val_trend = "falling"
+        else:
+            val_trend = "flat"
+        val_start = max(float(val[0]), start if math.isfinite(start) else float(val[0]))
+        both = max(limit, trend_limit(noise))
+        out.update({"val_trend": val_trend, "val_change_later_half": val_change,
+                    "val_lags_train": val_change - train_change > both,  # validation fell clearly less
+                    "val_drop": val_start - best, "val_high": val_start - best < LOSS_FLAT,
+                    "val_below_train": float(gap.get("gap_final", 0.0)) < -both,
+                    "val_evaluations": int(len(val)), "val_rise_from_min": rise,
+                    # the first evaluation within a trend's size of the best: where validation stopped improving
+                    "val_settled_step": int(val_steps[np.flatnonzero(val <= best + limit)[0]])})
+    # the report's divergence: the smoothed train loss climbed back, and validation (if any) agrees
+    val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > VAL_AGREES_RISE
+    out["climbed_back"] = bool(loss.get("final_train_loss_smoothed") is not None and val_agrees and
+                               loss["final_train_loss_smoothed"] - loss["min_train_loss_smoothed"] > DIVERGENCE_RISE)
+    # ... or, as the report's instability rule says, it ended above its start, or went non-finite
+    out["ended_above_start"] = bool(loss.get("final_train_loss_smoothed") is not None and
+                                    loss["final_train_loss_smoothed"] > (loss["initial_train_loss"] or math.inf) +
+                                    DIVERGENCE_RISE) or bool(loss.get("nonfinite_steps"))
+    out["scenario"] = _scenario(out, gap)
+    return out
+
+
+def _scenario(r: dict, gap: dict) -> str:
+    val = r.get("val_trend")
+    if r["climbed_back"] or r["ended_above_start"] or r["train_drop"] < -DIVERGENCE_RISE:
+        return "diverging"  # the instability findings speak for it (validation rises with it)
+    if r["train_high"] and (val is None or r["val_high"]):
+        return "not_learning"
+    if val is None:
+        return "learning_no_validation" if r["train_trend"] == "falling" else "plateau_no_validation"
+    if val == "falling" and r["train_trend"] != "falling" and (r["train_high"] or r["val_below_train"]):
+        return "val_falls_train_high"
+    if val == "falling":
+        return "learning"
+    train_fell_after_best = gap.get("train_change_after_val_min", 0.0) < OVERFIT_TRAIN_FALL
+    if val == "rising" and (train_fell_after_best or r["train_trend"] != "rising"):
+        return "memorising" if r["repeated_data"] else "val_not_following"
+    if val == "flat" and r["train_trend"] == "falling":
+        if not r["val_lags_train"]:
+            return "learning"  # both moved about as much: within the noise of the trend
+        return "memorising" if r["repeated_data"] else "val_not_following"
+    if val == "flat" and r["train_trend"] == "flat":
+        return "plateau"
+    return "mixed"
+
+
+# ----------------------------------------------------------------------------------------------- records
+def surviving_records(run: Run) -> dict:
+    """The run's records of what was done to it, less those that belong to steps a later rollback abandoned.
+
+    Spike-guard interventions (``interventions.jsonl``, in the order they happened): a rollback to step T abandons
+    every earlier record placed after T (a skip or stop at its step; an earlier rollback at the step it returned
+    to). Settings changed on resume (``changes.jsonl``, a separate file): a change recorded at step c is abandoned
+    when the run was later rolled back to a step before c. TensorBoard is the witness of the order: a resume logs
+    run/settings_changed at its step and a rollback purges the steps after the one it returns to, so a change whose
+    step still carries that tag survived and one whose tag is gone (while other changes' tags are there) did not.
+    When a run logged no such tag (older runs), a change inside a rollback's abandoned stretch (to_step, step] is
+    assumed to have come before the rollback (a resume made after a rollback, at a step inside the stretch it
+    abandoned, cannot be told apart from the records alone)."""
+    kept, abandoned = [], []
+    for record in run.interventions:
+        if record.get("action") == "rollback" and record.get("to_step") is not None:
+            target = int(record["to_step"])
+            for earlier in list(kept):
+                if _position(earlier) > target:
+                    kept.remove(earlier)
+                    abandoned.append({**earlier, "abandoned_by": f"rollback to step {target}"})
+        kept.append(record)
+    rollbacks = [r for r in run.interventions if r.get("action") == "rollback" and r.get("to_step") is not None]
+    witness = run.scalars.get(Tags.RUN_SETTINGS_CHANGED)
+    changes, dropped = [], []
+    for change in run.changes:
+        step = int(change.get("step", 0))
+        if witness:
+            survived = step in witness
+            why = "its TensorBoard record was purged by a rollback"
+        else:
+            hits = [r for r in rollbacks if int(r["to_step"]) < step <= int(r["step"])]
+            survived, why = not hits, (f"the run was rolled back from step {hits[0]['step']} to step "
+                                       f"{hits[0]['to_step']}" if hits else "")
+        if survived:
+            changes.append(change)
+        else:
+            dropped.append({**change, "abandoned_by": why})
+    return {"changes": changes, "interventions": kept, "abandoned_changes": dropped,
+            "abandoned_interventions": abandoned}
+
+
+def _position(record: dict) -> int:
+    """Where a spike-guard record sits in the run's history: a rollback at the step it returned to."""
+    return int(record["to_step"] if record.get("action") == "rollback" else record["step"])
+
+
 # ----------------------------------------------------------------------------------------------- the data model
 @dataclass
 class RunSummary:
@@ -386,9 +737,15 @@ class RunSummary:
     spikes: dict
     early_phase: dict
     noise_scale: dict
-    changes: list
-    interventions: list
+    changes: list  # settings changed by hand on resume that survived (see ``surviving_records``)
+    interventions: list  # spike-guard records that survived
     branch: dict | None
+    expectation: dict = field(default_factory=dict)  # update ratios against the run's own lr and weights
+    movement: dict = field(default_factory=dict)  # how far the learning rate let the weights move in the whole run
+    peak_hold: dict = field(default_factory=dict)  # whether the peak learning rate was held stably before trouble
+    regime: dict = field(default_factory=dict)  # the seed's train/validation table: which row the run is in
+    abandoned: dict = field(default_factory=dict)  # records of steps a later rollback abandoned (not the run's)
+    guard: dict = field(default_factory=dict)  # --spike_guard: whether and when it armed
 
     @cached_property  # read by several rules and the report; not a field, so asdict leaves it out
     def depth(self) -> dict:
@@ -423,8 +780,13 @@ def noise_scale_summary(run: Run) -> dict:
     """The gradient noise scale B_simple logged by the loop (in tokens), against the run's tokens per step, over
     the second half of the measurements (the first half is the fast early phase)."""
     steps, noise = run.series(Tags.NOISE_SCALE_TOKENS)
+    measured = len(noise)
     keep = np.isfinite(noise) & (noise > 0)
     steps, noise = steps[keep], noise[keep]
+    if measured and not len(noise):
+        # Measured, but never defined: the |G|^2 estimate stayed at or below 0 (gradient noise drowns the signal at
+        # this batch, or a spike), so there is no B_simple to compare the batch with; said, not dropped.
+        return {"undefined": True, "measurements": measured}
     if not len(noise) or not run.tokens_per_step:
         return {}
     later = noise[len(noise) // 2:]
@@ -434,12 +796,40 @@ def noise_scale_summary(run: Run) -> dict:
             "batch_over_noise": float(run.tokens_per_step / median)}
 
 
+def guard_summary(run: Run) -> dict:
+    """With --spike_guard: the step it armed at (its band had enough accepted steps), or None if the run ended first
+    (only a divergence far above the first loss was watched for)."""
+    armed = run.scalars.get(Tags.SPIKE_GUARD_ARMED, {})
+    if not armed:
+        return {}
+    steps, _ = run.series(Tags.TRAIN_LOSS)
+    return {"armed_at": next((step for step, value in sorted(armed.items()) if value >= 1), None),
+            "last_step": int(steps[-1]) if len(steps) else None}
+
+
 def summarize(run: Run) -> RunSummary:
-    return RunSummary(run=run.name, config=run.config, loss=loss_summary(run), reference=reference_summary(run),
-                      tokens=token_summary(run), gap=gap_summary(run), grad_norm=grad_norm_summary(run),
-                      grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
-                      update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
-                      grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
-                      spikes=spike_summary(run), early_phase=early_phase_summary(run),
-                      noise_scale=noise_scale_summary(run), changes=run.changes, interventions=run.interventions,
-                      branch=run.branch)
+    records = surviving_records(run)
+    loss, tokens, gap = loss_summary(run), token_summary(run), gap_summary(run)
+    spikes, early = spike_summary(run), early_phase_summary(run)
+    summary = RunSummary(run=run.name, config=run.config, loss=loss, reference=reference_summary(run),
+                         tokens=tokens, gap=gap, grad_norm=grad_norm_summary(run),
+                         grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
+                         update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
+                         grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
+                         spikes=spikes, early_phase=early, noise_scale=noise_scale_summary(run),
+                         changes=records["changes"], interventions=records["interventions"], branch=run.branch,
+                         expectation=expectation_summary(run), movement=movement_ceiling(run),
+                         regime=regime_summary(run, loss, gap, tokens),
+                         abandoned={"changes": records["abandoned_changes"],
+                                    "interventions": records["abandoned_interventions"]},
+                         guard=guard_summary(run))
+    steps, raw = run.series(Tags.TRAIN_LOSS)
+    troubles = {"loss spike": summary.unexplained(spikes["spike_steps"]),
+                "loss jump": summary.unexplained((early or {}).get("early_jumps", []) +
+                                                 (early or {}).get("late_jumps", [])),
+                "non-finite loss": [int(s) for s, v in zip(steps, raw) if not math.isfinite(v)]}
+    if loss.get("final_train_loss_smoothed") is not None and \
+            loss["final_train_loss_smoothed"] - loss["min_train_loss_smoothed"] > DIVERGENCE_RISE:
+        troubles["climb"] = [loss["min_train_loss_step"]]
+    summary.peak_hold = peak_hold_summary(run, troubles)
+    return summary

@@ -14,12 +14,12 @@ gradient norm (``train/grad_norm``) is the one before clipping. Parameter names 
 """
 
 import math
-from collections import deque
 
 import torch
 from transformers import TrainerCallback
 
 from ..layout import Tags
+from ..spike_rule import MIN_BAND, SPIKE_Z, Band, grad_norm_spike, loss_spike
 from .callbacks import is_due
 from .distributed import full_tensor, runs_here
 
@@ -192,49 +192,51 @@ class HistogramCallback(TrainerCallback):
 
 
 class SpikeDetectorCallback(TrainerCallback):
-    """Flags steps whose loss or gradient norm is ``z_threshold`` standard deviations above the running window
-    (llm.c's outlier detector); with ``skip_updates`` the optimizer step of such a step is skipped. The defaults are
-    the report's rule (analysis/thresholds.py: SPIKE_WINDOW 50, SPIKE_Z 5, judged from the 13th step on, with a
-    quarter of the window as history), so what it flags and what the report counts agree (tested). (For skipping
-    spikes with escalation, see --spike_guard.)"""
+    """Flags steps whose loss or gradient norm is a spike by the project's one rule (``training/spike_rule.py``: an
+    outlier against the run's own batch-to-batch noise, more than ``z_threshold`` robust deviations above where the
+    band expects it and at least 5% above the loss's level, or twice the gradient norm's); with ``skip_updates`` the
+    optimizer step of such a step is skipped (and the value is kept out of the band). The report judges spikes with
+    the same thresholds after the fact, seeing both sides of each step, and lists this callback's flags beside its
+    own. (For skipping spikes with escalation, see --spike_guard.)"""
 
-    def __init__(self, window: int = 50, z_threshold: float = 5.0, skip_updates: bool = False,
-                 min_history: int = 12):
+    def __init__(self, window: int = 50, z_threshold: float = SPIKE_Z, skip_updates: bool = False,
+                 min_history: int = MIN_BAND):
         self.window, self.z_threshold = window, z_threshold
-        self.skip_updates, self.min_history = skip_updates, min_history
-        self.losses: deque = deque(maxlen=window)
-        self.norms: deque = deque(maxlen=window)
+        self.skip_updates, self.min_history = skip_updates, max(MIN_BAND, min_history)
+        self.losses, self.norms = Band(window), Band(window)
         self.spikes: list[dict] = []
-
-    @staticmethod
-    def zscore(history, value: float) -> float:
-        mean = sum(history) / len(history)
-        std = math.sqrt(sum((v - mean) ** 2 for v in history) / len(history))
-        return (value - mean) / std if std > 0 else 0.0
 
     def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, logger=None, **kwargs):
         if loss is None or grad_norm is None or not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return
-        z_loss = z_norm = 0.0
-        if len(self.losses) >= self.min_history:
-            z_loss, z_norm = self.zscore(self.losses, loss), self.zscore(self.norms, grad_norm)
-        spike = max(z_loss, z_norm) > self.z_threshold
+        log_norm = math.log(max(grad_norm, 1e-30))
+        ready = len(self.losses) >= self.min_history
+        (loss_out, z_loss), (norm_out, z_norm) = ((loss_spike(self.losses, loss, self.z_threshold),
+                                                   grad_norm_spike(self.norms, log_norm, self.z_threshold))
+                                                  if ready else ((False, 0.0), (False, 0.0)))
+        spike = loss_out or norm_out
         if spike:
             self.spikes.append({"step": state.global_step + 1, "loss": loss, "grad_norm": grad_norm,
                                 "loss_z": z_loss, "grad_norm_z": z_norm, "skipped": self.skip_updates})
             control.should_skip_update = control.should_skip_update or self.skip_updates
         if not (spike and self.skip_updates):  # a skipped outlier does not shift the baseline
-            self.losses.append(loss)
-            self.norms.append(grad_norm)
+            self.losses.accept(loss)
+            self.norms.accept(log_norm)
         if logger is not None:
             logger.add_step_metrics({Tags.SPIKE_LOSS_Z: z_loss, Tags.SPIKE_GRAD_NORM_Z: z_norm,
                                      Tags.SPIKE_IS_SPIKE: float(spike), Tags.SPIKE_COUNT: float(len(self.spikes))})
         return control
 
     def state_dict(self):
-        return {"losses": list(self.losses), "norms": list(self.norms), "spikes": list(self.spikes)}
+        return {"loss_band": self.losses.state_dict(), "norm_band": self.norms.state_dict(),
+                "spikes": list(self.spikes)}
 
     def load_state_dict(self, state):
-        self.losses = deque(state["losses"], maxlen=self.window)
-        self.norms = deque(state["norms"], maxlen=self.window)
+        if "loss_band" in state:
+            self.losses.load_state_dict(state["loss_band"])
+            self.norms.load_state_dict(state["norm_band"])
+        else:  # a checkpoint of an older version kept the raw trailing values: rebuild the bands from them
+            for loss, norm in zip(state["losses"], state["norms"]):
+                self.losses.accept(loss)
+                self.norms.accept(math.log(max(norm, 1e-30)))
         self.spikes = list(state["spikes"])

@@ -29,25 +29,20 @@ escalation state (rollbacks so far, the record) survives the rollback it causes.
 """
 
 import math
-from collections import deque
+import time
 
-import numpy as np
 from transformers import TrainerCallback
 
 from ..layout import RunLayout, checkpoint_step
+from ..spike_rule import MIN_BAND, Band, grad_norm_spike, loss_spike
 from .checkpointing import CheckpointManager
 from .policies import RunStopped
 
 ACTIONS = {"skip": 1.0, "rollback": 2.0, "stop": 3.0}
-MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x 1.4826 = its standard deviation
 
 
 class SpikeGuardStopped(RunStopped):
     """The guard's rollbacks did not cure the spikes: the cause persists."""
-
-
-RECENT = 10  # accepted steps whose median is the band's centre
-MIN_BAND = 8  # residuals before a robust spread (and so a z-score) means anything
 
 
 def far_above_start(loss: float, start: float) -> bool:
@@ -55,45 +50,6 @@ def far_above_start(loss: float, start: float) -> bool:
     nats) above where the run began (10.8 -> 13.0 for a model starting from random weights)."""
     return loss > start + max(2.0, 0.2 * start)
 
-
-class Band:
-    """A signal's recent level and its batch-to-batch noise (see the module docstring)."""
-
-    def __init__(self, window: int):
-        self.window = window
-        self.values: deque = deque(maxlen=RECENT)
-        self.residuals: deque = deque(maxlen=window)
-
-    def __len__(self) -> int:
-        return len(self.residuals)
-
-    @property
-    def centre(self) -> float:
-        return float(np.median(self.values)) if self.values else math.nan
-
-    def z(self, value: float) -> float:
-        """How many robust standard deviations ``value`` stands above where the band expects it: its centre moved by
-        the typical step-to-step drift (the median residual: negative while the loss falls, so a step that merely
-        fails to fall is not counted as a rise, and one that jumps is measured from where the trend would be). 0
-        while the band is too new."""
-        if len(self.residuals) < MIN_BAND:
-            return 0.0
-        residuals = np.asarray(self.residuals, dtype=float)
-        drift = float(np.median(residuals))
-        sigma = MAD_TO_SIGMA * float(np.median(np.abs(residuals - drift)))
-        return (value - self.centre - drift) / sigma if sigma > 0 else 0.0
-
-    def accept(self, value: float) -> None:
-        if len(self.values) >= 3:
-            self.residuals.append(value - self.centre)
-        self.values.append(value)
-
-    def state_dict(self) -> dict:
-        return {"values": list(self.values), "residuals": list(self.residuals)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.values = deque(state["values"], maxlen=RECENT)
-        self.residuals = deque(state["residuals"], maxlen=self.window)
 
 
 class SpikeGuard(TrainerCallback):
@@ -132,9 +88,10 @@ class SpikeGuard(TrainerCallback):
             self.armed_at = step
             self._say(step, 1.0, f"Spike guard: armed at step {step} (band of {len(self.loss_band)} accepted steps).")
         diverged = far_above_start(loss, self.start_loss)
-        loss_z = self.loss_band.z(loss) if self.armed else 0.0
-        norm_z = self.norm_band.z(log_norm) if self.armed else 0.0
-        loss_high, norm_high = diverged or loss_z > self.z, norm_z > self.z
+        (loss_out, loss_z), (norm_out, norm_z) = ((loss_spike(self.loss_band, loss, self.z),
+                                                   grad_norm_spike(self.norm_band, log_norm, self.z))
+                                                  if self.armed else ((False, 0.0), (False, 0.0)))
+        loss_high, norm_high = diverged or loss_out, norm_out
         if not (loss_high or norm_high):
             self.above, self.first_spike = 0, None
             self.loss_band.accept(loss)
@@ -143,7 +100,7 @@ class SpikeGuard(TrainerCallback):
         control.should_skip_update = True
         self.first_spike = self.first_spike or step
         self.above = self.above + 1 if loss_high else 0
-        signal = ("loss far above the run's first loss" if diverged and loss_z <= self.z else
+        signal = ("loss far above the run's first loss" if diverged and not loss_out else
                   "loss" if loss_high else "gradient norm")
         self._record({"step": step, "action": "skip", "loss": loss, "loss_z": loss_z, "grad_norm": grad_norm,
                       "grad_norm_z": norm_z, "loss_band_centre": self.loss_band.centre, "start_loss": self.start_loss,
@@ -190,6 +147,7 @@ class SpikeGuard(TrainerCallback):
         self.above, self.first_spike = 0, None
 
     def _record(self, record: dict) -> None:
+        record["time"] = time.time()  # orders the record among changes.jsonl's (which carry theirs)
         self.interventions.append(record)
         self.pending.append(record)
 

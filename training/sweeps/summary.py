@@ -22,6 +22,11 @@ from .config import SweepConfig
 from .runner import diverged_record
 
 
+VERDICT_WORDS = {"too_short": "too short to judge", "diverged": "diverged", "stopped": "stopped by the spike guard",
+                 "unstable": "unstable", "unstable_early": "unstable early (warmup too short)",
+                 "not_learning": "not learning", "memorising": "memorising its data", "healthy": "healthy"}
+
+
 @dataclass
 class RunResult:
     variant: str
@@ -58,11 +63,11 @@ def run_result(variant: str, seed: int, run: Run, target: float | None, diverged
     _, seen = run.series(Tags.TRAIN_TOKENS_SEEN)
     seconds = train_seconds(run)
     total = float(seen[-1]) if len(seen) else None
-    findings = build_report(run)["findings"]
-    severe = sorted(f["id"] for f in findings if f["severity"] in SEVERE)
-    ids = {f["id"] for f in findings}
-    verdict = ", ".join(severe) if severe else "healthy" if "healthy" in ids else \
-        "too short to judge" if "too_short" in ids else "no verdict"
+    report = build_report(run)
+    severe = sorted(f["id"] for f in report["findings"] if f["severity"] in SEVERE)
+    # The report's own verdict, in a word that does not vary from seed to seed (the table lists distinct ones).
+    verdict = (", ".join(severe) or "learning, with warnings") if report["verdict_id"] == "warnings" else \
+        VERDICT_WORDS.get(report["verdict_id"], report["verdict"])
     return RunResult(variant=variant, seed=seed, run_dir=str(run.run_dir), tokens_to_target=crossing,
                      final_val_loss=float(val[-1]) if len(val) else None,
                      best_val_loss=float(val.min()) if len(val) else None, total_tokens=total,

@@ -6,6 +6,7 @@ encoding instead (same ids).
 """
 
 import functools
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,6 +133,12 @@ def save_hf_tokenizer(folder: str | os.PathLike, model_max_length: int = 1024):
         folder, bos_token=EOT_TOKEN, eos_token=EOT_TOKEN, unk_token=EOT_TOKEN, model_max_length=model_max_length
     )
     tokenizer.save_pretrained(folder)
+    # transformers records the loading option local_files_only (true under HF_HUB_OFFLINE) in tokenizer_config.json:
+    # a saved folder must not depend on the environment it was written in.
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    if config.pop("local_files_only", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return tokenizer
 
 

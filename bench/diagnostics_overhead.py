@@ -21,7 +21,7 @@ from transformers import TrainerCallback  # noqa: E402
 
 from bench.common import machine, table  # noqa: E402
 from bench.loop_overhead import LAYERS, WIDTH, B, T, loop_step_seconds  # noqa: E402
-from training.loop.diagnostics import GradNormCallback, LayerRatioCallback  # noqa: E402
+from training.diagnostics.callbacks import GradNormCallback, LayerRatioCallback  # noqa: E402
 
 
 class Timed(TrainerCallback):

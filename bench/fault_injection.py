@@ -65,7 +65,7 @@ def where_killed(out: Path) -> str:
 def committed_checkpoints_ok(out: Path) -> tuple[int, int]:
     """(committed checkpoints, damaged ones) of the current branch."""
     from training.layout import checkpoint_step
-    from training.loop.checkpointing import damaged_files
+    from training.run.checkpointing import damaged_files
 
     folder = out / "checkpoints"
     found = [p for p in folder.iterdir() if checkpoint_step(p.name) is not None] if folder.is_dir() else []

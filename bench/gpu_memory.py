@@ -24,8 +24,9 @@ import torch  # noqa: E402
 
 from bench.common import machine, table  # noqa: E402
 from modeling import GPTConfig, GPTForCausalLM  # noqa: E402
-from training.loop.memory_plan import Shape, budget, estimate, format_bytes, largest_micro_batch  # noqa: E402
-from training.loop.optimization import build_optimizers, device_peak_flops, model_flops_per_token  # noqa: E402
+from training.optim.flops import device_peak_flops, model_flops_per_token  # noqa: E402
+from training.optim.optimizers import build_optimizers  # noqa: E402
+from training.planning.memory_plan import Shape, budget, estimate, format_bytes, largest_micro_batch  # noqa: E402
 
 MODELS = {"124M": dict(n_layer=12, n_head=12, n_embd=768), "350M": dict(n_layer=24, n_head=16, n_embd=1024)}
 SMOKE_MODELS = {"124M": dict(n_layer=2, n_head=2, n_embd=64), "350M": dict(n_layer=3, n_head=2, n_embd=96)}

@@ -20,8 +20,8 @@ from transformers import TrainerCallback  # noqa: E402
 
 from bench.common import machine, table  # noqa: E402
 from modeling import GPTConfig, GPTForCausalLM  # noqa: E402
-from training.loop.arguments import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments  # noqa
-from training.loop.trainer import Trainer  # noqa: E402
+from training.config import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments  # noqa
+from training.trainer.trainer import Trainer  # noqa: E402
 
 B, T, LAYERS, WIDTH = 8, 128, 4, 128
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The memory planner (training/loop/memory_plan.py) against measured peaks on CPU: for each shape, a fresh process
+"""The memory planner (training/planning/memory_plan.py) against measured peaks on CPU: for each shape, a fresh process
 runs two training steps of the real model (the loop's forward with shift_labels, backward, clip, optimizer step,
 zero_grad) and reports its peak resident memory above what it held before building the model; the planner's
 estimate for the same shape (device="cpu": what CPU kernels save) is printed beside it, with the moment it expects
@@ -80,7 +80,7 @@ def measure(spec: dict, rank: int = 0, world: int = 1) -> dict:
     import torch
 
     from modeling import GPTConfig, GPTForCausalLM
-    from training.loop.optimization import build_optimizers
+    from training.optim.optimizers import build_optimizers
 
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=spec.get("vocab", 50304), n_positions=spec["seq_len"], n_embd=spec["n_embd"],
@@ -134,7 +134,7 @@ def _fsdp_worker(rank: int, world: int, port: int, spec: dict, out: str) -> None
 
 def planned(spec: dict):
     """The planner's Plan for a shape, on the CPU (what CPU kernels save, the unfused AdamW)."""
-    from training.loop.memory_plan import Shape, estimate
+    from training.planning.memory_plan import Shape, estimate
 
     shape = Shape(n_layer=spec["n_layer"], n_head=spec["n_head"], n_embd=spec["n_embd"],
                   vocab_size=spec.get("vocab", 50304),

@@ -18,7 +18,7 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from bench.common import machine, table, timed  # noqa: E402
 from modeling import GPTConfig, GPTForCausalLM  # noqa: E402
-from training.loop.optimization import device_peak_flops, model_flops_per_token  # noqa: E402
+from training.optim.flops import device_peak_flops, model_flops_per_token  # noqa: E402
 
 
 def build(kind, layers, heads, width, positions, vocab):

@@ -106,9 +106,9 @@ def cooldown_protocol(args) -> None:
     from training.analysis.summaries import first_crossing
     from training.cli import run_config_from_values
     from training.layout import RunLayout, Tags
-    from training.loop.trainer import Trainer
     from training.sweeps.config import load_sweep
     from training.sweeps.runner import run_sweep
+    from training.trainer.trainer import Trainer
 
     points = sorted(args.cooldown_at)
     out = Path(args.out or tempfile.mkdtemp(prefix="sample_efficiency_cooldowns_"))

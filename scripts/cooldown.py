@@ -74,9 +74,9 @@ def refuse_inside_the_run(branch: Path, run: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from training.loop.policies import RunStopped
-    from training.loop.preemption import Preempted
-    from training.loop.trainer import Trainer
+    from training.guards.policies import RunStopped
+    from training.run.preemption import Preempted
+    from training.trainer.trainer import Trainer
 
     args, overrides = parse(argv)
     checkpoint = Path(args.checkpoint)

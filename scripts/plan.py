@@ -26,8 +26,9 @@ from pathlib import Path
 import yaml
 
 from training.cli import ConfigError, HelpFormatter, build_parser, load_preset
-from training.loop.arguments import RunConfig
-from training.loop.memory_plan import (
+from training.config import RunConfig
+from training.optim.flops import card_peak_flops
+from training.planning.memory_plan import (
     DEFAULT_MFU,
     GIB,
     PRECISIONS,
@@ -37,7 +38,6 @@ from training.loop.memory_plan import (
     diagnostic_weight_copies,
     plan_run,
 )
-from training.loop.optimization import card_peak_flops
 
 PLAN_OPTIONS = ("--accelerate_config", "--num_processes", "--card", "--card_memory_gb", "--mfu", "--json")
 # accelerate's distributed types the planner models; the others (DEEPSPEED, XLA, MEGATRON_LM, other accelerators)
@@ -256,7 +256,7 @@ def initial_architecture(config: RunConfig):
 
     from modeling import GPTConfig
     from modeling.weight_conversion import PADDED_VOCAB_SIZE, config_from_gpt2
-    from training.loop.builders import check_initial_architecture
+    from training.trainer.builders import check_initial_architecture
 
     try:
         found = AutoConfig.from_pretrained(source)
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
         elif card:
             memory = card_memory(card)
             if memory is None:
-                raise ConfigError(f"--card {card!r}: its memory is not in the table (training/loop/memory_plan.py); "
+                raise ConfigError(f"--card {card!r}: its memory is not in the table (training/planning/memory_plan.py); "
                                   "pass --card_memory_gb.")
         elif shape.device == "cuda":
             card, memory = local_card()

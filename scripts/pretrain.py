@@ -20,12 +20,12 @@ from modeling.tokenization import TokenizerUnavailableError
 from training.cli import ConfigError, parse_run_config
 from training.data.preparation import CorpusError
 from training.data.shards import ShardError
+from training.guards.policies import RunStopped
 from training.hub.upload import HubError
 from training.layout import Tags
-from training.loop.checkpointing import CheckpointSaveError
-from training.loop.policies import RunStopped
-from training.loop.preemption import Preempted
-from training.loop.trainer import Trainer
+from training.run.checkpointing import CheckpointSaveError
+from training.run.preemption import Preempted
+from training.trainer.trainer import Trainer
 
 USER_ERRORS = (ConfigError, CorpusError, ShardError, TokenizerUnavailableError, HubError, FileNotFoundError,
                ValueError)
@@ -56,7 +56,7 @@ def summary(trainer: Trainer) -> str:
 
 
 def time_shares(trainer: Trainer) -> str:
-    """Where this session's wall time went, largest share first (training/loop/timing.py)."""
+    """Where this session's wall time went, largest share first (training/diagnostics/timing.py)."""
     shares = trainer.clock.shares(trainer.elapsed_seconds)
     names = {"forward_backward": "forward+backward"}
     parts = [f"{names.get(name, name)} {100 * share:.1f}%" for name, share in

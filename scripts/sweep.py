@@ -19,7 +19,7 @@ import os
 import sys
 
 from training.cli import ConfigError, HelpFormatter
-from training.loop.preemption import Preempted
+from training.run.preemption import Preempted
 from training.sweeps.config import load_sweep
 from training.sweeps.runner import run_sweep
 from training.sweeps.summary import write_summary

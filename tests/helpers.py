@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from training.loop.arguments import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments
+from training.config import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -136,7 +136,7 @@ def load_final_weights(run_dir) -> dict[str, torch.Tensor]:
 
 def train(config, callbacks=None, **kwargs):
     """Build a Trainer, run it, tear it down; returns the trainer for inspection."""
-    from training.loop.trainer import Trainer
+    from training.trainer.trainer import Trainer
 
     trainer = Trainer(config, callbacks=callbacks, **kwargs)
     try:

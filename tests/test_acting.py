@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from training.layout import RunLayout
-from training.loop.trainer import Trainer
-from training.schedules import Anchor, Schedule, warmup_cosine_factor
+from training.optim.schedules import Anchor, Schedule, warmup_cosine_factor
+from training.trainer.trainer import Trainer
 
 from .helpers import StopAtStep, load_final_weights, read_scalars, same_weights, tiny_run_config, train
 
@@ -211,7 +211,7 @@ def test_the_spike_guard_heals_a_corrupted_data_window(tmp_path, shakespeare_sha
 def test_the_spike_guard_stops_on_a_persistent_cause(tmp_path, shakespeare_shards):
     """A learning rate raised by a callback from step 31 on, again after every rollback. (At this scale 30x, the
     issue's example, is not a cause at all: the 2-layer model at 0.09 just trains faster, measured; 1000x is.)"""
-    from training.loop.spike_guard import SpikeGuardStopped
+    from training.guards.spike_guard import SpikeGuardStopped
 
     from .helpers import RaiseLearningRate
 
@@ -246,7 +246,7 @@ def test_qk_norm_and_z_loss_train_and_log_their_terms(tmp_path, shakespeare_shar
 def test_the_spike_guard_catches_a_divergence_from_the_first_steps(tmp_path, shakespeare_shards, capsys):
     """A learning rate far too high: the loss leaves the start at once. No band is needed to see that; with no
     checkpoint to go back to, the guard stops and says why (exit 1 in the script), every step recorded."""
-    from training.loop.spike_guard import SpikeGuardStopped
+    from training.guards.spike_guard import SpikeGuardStopped
 
     trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=20, save_every=10, max_lr=5.0,
                                       min_lr=0.5, warmup_steps=2, spike_guard=True))

@@ -15,7 +15,7 @@ from training.analysis.runs import load_run, read_run_scalars
 from training.analysis.summaries import first_crossing
 from training.data.preparation import PrepareConfig, prepare
 from training.data.shards import write_shard_atomic
-from training.loop.trainer import Trainer
+from training.trainer.trainer import Trainer
 
 from .helpers import REPO, tiny_run_config
 

@@ -7,10 +7,11 @@ import torch
 from transformers.trainer_callback import EarlyStoppingCallback
 
 from modeling import GPTForCausalLM
+from training.config import ConfigError
 from training.data.loaders import DistributedTokenLoader, ValidationSet
+from training.diagnostics.callbacks import GradNormCallback, HistogramCallback, LayerRatioCallback
 from training.layout import RunLayout
-from training.loop.arguments import ConfigError
-from training.loop.builders import (
+from training.trainer.builders import (
     build_accelerator,
     build_callbacks,
     build_data,
@@ -19,8 +20,7 @@ from training.loop.builders import (
     load_initial_weights,
     resolve_data_dir,
 )
-from training.loop.callbacks import FlowCallback
-from training.loop.diagnostics import GradNormCallback, HistogramCallback, LayerRatioCallback
+from training.trainer.callbacks import FlowCallback
 
 from .helpers import tiny_run_config
 

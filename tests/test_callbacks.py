@@ -2,9 +2,15 @@ import pytest
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from training.loop.callbacks import build_callback, parse_callback_spec
-from training.loop.diagnostics import GradNormCallback, LayerRatioCallback, SpikeDetectorCallback, block_of, clean_name
-from training.loop.trainer import Trainer
+from training.diagnostics.callbacks import (
+    GradNormCallback,
+    LayerRatioCallback,
+    SpikeDetectorCallback,
+    block_of,
+    clean_name,
+)
+from training.trainer.callbacks import build_callback, parse_callback_spec
+from training.trainer.trainer import Trainer
 
 from .helpers import Recorder, StopAtStep, read_scalars, tiny_run_config, train
 
@@ -172,7 +178,7 @@ def test_diagnostic_names_are_clean_under_torch_compile(tmp_path, shakespeare_sh
 
 
 def test_unknown_events_are_refused():
-    from training.loop.callbacks import EVENTS, RunCallbackHandler
+    from training.trainer.callbacks import EVENTS, RunCallbackHandler
 
     handler = RunCallbackHandler([], None, None, None, None)
     assert "on_step_end" in EVENTS
@@ -181,7 +187,7 @@ def test_unknown_events_are_refused():
 
 
 def test_callbacks_see_the_logger_contract_not_the_trainer(tmp_path, shakespeare_shards):
-    from training.loop.callbacks import RunLogger
+    from training.trainer.callbacks import RunLogger
 
     class Spy(TrainerCallback):
         def __init__(self):

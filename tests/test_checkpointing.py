@@ -3,7 +3,7 @@
 import pytest
 
 from training.layout import checkpoint_name, temporary_name
-from training.loop.checkpointing import CheckpointManager
+from training.run.checkpointing import CheckpointManager
 
 
 def save(manager: CheckpointManager, step: int, payload: str = "weights"):

@@ -120,8 +120,8 @@ def test_truncated_checkpoint_names_the_file_and_the_newest_intact_one(finished_
                  "device\" })"),  # safetensors' SafetensorError
 ], ids=["enospc", "torch-unexpected-pos", "efbig", "safetensors"])
 def test_disk_full_during_a_checkpoint_names_the_path_and_space(tmp_path, shakespeare_shards, monkeypatch, error):
-    from training.loop.checkpointing import Checkpointer, CheckpointSaveError
-    from training.loop.trainer import Trainer
+    from training.run.checkpointing import Checkpointer, CheckpointSaveError
+    from training.trainer.trainer import Trainer
 
     def no_space(self, folder):
         raise error

@@ -9,7 +9,7 @@ import pytest
 
 from training.analysis.forecast import areas, fit_run, forecast, law, planned_lrs, run_schedule
 from training.analysis.runs import Run
-from training.schedules import Schedule
+from training.optim.schedules import Schedule
 
 TRUE = (2.0, 3.0, 0.5, 0.002)  # L0, A, alpha, C with learning rates in units of the peak
 

@@ -46,7 +46,7 @@ def _statistics(model, optimizer, batch, is_main):
     """One training step through the diagnostics callbacks; returns what they logged."""
     from transformers import TrainerControl, TrainerState
 
-    from training.loop.diagnostics import GradNormCallback, HistogramCallback, LayerRatioCallback
+    from training.diagnostics.callbacks import GradNormCallback, HistogramCallback, LayerRatioCallback
 
     x, y = batch
     model(x, shift_labels=y, use_cache=False).loss.backward()
@@ -69,7 +69,7 @@ def _checkpointing_under_fsdp(config, reference, batch) -> dict:
     from torch.distributed.fsdp import fully_shard
 
     from modeling import GPTForCausalLM
-    from training.loop.distributed import full_tensor
+    from training.distributed import full_tensor
 
     x, y = batch
     reference.zero_grad()
@@ -100,8 +100,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str, repo: str) -> None:
 
     from modeling import GPTConfig, GPTForCausalLM
     from modeling.tokenization import TiktokenGPT2
+    from training.distributed import full_state_dict, is_sharded
     from training.evaluation.sampling import generate_samples
-    from training.loop.distributed import full_state_dict, is_sharded
 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from training.hub import upload as hub_upload
 from training.hub.callback import HubPushCallback
 from training.hub.staging import stage_upload
 from training.hub.upload import HubError, push_folder
-from training.loop.trainer import Trainer
+from training.trainer.trainer import Trainer
 
 from .helpers import REPO, tiny_run_config
 

@@ -49,22 +49,24 @@ def test_modeling_imports_nothing_of_training():
 
 
 def test_analysis_imports_nothing_of_the_loop_evaluation_or_hub():
-    assert offenders("training/analysis", ("training.loop", "training.evaluation", "training.hub", "training.cli")) == []
+    assert offenders("training/analysis", ("training.trainer", "training.evaluation", "training.hub", "training.cli")) == []
 
 
-def test_loop_imports_neither_the_cli_nor_analysis_nor_hub():
-    assert offenders("training/loop", ("training.cli", "training.analysis", "training.hub")) == []
+def test_the_loop_and_its_components_import_neither_the_cli_nor_analysis_nor_hub():
+    for folder in ("training/trainer", "training/optim", "training/run", "training/guards", "training/diagnostics",
+                   "training/planning"):
+        assert offenders(folder, ("training.cli", "training.analysis", "training.hub", "training.sweeps")) == []
 
 
 def test_earlier_stages_do_not_import_later_ones():
-    assert offenders("training/data", ("training.evaluation", "training.loop", "training.analysis", "training.hub",
+    assert offenders("training/data", ("training.evaluation", "training.trainer", "training.analysis", "training.hub",
                                        "training.cli")) == []
-    assert offenders("training/evaluation", ("training.loop", "training.analysis", "training.hub",
+    assert offenders("training/evaluation", ("training.trainer", "training.analysis", "training.hub",
                                              "training.cli")) == []
 
 
 def test_only_the_scripts_use_the_sweeps():
-    for stage in ("training/data", "training/evaluation", "training/loop", "training/analysis", "training/hub"):
+    for stage in ("training/data", "training/evaluation", "training/trainer", "training/analysis", "training/hub"):
         assert offenders(stage, ("training.sweeps",)) == []
 
 
@@ -74,11 +76,11 @@ def test_layout_is_a_leaf():
 
 
 def test_trainer_import_closure_has_no_cli_analysis_hub_or_matplotlib():
-    code = ("import sys, training.loop.trainer; "
+    code = ("import sys, training.trainer.trainer; "
             "print('\\n'.join(m for m in sys.modules if m.startswith(('training.', 'matplotlib'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=REPO).stdout.split()
-    assert "training.loop.trainer" in loaded
+    assert "training.trainer.trainer" in loaded
     assert [m for m in loaded if m.startswith(("training.cli", "training.analysis", "training.hub", "matplotlib"))] \
         == []
 

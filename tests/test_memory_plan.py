@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from training.loop.memory_plan import (
+from training.planning.memory_plan import (
     GIB,
     Shape,
     attention_matrix_bytes,
@@ -156,7 +156,7 @@ def test_the_script_plans_the_same_run_as_pretrain_would(capsys):
 
 def test_a_gpu_run_that_will_not_fit_is_refused_before_the_first_step(tmp_path, shakespeare_shards):
     from modeling import GPTConfig
-    from training.loop.builders import memory_verdict
+    from training.trainer.builders import memory_verdict
 
     from .helpers import tiny_run_config
 
@@ -293,7 +293,7 @@ def test_the_verdict_depends_on_the_attention_kernel(tmp_path):
     """GPT-2 124M at B=16, T=1024, bf16 fits a 24 GB card with sdpa; with eager attention its 12 blocks keep 13.5
     GiB of attention matrices more, and the same run is refused, naming sdpa as a way out."""
     from modeling import GPTConfig
-    from training.loop.builders import memory_verdict
+    from training.trainer.builders import memory_verdict
 
     from .helpers import tiny_run_config
 

@@ -7,8 +7,8 @@ import torch
 from modeling import GPTConfig, GPTForCausalLM
 from training.analysis.report import build_report
 from training.analysis.runs import load_run
-from training.loop.arguments import TrainArguments
-from training.loop.optimization import build_optimizers, hidden_matrices
+from training.config import TrainArguments
+from training.optim.optimizers import build_optimizers, hidden_matrices
 
 from .helpers import StopAtStep, load_final_weights, read_scalars, tiny_run_config, train
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.loop.noise_scale import NoiseScaleEstimate, unbiased_estimates
+from training.diagnostics.noise_scale import NoiseScaleEstimate, unbiased_estimates
 
 from .helpers import read_scalars, tiny_run_config, train
 
@@ -58,7 +58,7 @@ def test_a_halved_micro_batch_gives_the_same_step_and_its_first_half_is_the_smal
     """On a measured step of a one-process run without accumulation the micro-batch runs as two halves: the same loss
     and gradient as one pass (up to rounding), and |G_small|^2 equal to a direct backward of the first half."""
     from training.data.loaders import DistributedTokenLoader
-    from training.loop.trainer import Trainer
+    from training.trainer.trainer import Trainer
 
     trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=1, total_batch_tokens=128,
                                       diagnostics_every=1, grad_clip=0.0))
@@ -86,7 +86,7 @@ def test_a_halved_micro_batch_gives_the_same_step_and_its_first_half_is_the_smal
 def test_under_a_loss_scale_both_gradients_are_measured_in_the_same_units(tmp_path, shakespeare_shards):
     """fp16's GradScaler multiplies the loss (and every gradient read during the backward) by its scale; the big
     gradient's norm is taken after unscaling. The noise scale must not change with the scale (a GradScaler on CPU)."""
-    from training.loop.trainer import Trainer
+    from training.trainer.trainer import Trainer
 
     measured = {}
     for name, scale in (("plain", None), ("scaled", 2.0 ** 12)):
@@ -108,7 +108,7 @@ def test_under_a_loss_scale_both_gradients_are_measured_in_the_same_units(tmp_pa
 def test_the_first_micro_batch_is_scaled_back_before_its_norm(tmp_path, shakespeare_shards):
     """|G_small|^2 is the first micro-batch's own gradient: equal to a direct backward of that batch alone."""
     from training.data.loaders import DistributedTokenLoader
-    from training.loop.trainer import Trainer
+    from training.trainer.trainer import Trainer
 
     trainer = Trainer(tiny_run_config(tmp_path, shakespeare_shards, max_steps=1, total_batch_tokens=256,
                                       diagnostics_every=1, grad_clip=0.0))

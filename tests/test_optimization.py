@@ -6,15 +6,9 @@ import pytest
 import torch
 
 from modeling import GPTConfig, GPTForCausalLM
-from training.loop.optimization import (
-    Schedule,
-    build_optimizer,
-    build_scheduler,
-    device_peak_flops,
-    model_flops_per_token,
-    param_groups,
-    warmup_cosine_factor,
-)
+from training.optim.flops import device_peak_flops, model_flops_per_token
+from training.optim.optimizers import build_optimizer, build_scheduler, param_groups
+from training.optim.schedules import Schedule, warmup_cosine_factor
 
 
 @pytest.fixture

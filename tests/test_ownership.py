@@ -12,8 +12,8 @@ import yaml
 
 from training.errors import FolderNotOwned, UserError
 from training.layout import MARKER_FILE, RunLayout
-from training.loop.checkpointing import CheckpointManager
-from training.loop.trainer import Trainer
+from training.run.checkpointing import CheckpointManager
+from training.trainer.trainer import Trainer
 
 from .helpers import read_scalars, tiny_run_config, train
 from .test_errors import run_main

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from training.layout import RunLayout, checkpoint_name
-from training.loop.checkpointing import Checkpointer
-from training.loop.trainer import Trainer
+from training.run.checkpointing import Checkpointer
+from training.trainer.trainer import Trainer
 
 from .helpers import (
     ACCELERATE_LAUNCH,

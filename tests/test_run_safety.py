@@ -17,9 +17,9 @@ import torch
 from training.cli import ConfigError
 from training.data.shards import ShardError, find_shards, open_shard, write_shard_atomic
 from training.layout import RunLayout
-from training.loop.checkpointing import CheckpointSaveError
-from training.loop.run_folder import RunFolderBusy, RunFolderLock
-from training.loop.trainer import Trainer
+from training.run.checkpointing import CheckpointSaveError
+from training.run.run_folder import RunFolderBusy, RunFolderLock
+from training.trainer.trainer import Trainer
 
 from .helpers import (
     ACCELERATE_LAUNCH,
@@ -182,7 +182,7 @@ def test_preparation_refuses_to_resume_over_an_edited_corpus(tmp_path, shakespea
 
 # ----------------------------------------------------------------------------------------------- preemption
 def test_sigterm_saves_the_step_and_the_resumed_run_is_bitwise_equal(tmp_path, shakespeare_shards, capsys):
-    from training.loop.preemption import Preempted
+    from training.run.preemption import Preempted
 
     from .helpers import SignalAtStep
 
@@ -300,7 +300,7 @@ def test_a_full_disk_while_writing_final_is_a_clear_error(tmp_path, shakespeare_
     own error type (not an OSError) is what a full disk raises while final/ is written."""
     from safetensors import SafetensorError
 
-    from training.loop.checkpointing import Checkpointer, CheckpointSaveError
+    from training.run.checkpointing import Checkpointer, CheckpointSaveError
 
     original = Checkpointer.save_model
 

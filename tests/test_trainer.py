@@ -7,8 +7,8 @@ import torch
 from training.cli import ConfigError, parse_run_config
 from training.data.loaders import ValidationSet
 from training.data.shards import write_shard_atomic
-from training.loop.optimization import warmup_cosine_factor
-from training.loop.trainer import NonFiniteLossError, Trainer
+from training.optim.schedules import warmup_cosine_factor
+from training.trainer.trainer import NonFiniteLossError, Trainer
 
 from .helpers import (
     ACCELERATE_LAUNCH,
@@ -230,7 +230,7 @@ def test_corpus_given_as_data_is_prepared_on_the_fly(tmp_path, fineweb_path):
 
 
 def test_pretrain_help_documents_every_field(capsys):
-    from training.loop.arguments import ARGUMENT_CLASSES
+    from training.config import ARGUMENT_CLASSES
 
     from .test_errors import script
 

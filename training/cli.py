@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .loop.arguments import ARGUMENT_CLASSES, ConfigError, RunConfig
+from .config import ARGUMENT_CLASSES, ConfigError, RunConfig
 
 __all__ = ["ConfigError", "HelpFormatter", "build_parser", "run_config_from_values", "load_preset", "parse_run_config"]
 

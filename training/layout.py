@@ -228,7 +228,7 @@ class Tags:
     NOISE_TRACE = "noise/trace_sigma"  # the unbiased estimate of tr(Sigma), per token (smoothed)
     NOISE_TOKENS_PER_STEP = "noise/tokens_per_step"  # the run's batch, beside B_simple in the same chart
 
-    # where the time goes (training/loop/timing.py), in milliseconds: every step, and the occasional work at its step
+    # where the time goes (training/diagnostics/timing.py), in milliseconds: every step, and the occasional work at its step
     TIME = "time/"  # + data, forward_backward, callbacks, optimizer, evaluation, hellaswag, checkpoint, ...
 
     # written once at step 0: facts of the run

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..layout import Tags
-from ..schedules import Anchor, Schedule
+from ..optim.schedules import Anchor, Schedule
 from .runs import Run
 
 DECAY = 0.999  # lambda of the annealing momentum (Tissue et al.)

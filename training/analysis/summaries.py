@@ -438,8 +438,8 @@ def _step_lookup(run: Run, tag: str):
 
 
 def is_muon_matrix(name: str) -> bool:
-    """The matrices ``--optimizer muon`` gives to Muon: the 2-D weights inside the blocks (training/loop/
-    optimization.py ``hidden_matrices``); embeddings and the tied head stay on AdamW."""
+    """The matrices ``--optimizer muon`` gives to Muon: the 2-D weights inside the blocks (training/optim/
+    optimizers.py ``hidden_matrices``); embeddings and the tied head stay on AdamW."""
     return block_and_kind(name)[0] is not None
 
 
@@ -551,7 +551,7 @@ def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> dict:
         peak = float(lr.max())
         reached = int(lr_steps[np.flatnonzero(lr >= HELD_PEAK_FRACTION * peak)[0]])
         at_peak = np.interp(steps, lr_steps, lr) >= HELD_PEAK_FRACTION * peak
-        source = "train/lr"
+        source = Tags.TRAIN_LR
     else:
         peak = run.config.get("train", {}).get("max_lr")
         warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)

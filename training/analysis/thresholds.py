@@ -59,7 +59,7 @@ MIN_EVALUATIONS_FOR_TREND = 3  # validation points needed to call validation fal
 # - a step is a spike when it stands more than SPIKE_Z of those robust standard deviations above its level AND at
 #   least the minimum relative size above it (LOSS_SPIKE_MIN_RELATIVE of the loss; the gradient norm at least
 #   doubles: it is judged on a log scale, where its batch-to-batch noise is multiplicative).
-# The spike guard (training/loop/spike_guard.py) uses the same robust family online (median centre, MAD of residuals,
+# The spike guard (training/guards/spike_guard.py) uses the same robust family online (median centre, MAD of residuals,
 # log gradient norm, its own z); the spike_detector callback still uses llm.c's mean/std over a trailing window,
 # which a falling trend and the spikes themselves inflate: the report lists its flags separately.
 SPIKE_NEIGHBOURS = 5

@@ -21,12 +21,12 @@ from collections.abc import Callable
 import yaml
 
 from ..cli import run_config_from_values
+from ..config import ConfigError
+from ..guards.policies import RunStopped
 from ..layout import TRAINING_STATE_FILE, RunLayout, Tags
-from ..loop.arguments import ConfigError
-from ..loop.checkpointing import CheckpointManager, write_json
-from ..loop.policies import RunStopped
-from ..loop.resumption import setting_changes
-from ..loop.trainer import Trainer
+from ..run.checkpointing import CheckpointManager, write_json
+from ..run.resumption import setting_changes
+from ..trainer.trainer import Trainer
 from .config import SweepConfig
 
 

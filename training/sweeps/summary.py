@@ -21,7 +21,6 @@ from ..layout import RunLayout, Tags
 from .config import SweepConfig
 from .runner import diverged_record
 
-
 VERDICT_WORDS = {"too_short": "too short to judge", "diverged": "diverged", "stopped": "stopped by the spike guard",
                  "unstable": "unstable", "unstable_early": "unstable early (warmup too short)",
                  "not_learning": "not learning", "memorising": "memorising its data", "healthy": "healthy"}

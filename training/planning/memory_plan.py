@@ -213,7 +213,7 @@ def diagnostic_weight_copies(callbacks, diagnostics_every: int, histogram_every:
     """How many float32 copies of the weight matrices the run's callbacks hold across a measured optimizer step
     (layer_ratios and histograms each copy every matrix before the step to measure the update; whole tensors,
     gathered on every process under FSDP)."""
-    from .callbacks import parse_callback_spec
+    from ..trainer.callbacks import parse_callback_spec
 
     copies = 0
     for spec in callbacks or []:

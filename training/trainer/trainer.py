@@ -21,13 +21,32 @@ from transformers import TrainerState
 
 from modeling.tokenization import TiktokenGPT2
 
+from ..config import RunConfig
+from ..diagnostics.noise_scale import NoiseScaleProbe
+from ..diagnostics.timing import PER_STEP, StepClock
+from ..distributed import is_sharded, runs_here
 from ..errors import UserError
 from ..evaluation.hellaswag import HellaSwagInLoop
 from ..evaluation.sampling import generate_samples
 from ..evaluation.validation import validation_loss
+from ..guards.policies import NonFiniteLossError, NonFinitePolicy, RunStopped, SkipBudget, TooManySkippedUpdates
+from ..guards.spike_guard import ACTIONS as SPIKE_ACTIONS
+from ..guards.spike_guard import SpikeGuard
 from ..layout import TENSORBOARD_PROJECT, TRACKER, RunLayout, Tags
-from ..schedules import Schedule, anchor_from_dict, anchor_to_dict
-from .arguments import RunConfig
+from ..optim.flops import card_peak_flops, model_flops_per_token
+from ..optim.optimizers import (
+    OptimizerView,
+    apply_hyperparameters,
+    build_optimizers,
+    build_scheduler,
+    peak_lrs,
+    set_schedule,
+)
+from ..optim.schedules import Schedule, anchor_from_dict, anchor_to_dict
+from ..run.checkpointing import Checkpointer, append_jsonl, recover_folder, saved_run_config
+from ..run.preemption import Preempted, SignalCatcher, resume_command
+from ..run.resumption import ResumePlan, plan_resume, setting_changes
+from ..run.run_folder import RunFolderLock, check_run_folder
 from .builders import (
     announce_data_passes,
     build_accelerator,
@@ -41,27 +60,7 @@ from .builders import (
     refuse_if_it_will_not_fit,
 )
 from .callbacks import GPTTrainerControl, RunCallbackHandler, is_due
-from .checkpointing import Checkpointer, append_jsonl, recover_folder, saved_run_config
-from .distributed import is_sharded, runs_here
-from .noise_scale import NoiseScaleProbe
-from .optimization import (
-    OptimizerView,
-    apply_hyperparameters,
-    build_optimizers,
-    build_scheduler,
-    card_peak_flops,
-    model_flops_per_token,
-    peak_lrs,
-    set_schedule,
-)
-from .policies import NonFiniteLossError, NonFinitePolicy, RunStopped, SkipBudget, TooManySkippedUpdates
-from .preemption import Preempted, SignalCatcher, resume_command
-from .resumption import ResumePlan, plan_resume, setting_changes
-from .run_folder import RunFolderLock, check_run_folder
 from .run_log import RunLog
-from .spike_guard import ACTIONS as SPIKE_ACTIONS
-from .spike_guard import SpikeGuard
-from .timing import PER_STEP, StepClock
 
 # Callback events inside a step: their time is the step's "callbacks" share (diagnostics, policies).
 STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end")
@@ -225,7 +224,7 @@ class Trainer:
             found = card_peak_flops(name)
             if found is None:
                 self.accelerator.print(f"Note: MFU is not computed: {name!r} is not in the table of cards "
-                                       "(training/loop/optimization.py); pass --peak_flops with its dense bf16 "
+                                       "(training/optim/flops.py); pass --peak_flops with its dense bf16 "
                                        "FLOP/s per device.")
                 return None, None
             card, given = f"{found[0]} ({name})", found[1]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..layout import Tags
-from ..schedules import Anchor, Schedule, anchor_to_dict
+from ..optim.optimizers import apply_hyperparameters, peak_lrs, set_schedule
+from ..optim.schedules import Anchor, Schedule, anchor_to_dict
 from .checkpointing import append_jsonl, check_resume_compatible, saved_run_config, write_json
-from .optimization import apply_hyperparameters, peak_lrs, set_schedule
 
 # Differences that are not settings of the training (how to resume, how to show progress).
 NOT_SETTINGS = {"train.resume_from_checkpoint", "train.overwrite_output_dir", "train.cooldown_steps",

@@ -34,8 +34,8 @@ import time
 from transformers import TrainerCallback
 
 from ..layout import RunLayout, checkpoint_step
+from ..run.checkpointing import CheckpointManager
 from ..spike_rule import MIN_BAND, Band, grad_norm_spike, loss_spike
-from .checkpointing import CheckpointManager
 from .policies import RunStopped
 
 ACTIONS = {"skip": 1.0, "rollback": 2.0, "stop": 3.0}

@@ -9,12 +9,12 @@ from accelerate.utils import ProjectConfiguration
 from modeling import GPTConfig, GPTForCausalLM
 from modeling.tokenization import check_vocab_fits
 
+from ..config import ConfigError, RunConfig
 from ..data.download import DownloadError, fetch_once
 from ..data.loaders import DistributedTokenLoader, ValidationSet
 from ..data.preparation import PrepareConfig, prepare
 from ..data.shards import find_shards, make_writable_dir
 from ..layout import TRACKER, RunLayout
-from .arguments import ConfigError, RunConfig
 from .callbacks import FlowCallback, build_callback, parse_callback_spec
 
 
@@ -243,7 +243,14 @@ def memory_verdict(config: RunConfig, arch, grad_accum: int, processes: int, pre
                    checkpointing: bool, total_memory: int, card: str) -> str | None:
     """None when the run fits ``card``; else the error: the planned peak, the usable memory, the fix. ``arch`` is the
     model's config: its attention kernel, dropout, qk_norm, bias and MLP width are planned as the model has them."""
-    from .memory_plan import Shape, attention_kernel, describe, diagnostic_weight_copies, format_bytes, plan_run
+    from ..planning.memory_plan import (
+        Shape,
+        attention_kernel,
+        describe,
+        diagnostic_weight_copies,
+        format_bytes,
+        plan_run,
+    )
 
     train = config.train
     attention = getattr(arch, "_attn_implementation", None) or config.model.attn_implementation

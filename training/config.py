@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import ConfigError  # noqa: F401  (re-exported: raised by the validation below)
+from .errors import ConfigError  # noqa: F401  (re-exported: raised by the validation below)
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 

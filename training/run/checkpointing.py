@@ -30,6 +30,8 @@ from transformers.utils import logging as hf_logging
 
 from modeling.tokenization import save_hf_tokenizer
 
+from ..config import ConfigError, RunConfig
+from ..distributed import full_state_dict, is_sharded
 from ..layout import (
     ABANDONED_DIR,
     CHECKPOINT_MODEL_SUBDIR,
@@ -45,8 +47,6 @@ from ..layout import (
 )
 from ..ownership import describe_paths, foreign_in_checkpoint, foreign_in_model_folder, refuse_foreign
 from ..storage import file_crc32, out_of_space, space_reason
-from .arguments import ConfigError, RunConfig
-from .distributed import full_state_dict, is_sharded
 
 # Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
 RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm"),

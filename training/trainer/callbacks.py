@@ -1,7 +1,7 @@
 """The hook system: transformers' ``TrainerCallback`` / ``TrainerState`` / ``TrainerControl`` / ``CallbackHandler``,
 and the contract between the loop and its callbacks.
 
-The loop (``training.loop.trainer``) fires the events in ``EVENTS``; callbacks decide policy by setting ``control``
+The loop (``training.trainer.trainer``) fires the events in ``EVENTS``; callbacks decide policy by setting ``control``
 flags, which the loop carries out. ``FlowCallback`` holds the schedule (log / evaluate / sample / save every N steps,
 stop at max_steps or at a target validation loss), so the loop has no schedule of its own.
 
@@ -154,10 +154,10 @@ class RunCallbackHandler(CallbackHandler):
 # Built-in callbacks by name: import paths resolved only when a run asks for them, so building the loop imports
 # neither the diagnostics nor the Hub code unless they are used.
 REGISTRY = {
-    "grad_norm": "training.loop.diagnostics.GradNormCallback",
-    "layer_ratios": "training.loop.diagnostics.LayerRatioCallback",
-    "histograms": "training.loop.diagnostics.HistogramCallback",
-    "spike_detector": "training.loop.diagnostics.SpikeDetectorCallback",
+    "grad_norm": "training.diagnostics.callbacks.GradNormCallback",
+    "layer_ratios": "training.diagnostics.callbacks.LayerRatioCallback",
+    "histograms": "training.diagnostics.callbacks.HistogramCallback",
+    "spike_detector": "training.diagnostics.callbacks.SpikeDetectorCallback",
     "early_stopping": "transformers.trainer_callback.EarlyStoppingCallback",
     "push_to_hub": "training.hub.callback.HubPushCallback",
 }
@@ -210,7 +210,7 @@ def build_callback(spec, defaults: dict | None = None) -> TrainerCallback:
 def _check_argument_types(name: str, cls: type, kwargs: dict) -> None:
     """Options given as text (``spike_detector:z_threshold=abc``) against the annotated types of the callback's
     constructor, so a typo fails now rather than as a TypeError in the middle of training."""
-    from .arguments import coerce_value
+    from ..config import coerce_value
 
     try:
         hints = typing.get_type_hints(cls.__init__)

@@ -41,6 +41,7 @@ def branch_values(checkpoint: Path, steps: int, output_dir: str | None, override
     import yaml
 
     from training.cli import build_parser
+    from training.config import SECTIONS
 
     saved = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
     if not saved.is_file():
@@ -51,8 +52,8 @@ def branch_values(checkpoint: Path, steps: int, output_dir: str | None, override
     if overrides:
         parser = build_parser()
         parser.set_defaults(**values)
-        model, data, train, logging = parser.parse_args_into_dataclasses(args=overrides)[:4]
-        values = {**vars(model), **vars(data), **vars(train), **vars(logging)}
+        sections = parser.parse_args_into_dataclasses(args=overrides)[:len(SECTIONS)]
+        values = {name: value for section in sections for name, value in vars(section).items()}
     step = checkpoint_step(checkpoint.name)
     run = checkpoint.resolve().parent.parent
     branch = Path(output_dir) if output_dir else run.with_name(f"{run.name}-{DEFAULT_SUFFIX}-{step}")

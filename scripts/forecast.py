@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     schedules = []
     if args.schedule:
         spec = {"lr_schedule": args.schedule,
-                "max_steps": args.schedule_steps or args.max_steps or run.config.get("train", {}).get("max_steps")}
+                "max_steps": args.schedule_steps or args.max_steps or run.settings.get("max_steps")}
         if args.decay_steps:
             spec["decay_steps"] = args.decay_steps
         schedules.append(spec)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from training.config import DataArguments, LoggingArguments, ModelArguments, RunConfig, TrainArguments
+from training.config import SECTION_OF, SECTIONS, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -22,24 +22,20 @@ def offline_env() -> dict:
     return env
 
 
-def tiny_run_config(output_dir, data=None, **train_overrides) -> RunConfig:
-    """2 layers, width 32, the real 50304 vocabulary, T=32: a few milliseconds per step on CPU."""
-    model_overrides = {k: train_overrides.pop(k) for k in list(train_overrides) if k in ModelArguments.__dataclass_fields__}
-    logging_overrides = {k: train_overrides.pop(k) for k in list(train_overrides)
-                         if k in LoggingArguments.__dataclass_fields__}
-    data_overrides = {k: train_overrides.pop(k) for k in list(train_overrides) if k in DataArguments.__dataclass_fields__}
-    train = dict(output_dir=str(output_dir), cpu=True, mixed_precision="no", seq_len=32, micro_batch_size=4,
-                 total_batch_tokens=128, max_steps=10, max_lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=0,
-                 eval_tokens=1024, sample_every=0, save_every=0, keep_last=0, callbacks=[])
-    train.update(train_overrides)
-    train["warmup_steps"] = min(train["warmup_steps"], train["max_steps"])
-    model = dict(n_layer=2, n_head=4, n_embd=32)
-    model.update(model_overrides)
-    logging = dict(progress_bar=False, diagnostics_every=5)
-    logging.update(logging_overrides)
-    return RunConfig(model=ModelArguments(**model), data=DataArguments(data=str(data) if data else None,
-                                                                        **data_overrides),
-                     train=TrainArguments(**train), logging=LoggingArguments(**logging))
+def tiny_run_config(output_dir, data=None, **overrides) -> RunConfig:
+    """2 layers, width 32, the real 50304 vocabulary, T=32: a few milliseconds per step on CPU. Any field of any
+    section can be overridden by name."""
+    values = dict(output_dir=str(output_dir), cpu=True, mixed_precision="no", seq_len=32, micro_batch_size=4,
+                  total_batch_tokens=128, max_steps=10, max_lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=0,
+                  eval_tokens=1024, sample_every=0, save_every=0, keep_last=0, callbacks=[], n_layer=2, n_head=4,
+                  n_embd=32, progress_bar=False, diagnostics_every=5, data=str(data) if data else None)
+    values.update(overrides)
+    values["warmup_steps"] = min(values["warmup_steps"], values["max_steps"])
+    unknown = sorted(set(values) - set(SECTION_OF))
+    if unknown:
+        raise TypeError(f"tiny_run_config: no such setting(s) {unknown}")
+    return RunConfig.from_sections({name: cls(**{k: v for k, v in values.items() if SECTION_OF[k] == name})
+                                    for name, cls in SECTIONS.items()})
 
 
 def config_to_argv(config: RunConfig) -> list[str]:

@@ -78,17 +78,17 @@ def test_a_resume_applies_a_lower_learning_rate_and_weight_decay_and_says_so(tmp
         assert lrs[step] == pytest.approx(1e-4 * warmup_cosine_factor(step - 1, 2, 10, 0.1)), step
     assert all(group["weight_decay"] == 0.0 for group in trainer.optimizers[0].param_groups)
     out = capsys.readouterr().out
-    assert "Resuming at step 5 with changed settings" in out and "train.max_lr: 0.003 -> 0.0001" in out
-    assert "train.weight_decay: 0.1 -> 0" in out and "Learning rate of step 6: 0.002167 (the checkpoint's" in out
+    assert "Resuming at step 5 with changed settings" in out and "optimizer.max_lr: 0.003 -> 0.0001" in out
+    assert "optimizer.weight_decay: 0.1 -> 0" in out and "Learning rate of step 6: 0.002167 (the checkpoint's" in out
     record = [json.loads(line) for line in RunLayout(tmp_path).changes_file.read_text().splitlines()]
-    assert record[0]["step"] == 5 and record[0]["changes"]["train.max_lr"] == [3e-3, 1e-4]
+    assert record[0]["step"] == 5 and record[0]["changes"]["optimizer.max_lr"] == [3e-3, 1e-4]
     assert read_scalars(tmp_path)["run/settings_changed"] == {5: 3.0}
     from training.analysis.report import build_report
     from training.analysis.runs import load_run, read_run_texts
 
-    assert "train.weight_decay: 0.1 -> 0" in read_run_texts(tmp_path)["run/changes"][5]
+    assert "optimizer.weight_decay: 0.1 -> 0" in read_run_texts(tmp_path)["run/changes"][5]
     finding = next(f for f in build_report(load_run(tmp_path))["findings"] if f["id"] == "settings_changed")
-    assert "at step 5: train.max_lr 0.003 -> 1.00e-04" in finding["evidence"]
+    assert "at step 5: optimizer.max_lr 0.003 -> 1.00e-04" in finding["evidence"]
 
 
 def test_a_resume_applies_muon_lr_warmup_and_momentum(tmp_path, shakespeare_shards, capsys):
@@ -103,7 +103,7 @@ def test_a_resume_applies_muon_lr_warmup_and_momentum(tmp_path, shakespeare_shar
     assert scalars["train/lr"][6] == pytest.approx(3e-3 * 6 / 8)
     assert trainer.optimizers[1].param_groups[0]["momentum"] == 0.9
     out = capsys.readouterr().out
-    assert "train.muon_lr: None -> 0.001" in out and "train.warmup_steps: 2 -> 8" in out
+    assert "optimizer.muon_lr: None -> 0.001" in out and "schedule.warmup_steps: 2 -> 8" in out
 
 
 def test_a_longer_cosine_run_is_replanned_on_resume(tmp_path, shakespeare_shards, capsys):

@@ -7,7 +7,7 @@ import torch
 from transformers.trainer_callback import EarlyStoppingCallback
 
 from modeling import GPTForCausalLM
-from training.config import ConfigError
+from training.errors import ConfigError
 from training.data.loaders import DistributedTokenLoader, ValidationSet
 from training.diagnostics.callbacks import GradNormCallback, HistogramCallback, LayerRatioCallback
 from training.layout import RunLayout

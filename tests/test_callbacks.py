@@ -131,9 +131,9 @@ def test_callback_state_survives_a_resume(tmp_path, shakespeare_shards):
     first = train(config, [])
     detector = next(cb for cb in first.callbacks.callbacks if isinstance(cb, SpikeDetectorCallback))
     saved_at_6 = detector.state_dict()
-    config.train.resume_from_checkpoint = str(tmp_path / "checkpoints" / "step_0000003")
+    config.checkpoint.resume_from_checkpoint = str(tmp_path / "checkpoints" / "step_0000003")
     resumed = Trainer(config)
-    resumed.resume(config.train.resume_from_checkpoint)
+    resumed.resume(config.checkpoint.resume_from_checkpoint)
     restored = next(cb for cb in resumed.callbacks.callbacks if isinstance(cb, SpikeDetectorCallback))
     first_losses = [h["train/loss"] for h in first.state.log_history if "train/loss" in h]
     assert list(restored.losses.values) == first_losses[:3]  # the band as it was at step 3

@@ -277,7 +277,7 @@ def test_a_yaml_number_without_a_dot_is_still_a_number(tmp_path):
     preset = tmp_path / "preset.yaml"
     preset.write_text("train:\n  max_lr: 3e-3\n  min_lr: 3e-4\n")  # YAML 1.1 reads these as strings
     config = parse_run_config(["--config", str(preset)])
-    assert config.train.max_lr == 3e-3 and config.train.min_lr == 3e-4
+    assert config.optimizer.max_lr == 3e-3 and config.optimizer.min_lr == 3e-4
 
 
 def test_more_validation_tokens_than_exist_are_announced(tmp_path, shakespeare_shards, capsys):
@@ -288,7 +288,7 @@ def test_more_validation_tokens_than_exist_are_announced(tmp_path, shakespeare_s
 
 def test_warmup_longer_than_the_run_is_announced(tmp_path, shakespeare_shards, capsys):
     config = tiny_run_config(tmp_path / "w", shakespeare_shards, max_steps=3)
-    config.train.warmup_steps = 10
+    config.schedule.warmup_steps = 10
     train(config)
     assert "--warmup_steps 10 is longer than --max_steps 3: the learning rate never reaches --max_lr" in \
         capsys.readouterr().out

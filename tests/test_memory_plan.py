@@ -116,7 +116,7 @@ def _preset_shape(path, processes, sharded, **changes) -> Shape:
     values = dict(n_layer=model.n_layer, n_head=model.n_head, n_embd=model.n_embd, vocab_size=model.vocab_size,
                   seq_len=train.seq_len, micro_batch_size=train.micro_batch_size,
                   grad_accum=train.grad_accum_steps(processes), num_processes=processes, mixed_precision="bf16",
-                  sharded=sharded, checkpointing=model.gradient_checkpointing, optimizer=train.optimizer)
+                  sharded=sharded, checkpointing=model.gradient_checkpointing, optimizer=config.optimizer.optimizer)
     values.update(changes)
     return Shape(**values)
 

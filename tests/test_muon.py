@@ -7,7 +7,7 @@ import torch
 from modeling import GPTConfig, GPTForCausalLM
 from training.analysis.report import build_report
 from training.analysis.runs import load_run
-from training.config import TrainArguments
+from training.optim.config import OptimizerArguments
 from training.optim.optimizers import build_optimizers, hidden_matrices
 
 from .helpers import StopAtStep, load_final_weights, read_scalars, tiny_run_config, train
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.
 
 def test_hidden_matrices_go_to_muon_and_everything_else_to_adamw():
     model = GPTForCausalLM(GPTConfig(vocab_size=96, n_positions=16, n_embd=32, n_layer=2, n_head=4))
-    args = TrainArguments(optimizer="muon", max_lr=1e-3, min_lr=1e-4, muon_lr=2e-2, weight_decay=0.1)
+    args = OptimizerArguments(optimizer="muon", max_lr=1e-3, min_lr=1e-4, muon_lr=2e-2, weight_decay=0.1)
     adamw, muon = build_optimizers(model, args)
     assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
     on_muon = {id(p) for g in muon.param_groups for p in g["params"]}

@@ -228,7 +228,7 @@ def test_changed_settings_on_a_finished_run_are_refused_before_anything_is_writt
     run = tmp_path / "run"
     train(tiny_run_config(run, shakespeare_shards, max_steps=4, save_every=2))
     before = snapshot(run)
-    with pytest.raises(UserError, match=r"nothing would train, so the changed settings \(train.max_lr\) would never "
+    with pytest.raises(UserError, match=r"nothing would train, so the changed settings \(optimizer.max_lr\) would never "
                                         r"apply.*--max_steps larger than 4"):
         train(tiny_run_config(run, shakespeare_shards, max_steps=4, save_every=2, max_lr=1e-3,
                               resume_from_checkpoint="latest"))
@@ -237,4 +237,4 @@ def test_changed_settings_on_a_finished_run_are_refused_before_anything_is_writt
     train(tiny_run_config(run, shakespeare_shards, max_steps=6, save_every=2, max_lr=1e-3,
                           resume_from_checkpoint="latest"))
     change = json.loads(RunLayout(run).changes_file.read_text().splitlines()[-1])
-    assert change["step"] == 4 and change["changes"]["train.max_lr"] == [3e-3, 1e-3]
+    assert change["step"] == 4 and change["changes"]["optimizer.max_lr"] == [3e-3, 1e-3]

@@ -62,7 +62,7 @@ def test_resume_from_two_processes_into_one(tmp_path, shakespeare_shards):
                      "--mixed_precision", "no", "--dynamo_backend", "no"]
     argv = config_to_argv(config)
     run_pretrain(argv + ["--callbacks", "tests.helpers.StopAtStep:step=1"], launcher=two_processes)
-    config.train.resume_from_checkpoint = "latest"
+    config.checkpoint.resume_from_checkpoint = "latest"
     train(config)
     train(tiny_run_config(tmp_path / "reference", shakespeare_shards, max_steps=5, total_batch_tokens=768,
                           save_every=1, keep_last=0))

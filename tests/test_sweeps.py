@@ -187,13 +187,13 @@ def test_an_edited_variant_stops_the_sweep_before_any_training(tmp_path, shakesp
     edited["variants"]["a"] = {"max_lr": 1e-3}
     open(path, "w").write(yaml.safe_dump(edited))
     config, lines = load_sweep(path), []
-    with pytest.raises(ConfigError, match=r"variant\(s\) a changed since their runs were trained \(a: train.max_lr "
+    with pytest.raises(ConfigError, match=r"variant\(s\) a changed since their runs were trained \(a: optimizer.max_lr "
                                           r"0.003 -> 0.001\).*--rerun a"):
         run_sweep(config, say=lines.append)
     assert lines == []  # nothing trained, nothing reported under the new settings
     outcome = run_sweep(config, say=lines.append, rerun=["a"])
     assert outcome == [("a", 1, "trained"), ("b", 1, "skipped")]
-    assert yaml.safe_load(RunLayout(config.run_dir("a", 1)).config_file.read_text())["train"]["max_lr"] == 1e-3
+    assert yaml.safe_load(RunLayout(config.run_dir("a", 1)).config_file.read_text())["optimizer"]["max_lr"] == 1e-3
 
 
 def test_hostile_sweep_files_are_refused_before_anything_trains(tmp_path, shakespeare_shards):
@@ -201,7 +201,7 @@ def test_hostile_sweep_files_are_refused_before_anything_trains(tmp_path, shakes
         load_sweep(small_sweep(tmp_path, shakespeare_shards, {"../../x": {}}))
     with pytest.raises(ConfigError, match=r"variant 'mine' sets \['seed'\], which the sweep sets"):
         load_sweep(small_sweep(tmp_path, shakespeare_shards, {"mine": {"seed": 7}}))
-    with pytest.raises(ConfigError, match=r"variant 'bad': Invalid training arguments: max_lr must be positive"):
+    with pytest.raises(ConfigError, match=r"variant 'bad': Invalid optimizer arguments: max_lr must be positive"):
         load_sweep(small_sweep(tmp_path, shakespeare_shards, {"good": {}, "bad": {"max_lr": -1.0}}))
     with pytest.raises(ConfigError, match=r"seeds \[1, 1\] repeat a seed"):
         load_sweep(write_sweep(tmp_path, shakespeare_shards, seeds=[1, 1]))

@@ -267,13 +267,13 @@ def test_presets_parse(tmp_path):
     seed = parse_run_config(["--config", "configs/gpt2-124m-seed.yaml"])
     assert seed.train.total_batch_tokens == 589_824 and seed.train.micro_batch_size == 16
     assert seed.train.seq_len == 1024 and seed.train.max_steps == 1700
-    assert (seed.train.max_lr, seed.train.min_lr, seed.train.warmup_steps) == (1.8e-3, 1.8e-4, 620)
-    assert seed.train.weight_decay == 0.1 and seed.train.grad_clip == 1.0 and seed.train.eval_every == 25
+    assert (seed.args.max_lr, seed.args.min_lr, seed.args.warmup_steps) == (1.8e-3, 1.8e-4, 620)
+    assert seed.args.weight_decay == 0.1 and seed.args.grad_clip == 1.0 and seed.args.eval_every == 25
     assert seed.train.grad_accum_steps(3) == 12  # 16 x 1024 x 12 x 3 GPUs
     assert seed.model.vocab_size == 50304 and seed.model.n_layer == 12
     nano = parse_run_config(["--config", "configs/gpt2-124m-build-nanogpt.yaml"])
     assert nano.train.total_batch_tokens == 524_288 and nano.train.micro_batch_size == 64
-    assert (nano.train.max_lr, nano.train.min_lr, nano.train.warmup_steps, nano.train.max_steps) == (
+    assert (nano.args.max_lr, nano.args.min_lr, nano.args.warmup_steps, nano.args.max_steps) == (
         6e-4, 6e-5, 715, 19_073)
     tiny = parse_run_config(["--config", "configs/cpu-tiny.yaml", "--max_steps", "7"])
     assert tiny.train.max_steps == 7 and tiny.train.cpu
@@ -420,3 +420,22 @@ def test_the_larger_presets_start_at_reduced_width(tmp_path, shakespeare_shards,
     assert trainer.state.global_step == 3 and trainer.grad_accum == 2
     assert trainer.raw_model.is_gradient_checkpointing == config.model.gradient_checkpointing
     assert read_scalars(tmp_path)["val/loss"][3] < 11.0
+
+
+def test_a_preset_of_the_earlier_layout_reads_the_same_with_a_note(tmp_path, capsys):
+    """Before the components had their own sections, `train` held the optimizer, schedule, checkpoint, guard,
+    evaluation and hub fields: such a preset still works, and says once where they belong now."""
+    old = tmp_path / "old.yaml"
+    old.write_text("model: {n_layer: 2, n_head: 2, n_embd: 32}\ntrain: {max_steps: 7, max_lr: 1.0e-3, "
+                   "warmup_steps: 3, save_every: 5, eval_every: 0, spike_guard: true, push_checkpoints: false}\n")
+    new = tmp_path / "new.yaml"
+    new.write_text("model: {n_layer: 2, n_head: 2, n_embd: 32}\ntrain: {max_steps: 7}\noptimizer: {max_lr: 1.0e-3}\n"
+                   "schedule: {warmup_steps: 3}\ncheckpoint: {save_every: 5}\nevaluation: {eval_every: 0}\n"
+                   "guards: {spike_guard: true}\nhub: {push_checkpoints: false}\n")
+    assert parse_run_config(["--config", str(old)]).to_dict() == parse_run_config(["--config", str(new)]).to_dict()
+    assert "has the layout of an earlier version" in capsys.readouterr().out
+    misplaced = tmp_path / "misplaced.yaml"
+    misplaced.write_text("optimizer: {warmup_steps: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown field 'warmup_steps' in section 'optimizer' \(it belongs to the "
+                                          r"'schedule' section\)"):
+        parse_run_config(["--config", str(misplaced)])

@@ -1,12 +1,15 @@
 """Command line + YAML presets -> ``RunConfig`` with transformers' ``HfArgumentParser`` (used by the scripts; the
 loop itself never parses arguments).
 
-A preset is YAML with one section per argument group::
+A preset is YAML with one section per component (``training/config.py`` lists them)::
 
     model: {n_layer: 12, n_head: 12, n_embd: 768}
-    train: {max_lr: 6.0e-4, max_steps: 19073}
+    train: {max_steps: 19073, total_batch_tokens: 524288}
+    optimizer: {max_lr: 6.0e-4, min_lr: 6.0e-5}
 
-Command-line flags (``--max_lr 3e-4``) override the preset; unknown keys are errors that name the file.
+Command-line flags (``--max_lr 3e-4``) override the preset; unknown keys are errors that name the file. A preset of
+an earlier version, whose ``train`` section also held the optimizer, schedule and other fields, is read with a
+one-line note saying where they belong now.
 """
 
 import argparse
@@ -16,11 +19,10 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .config import ARGUMENT_CLASSES, ConfigError, RunConfig
+from .config import ARGUMENT_CLASSES, SECTION_OF, SECTIONS, RunConfig, legacy_sections
+from .errors import ConfigError
 
 __all__ = ["ConfigError", "HelpFormatter", "build_parser", "run_config_from_values", "load_preset", "parse_run_config"]
-
-SECTIONS = dict(zip(("model", "data", "train", "logging"), ARGUMENT_CLASSES))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -64,22 +66,30 @@ def read_yaml_mapping(path: Path, kind: str, where_to_look: str, expected: str) 
     return raw
 
 
-def load_preset(path: str | Path) -> dict:
-    """Flatten a sectioned YAML preset into field -> value, rejecting unknown sections and fields."""
+def load_preset(path: str | Path, say=print) -> dict:
+    """Flatten a sectioned YAML preset into field -> value, rejecting unknown sections and fields (a field in another
+    component's section is refused, naming its section; an earlier version's ``train`` section is read with a
+    note)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "Config file", "configs/ for the presets",
                             f"hold a mapping of sections ({', '.join(SECTIONS)})")
-    flat = {}
     for section, values in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section {section!r}; use {', '.join(SECTIONS)}.")
         if values is not None and not isinstance(values, dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping of field: value, not a "
                               f"{type(values).__name__}.")
+    raw, moved = legacy_sections(raw)
+    if moved:
+        say(f"Note: {path} has the layout of an earlier version (its train section held {len(moved)} field(s) that "
+            f"now have their own sections: {', '.join(moved[:6])}{' ...' if len(moved) > 6 else ''}); read as such.")
+    flat = {}
+    for section, values in raw.items():
         known = {f.name for f in fields(SECTIONS[section])}
         for key, value in (values or {}).items():
             if key not in known:
-                raise ConfigError(f"{path}: unknown field {key!r} in section {section!r}; known fields: "
+                home = f" (it belongs to the {SECTION_OF[key]!r} section)" if key in SECTION_OF else ""
+                raise ConfigError(f"{path}: unknown field {key!r} in section {section!r}{home}; known fields: "
                                   f"{', '.join(sorted(known))}.")
             flat[key] = value
     return resolve_preset_paths(flat, path)
@@ -100,15 +110,20 @@ def resolve_preset_paths(flat: dict, preset: Path) -> dict:
     return flat
 
 
+def _compose(parsed) -> RunConfig:
+    return RunConfig.from_sections(dict(zip(SECTIONS, parsed[:len(SECTIONS)])))
+
+
 def run_config_from_values(values: dict) -> RunConfig:
     """A RunConfig from field -> value (a flattened preset plus overrides), validated like the command line."""
     parser = build_parser()
     parser.set_defaults(**values)
     try:
-        model, data, train, logging = parser.parse_args_into_dataclasses(args=[])[:4]
-    except ValueError as error:
+        return _compose(parser.parse_args_into_dataclasses(args=[]))
+    except ConfigError:
+        raise
+    except ValueError as error:  # argparse's and HfArgumentParser's own complaints about a value
         raise ConfigError(str(error)) from error
-    return RunConfig(model=model, data=data, train=train, logging=logging)
 
 
 def parse_run_config(argv: list[str] | None = None, description: str | None = None) -> RunConfig:
@@ -117,8 +132,8 @@ def parse_run_config(argv: list[str] | None = None, description: str | None = No
     if known.config:
         parser.set_defaults(**load_preset(known.config))
     try:
-        parsed = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:
+        return _compose(parser.parse_args_into_dataclasses(args=argv))
+    except ConfigError:
+        raise
+    except ValueError as error:  # argparse's and HfArgumentParser's own complaints about a value
         raise ConfigError(str(error)) from error
-    model, data, train, logging = parsed[:4]
-    return RunConfig(model=model, data=data, train=train, logging=logging)

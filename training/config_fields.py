@@ -88,3 +88,10 @@ def non_negative(instance, *names: str, why: str = "") -> list[str]:
     return [f"{name} must be >= 0 (got {getattr(instance, name)}{why})" for name in names if getattr(instance, name) < 0]
 
 
+
+
+def flatten(sections: dict) -> dict:
+    """A sectioned configuration (a saved ``config.yaml`` of any version: field names are unique across sections) as
+    field -> value."""
+    return {name: value for values in (sections or {}).values() if isinstance(values, dict)
+            for name, value in values.items()}

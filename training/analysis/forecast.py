@@ -125,7 +125,7 @@ def lr_history(run: Run) -> np.ndarray:
 def run_schedule(run: Run, max_steps: int | None = None, **changes) -> Schedule:
     """The run's schedule as configured (with its latest re-plan, if a resume made one), optionally with another
     length or shape."""
-    train = dict(run.config.get("train", {}))
+    train = dict(run.settings)
     anchor = None
     for record in run.changes:
         if record.get("anchor"):
@@ -143,7 +143,7 @@ def run_schedule(run: Run, max_steps: int | None = None, **changes) -> Schedule:
 def planned_lrs(run: Run, schedule: Schedule, keep_history: bool) -> np.ndarray:
     """Learning rates of steps 1..schedule.max_steps: the logged ones followed by ``schedule`` (the run's own
     future), or ``schedule`` from the start (another schedule)."""
-    peak = float(run.config.get("train", {}).get("max_lr") or lr_history(run).max())
+    peak = float(run.settings.get("max_lr") or lr_history(run).max())
     planned = peak * schedule.factors()
     if keep_history:
         history = lr_history(run)[: schedule.max_steps]
@@ -154,7 +154,7 @@ def planned_lrs(run: Run, schedule: Schedule, keep_history: bool) -> np.ndarray:
 def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0) -> Fit | None:
     """Fit the law to a run; None when there is nothing to fit (no learning rate or loss logged)."""
     history = lr_history(run)
-    warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
+    warmup = int(run.settings.get("warmup_steps", 0) or 0)
     if not len(history):
         return None
     val_steps, val = run.series(Tags.VAL_LOSS)
@@ -274,7 +274,7 @@ def tokens_to_target(run: Run, fit: Fit, target: float, tokens_per_step: float, 
         def final(steps: int) -> float:
             lrs = planned_lrs(run, run_schedule(run, steps), keep_history=False)
             return float(fit.curve(lrs, params)[-1])
-        low, high = max(2, int(run.config.get("train", {}).get("warmup_steps", 0) or 0) + 1), limit
+        low, high = max(2, int(run.settings.get("warmup_steps", 0) or 0) + 1), limit
         if final(high) > target:
             return None
         while high - low > max(1, low // 200):

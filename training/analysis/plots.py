@@ -199,7 +199,7 @@ def plot_comparison(runs: list[Run]):
             ax.plot(val_steps * per_step, val, color=color, marker="o", markersize=3, label=f"{run.name} val")
     # A reference is a measurement on one run's validation data: draw it once when every run shares it, else
     # one line per run in that run's colour, so no run is compared with another's reference.
-    references = {(r.reference_loss, json.dumps(r.config.get("data", {}), sort_keys=True)) for r in runs
+    references = {(r.reference_loss, json.dumps({k: r.settings.get(k) for k in ("data", "download_url", "val_tokens")}, sort_keys=True)) for r in runs
                   if r.reference_loss is not None}
     if len(references) == 1 and all(r.reference_loss is not None for r in runs):
         ax.axhline(runs[0].reference_loss, color="purple", linestyle="--",

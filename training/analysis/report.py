@@ -120,7 +120,7 @@ def init_finding(s: RunSummary) -> Finding:
     loss = s.loss
     diff, expected, standard = loss["initial_minus_expected"], loss["expected_initial_loss"], \
         loss["standard_initial_loss"]
-    std = s.setting("model", "init_std", STANDARD_INIT_STD)
+    std = s.setting("init_std", STANDARD_INIT_STD)
     evidence = (f"initial train loss {fmt(loss['initial_train_loss'])} vs {fmt(expected)} expected at "
                 f"initialisation (ln(vocab) = {fmt(loss['uniform_loss'])} plus n_embd x init_std^2 / 2 = "
                 f"{fmt(expected - loss['uniform_loss'], 3)} for the random logits; difference {fmt(diff, 3)}, "
@@ -147,7 +147,7 @@ def too_short_finding(s: RunSummary) -> Finding | None:
     steps = s.loss["steps"]
     if steps >= MIN_STEPS_TO_JUDGE:
         return None
-    ended = steps >= (s.setting("train", "max_steps") or math.inf)
+    ended = steps >= (s.setting("max_steps") or math.inf)
     return Finding("too_short", "info", "Too short to judge",
                    f"the run has {steps} logged step(s); at least {MIN_STEPS_TO_JUDGE} are needed before trends, "
                    "spikes, warmup and clipping statistics say anything, so only a non-finite loss is judged.",
@@ -208,7 +208,7 @@ def warmup_finding(s: RunSummary) -> Finding | None:
     lr_text = (f", with the learning rate still up to {fmt(early['max_lr_after_settle'])} "
                f"({fmt(100 * early['max_lr_after_settle'] / early['peak_lr'], 3)}% of its peak; at least "
                f"{fmt(100 * WARMUP_LATER_LR, 3)}% is needed to clear the peak rate)")
-    warmup = s.setting("train", "warmup_steps", 0) or 0
+    warmup = s.setting("warmup_steps", 0) or 0
     return Finding("warmup_too_short", "warning", "Warmup too short: the loss jumped in the early phase",
                    f"the median update/weight ratio peaked at {fmt(early['peak_ratio'])} at step "
                    f"{early['peak_ratio_step']} ({ratio_band(early['peak_ratio'])}) and stayed above "
@@ -217,7 +217,7 @@ def warmup_finding(s: RunSummary) -> Finding | None:
                    f"{fmt(early['jump_threshold'], 3)} nats); after step {settle}{lr_text}, it did not jump again. "
                    "Early in training the gradients of successive steps agree, so Adam's normalised step is close to "
                    "the full learning rate: the instability belongs to that phase, not to the peak learning rate.",
-                   f"The peak learning rate (--max_lr {s.setting('train', 'max_lr')}) ran without jumps after the "
+                   f"The peak learning rate (--max_lr {s.setting('max_lr')}) ran without jumps after the "
                    "early phase.",
                    advice=[raise_("warmup_steps", f"Lengthen --warmup_steps (now {warmup}) to at least "
                                                   f"{max(2 * warmup, settle)} steps, so the learning rate is still low "
@@ -244,7 +244,7 @@ def late_divergence_finding(s: RunSummary) -> Finding | None:
                    "later in training).",
                    "Or turn on --spike_guard to skip the damaging updates and roll back past them.",
                    advice=[lower("max_lr", f"Resume from the last checkpoint before step {low_step} with a lower "
-                                           f"--max_lr (now {s.setting('train', 'max_lr')}).")],
+                                           f"--max_lr (now {s.setting('max_lr')}).")],
                    data={"diverged_at": onset, "held_steps": hold["held_steps"]})
 
 
@@ -283,11 +283,11 @@ def instability_finding(s: RunSummary, claimed_until: int = 0, late: bool = Fals
         context = (f" Context: the weight matrices moved a median {fmt(ratio['overall_median'])} of their size per "
                    "step" + (f" (the run's own scale lr/rms(w) is {fmt(expected_scale(s))})" if expected_scale(s)
                              else "") + ".")
-    warmup = s.setting("train", "warmup_steps")
-    advice = [lower("max_lr", f"Lower --max_lr (now {s.setting('train', 'max_lr')}) 3-10x.")]
-    if s.setting("train", "optimizer") == "muon":
+    warmup = s.setting("warmup_steps")
+    advice = [lower("max_lr", f"Lower --max_lr (now {s.setting('max_lr')}) 3-10x.")]
+    if s.setting("optimizer") == "muon":
         advice.append(lower("muon_lr", f"With Muon, lower --muon_lr too (now "
-                                       f"{s.setting('train', 'muon_lr') or s.setting('train', 'max_lr')})."))
+                                       f"{s.setting('muon_lr') or s.setting('max_lr')})."))
     hold = held_peak_text(s)
     if warmup_may_be_blamed(s):
         advice.append(raise_("warmup_steps", f"Or lengthen --warmup_steps (now {warmup}): the trouble began before "
@@ -335,7 +335,7 @@ def not_learning_finding(s: RunSummary) -> Finding | None:
                   f"{fmt(move['ceiling'])} of their size" + (f", below {fmt(MOVE_TOO_SMALL)}" if small_ceiling else "")
                   + f" (the sum of lr_t / rms(w), rms(w) {fmt(move['weight_rms'], 3)} from {move['rms_source']})"
                   ) if move else ""
-    lr_now = s.setting("train", "max_lr")
+    lr_now = s.setting("max_lr")
     if groups:
         all_barely = all(len(g["barely"]) >= g["matrices"] / 2 for g in groups.values()) and not small_ceiling
         consistent = adam is not None and adam["median_consistency"] >= LR_LIMITED
@@ -387,13 +387,13 @@ def lr_limited_finding(s: RunSummary, findings: list[Finding]) -> Finding | None
     if later is None or later < LR_LIMITED or any(f.id in ("lr_too_low", "not_learning", "loss_flat")
                                                    for f in findings):
         return None
-    if s.setting("train", "optimizer") == "muon" and adam["matrices"] < 3:
+    if s.setting("optimizer") == "muon" and adam["matrices"] < 3:
         return None  # only the embeddings are on AdamW: their consistency says little about the run
     return Finding("lr_limited", "info", "Adam's steps still agree: the learning rate limits the speed",
                    f"over the later half of the run the AdamW matrices moved a median {fmt(later, 2)} of what their "
                    f"learning rate allows (at least {fmt(LR_LIMITED, 2)}: successive steps push the same way; gradient "
                    f"noise alone would give about {fmt(adam['band'][0], 2)}).",
-                   advice=[raise_("max_lr", f"A higher --max_lr (now {s.setting('train', 'max_lr')}) would likely "
+                   advice=[raise_("max_lr", f"A higher --max_lr (now {s.setting('max_lr')}) would likely "
                                             "train faster: raise it 2-3x in a short trial and keep it if the loss "
                                             "stays free of spikes.")])
 
@@ -410,7 +410,7 @@ def weight_decay_finding(s: RunSummary) -> Finding | None:
                    f"gradient-driven step of each weight matrix (limit {fmt(DECAY_VS_GRADIENT)}x), and the median "
                    f"weight RMS fell {fmt(-100 * change, 3)}% over the run (limit {fmt(100 * WEIGHT_SHRINK, 3)}%): "
                    "decay, not the gradients, sets the size of the weights.",
-                   advice=[lower("weight_decay", f"Lower --weight_decay (now {s.setting('train', 'weight_decay')}; "
+                   advice=[lower("weight_decay", f"Lower --weight_decay (now {s.setting('weight_decay')}; "
                                                  "GPT-2 runs use 0.1, the seed suggests trying 0.01).")])
 
 
@@ -464,11 +464,11 @@ def depth_finding(s: RunSummary) -> Finding | None:
                        f"{numbers} (limit {fmt(DEPTH_TREND, 2)}): the blocks {where} learn more than ten times "
                        f"slower (block(s) {listed([str(b) for b in slow])} more than a decade below the fastest). "
                        + cause + also,
-                       advice=[lower("n_layer", f"Try fewer layers (--n_layer, now {s.setting('model', 'n_layer')})."),
+                       advice=[lower("n_layer", f"Try fewer layers (--n_layer, now {s.setting('n_layer')})."),
                                raise_("init_std", "If the slow blocks' gradients are tiny, a larger --init_std (now "
-                                                  f"{s.setting('model', 'init_std', 0.02)}) lets Adam see them."),
+                                                  f"{s.setting('init_std', 0.02)}) lets Adam see them."),
                                lower("adam_epsilon", "A smaller --adam_epsilon (now "
-                                                     f"{s.setting('train', 'adam_epsilon', 1e-8)}) also lets Adam see "
+                                                     f"{s.setting('adam_epsilon', 1e-8)}) also lets Adam see "
                                                      "tiny gradients.")])
     words = ("does not depend on depth" if learning["flat"] else
              f"changes with depth by less than the {fmt(DEPTH_TREND, 2)}-decade limit")
@@ -599,9 +599,9 @@ def regime_finding(s: RunSummary) -> Finding | None:
         shrinking = (s.weights.get("median_rms_change") or 0) < -WEIGHT_SHRINK
         if not shrinking:
             advice.append(raise_("weight_decay", f"Regularise: raise --weight_decay (now "
-                                                 f"{s.setting('train', 'weight_decay')})."))
-        if (s.setting("model", "dropout") or 0) < 0.1:
-            advice.append(raise_("dropout", f"A higher --dropout (now {s.setting('model', 'dropout', 0.0)}) also "
+                                                 f"{s.setting('weight_decay')})."))
+        if (s.setting("dropout") or 0) < 0.1:
+            advice.append(raise_("dropout", f"A higher --dropout (now {s.setting('dropout', 0.0)}) also "
                                             "regularises."))
         return Finding("overfitting", "problem" if rising else "warning",
                        "Overfitting: memorising its data (validation loss " + ("rises" if rising else "stays flat")
@@ -617,7 +617,7 @@ def regime_finding(s: RunSummary) -> Finding | None:
                        "text of the training distribution. The validation text differs from the training text.",
                        "Check that the validation split comes from the same distribution as the training data.")
     if scenario == "val_falls_train_high":
-        dropout = s.setting("model", "dropout") or 0
+        dropout = s.setting("dropout") or 0
         evidence = (f"{train_words}, while validation loss fell {fmt(-r['val_change_later_half'], 3)} nats over the "
                     f"same stretch and ends {fmt(-gap.get('gap_final', 0.0), 3)} below the smoothed train loss: the "
                     "seed's \"high train + decreasing val\" row, which it reads as underfitting. A model that "
@@ -876,7 +876,7 @@ def spike_guard_finding(s: RunSummary) -> Finding | None:
     advice = []
     if stops:
         advice.append(lower("max_lr", f"The cause survived fresh data and an earlier state: lower --max_lr (now "
-                                      f"{s.setting('train', 'max_lr')})."))
+                                      f"{s.setting('max_lr')})."))
         if warmup_may_be_blamed(s):
             advice.append(raise_("warmup_steps", "Or lengthen --warmup_steps: the trouble began before the peak "
                                                  "learning rate had been held stably."))

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, TENS
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.compat.proto.event_pb2 import SessionLog
 
+from ..config_fields import flatten
 from ..layout import RunLayout, Tags
 
 
@@ -129,6 +130,11 @@ class Run:
     interventions: list[dict] = field(default_factory=list)  # what the spike guard did (interventions.jsonl)
     branch: dict | None = None  # where a branched run (a cool-down) came from (branch.json)
 
+    @property
+    def settings(self) -> dict:
+        """The run's settings by name (its saved configuration, of any version's sections)."""
+        return flatten(self.config)
+
     def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
         data = self.scalars.get(tag, {})
         return np.array(list(data.keys()), dtype=float), np.array(list(data.values()), dtype=float)
@@ -150,14 +156,14 @@ class Run:
 
     @property
     def vocab_size(self) -> int:
-        value = self.first(Tags.RUN_VOCAB_SIZE) or self.config.get("model", {}).get("vocab_size") or 50304
+        value = self.first(Tags.RUN_VOCAB_SIZE) or self.settings.get("vocab_size") or 50304
         return int(value)
 
     @property
     def grad_clip(self) -> float | None:
         value = self.first(Tags.RUN_GRAD_CLIP)
         if value is None:
-            value = self.config.get("train", {}).get("grad_clip")
+            value = self.settings.get("grad_clip")
         return value
 
     def tags(self, prefix: str) -> list[str]:
@@ -262,11 +268,11 @@ def read_reference_eval(path: Path) -> dict:
 
 def _dataset_tokens(config: dict) -> int | None:
     candidates = []
-    data = config.get("data", {}).get("data")
-    if data:
-        candidates.append(Path(data))
-    if config.get("train", {}).get("output_dir"):
-        candidates.append(RunLayout(config["train"]["output_dir"]).prepared_shards_dir)
+    settings = flatten(config)
+    if settings.get("data"):
+        candidates.append(Path(settings["data"]))
+    if settings.get("output_dir"):
+        candidates.append(RunLayout(settings["output_dir"]).prepared_shards_dir)
     for folder in candidates:
         meta = folder / "meta.json"
         if meta.exists():

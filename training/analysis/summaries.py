@@ -8,6 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..config_fields import flatten
 from ..layout import Tags
 from .runs import Run
 from .thresholds import (
@@ -81,7 +82,7 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float) -> float
 def expected_initial_loss(run: Run) -> tuple[float, float, float]:
     """ln(vocab), the loss expected at initialisation with the run's init_std, and with GPT-2's 0.02 at the same
     width: ln(vocab) + n_embd * std^2 / 2 (thresholds.py says why), for a run started from random weights."""
-    model = run.config.get("model", {})
+    model = run.settings
     uniform = math.log(run.vocab_size)
     width, std = model.get("n_embd"), model.get("init_std")
     if not width or not std:
@@ -191,7 +192,7 @@ def grad_norm_summary(run: Run) -> dict:
         return {}
     steps, norm = steps[finite], norm[finite]
     early = max(1, len(norm) // EARLY_FRACTION)
-    warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
+    warmup = int(run.settings.get("warmup_steps", 0) or 0)
     after_mask = steps > warmup
     after = norm[after_mask] if after_mask.any() else norm  # percentiles of all steps when none is after warmup
     clip = run.grad_clip
@@ -273,7 +274,7 @@ def grad_spike_summary(run: Run) -> dict:
     """Gradient-norm outliers after warmup (the early, large norms of warmup are expected and not counted), by the
     robust rule on the norm's logarithm (at least GRAD_SPIKE_MIN_RELATIVE above the local level)."""
     steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
-    warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
+    warmup = int(run.settings.get("warmup_steps", 0) or 0)
     found = robust_outliers(steps, norm, GRAD_SPIKE_MIN_RELATIVE, log=True)
     spikes = [s for s in found["steps"] if s > warmup]
     return {"after_warmup": spikes, "values": {s: found["detail"][s]["value"] for s in spikes},
@@ -449,7 +450,7 @@ def expectation_summary(run: Run) -> dict:
     matrix) at every measurement, and the measured ratio divided by it, the consistency e. Measurements in the first
     RATIO_SKIP_FRACTION of the run are left out, like ``ratio_summary``'s. Empty without weight RMS or learning
     rates."""
-    train = run.config.get("train", {})
+    train = run.settings
     optimizer = train.get("optimizer") or "adamw"
     beta1, beta2 = float(train.get("adam_beta1", 0.9) or 0.9), float(train.get("adam_beta2", 0.95) or 0.95)
     prefix = Tags.UPDATE_RATIO_GRAD if run.tags(Tags.UPDATE_RATIO_GRAD) else Tags.UPDATE_RATIO
@@ -513,7 +514,7 @@ def movement_ceiling(run: Run) -> dict:
     logged, the init's standard deviation. A cheap test of "the learning rate is too low to learn" that needs no
     diagnostics callback."""
     steps, lr = run.series(Tags.TRAIN_LR)
-    train, model = run.config.get("train", {}), run.config.get("model", {})
+    train, model = run.settings, run.settings
     loss_steps, _ = run.series(Tags.TRAIN_LOSS)
     if not len(loss_steps):
         return {}
@@ -553,8 +554,8 @@ def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> dict:
         at_peak = np.interp(steps, lr_steps, lr) >= HELD_PEAK_FRACTION * peak
         source = Tags.TRAIN_LR
     else:
-        peak = run.config.get("train", {}).get("max_lr")
-        warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)
+        peak = run.settings.get("max_lr")
+        warmup = int(run.settings.get("warmup_steps", 0) or 0)
         reached = max(int(steps[0]), math.ceil(HELD_PEAK_FRACTION * warmup))
         at_peak = steps >= reached
         source = "the configured warmup" if warmup else "no warmup (none configured, no learning rate logged)"
@@ -763,8 +764,9 @@ class RunSummary:
     def unexplained(self, steps: list[int]) -> list[int]:
         return [x for x in steps if not self.explained(x)]
 
-    def setting(self, section: str, name: str, default=None):
-        return self.config.get(section, {}).get(name, default)
+    def setting(self, name: str, default=None):
+        """A setting of the run by name (its saved configuration, of any version's sections)."""
+        return flatten(self.config).get(name, default)
 
     @property
     def learning_ratio(self) -> dict:

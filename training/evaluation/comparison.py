@@ -10,6 +10,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from modeling.tokenization import TiktokenGPT2
 
+from ..config_fields import flatten
 from ..data.loaders import ValidationSet
 from ..layout import RUN_CONFIG_FILE, RunLayout, Tags, run_of_model_folder
 from .checkpoints import load_causal_lm, require_checkpoint, require_reachable, training_facts
@@ -51,7 +52,7 @@ class RunSettings:
         if not config_path.exists():
             return cls()
         run = yaml.safe_load(config_path.read_text()) or {}
-        train = run.get("train", {})
+        train = flatten(run)
         return cls(eval_tokens=train.get("eval_tokens"), seq_len=train.get("seq_len"),
                    mixed_precision=training_facts(checkpoint).get("mixed_precision") or train.get("mixed_precision"),
                    data_dir=_validation_data(run))
@@ -116,10 +117,13 @@ class EvalArguments:
 
 def _validation_data(run: dict) -> Path | None:
     """The folder of shards a run of ours trained and validated on (its --data, or what it prepared from it)."""
-    data = run.get("data", {}).get("data")
+    settings = flatten(run)
+    data = settings.get("data")
     if data and Path(data).is_dir():
         return Path(data)
-    prepared = RunLayout(run["train"]["output_dir"]).prepared_shards_dir
+    if not settings.get("output_dir"):
+        return None
+    prepared = RunLayout(settings["output_dir"]).prepared_shards_dir
     return prepared if prepared.is_dir() else None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..config_fields import flatten
 from ..layout import RUN_CONFIG_FILE, TRAINING_STATE_FILE, WRITTEN_FILE, RunLayout, run_of_model_folder
 from ..ownership import record_written, recorded_names, refuse_dangerous, refuse_foreign, remove_path
 from .upload import HubError
@@ -49,7 +50,7 @@ def build_model_card(folder: Path, repo_id: str, evaluation: dict | None = None)
     run = _read(folder / RUN_CONFIG_FILE, yaml.safe_load)
     config = json.loads((folder / "config.json").read_text())
     ours, reference = eval_row(evaluation or {})
-    train = run.get("train", {})
+    train = flatten(run)
     hub_dataset, data_name = dataset_of(run)
     eval_results = []
     if ours:
@@ -84,7 +85,7 @@ def _data_name(data: dict) -> str:
 def dataset_of(run: dict) -> tuple[str | None, str]:
     """(the Hub dataset the shards were made from, or None for a local corpus; a name for the card), from the
     data's meta.json where it can be found; never a local path, never a guess."""
-    data, train = run.get("data", {}), run.get("train", {})
+    data = train = flatten(run)
     candidates = [Path(data["data"])] if data.get("data") else []
     if train.get("output_dir"):
         candidates.append(RunLayout(train["output_dir"]).prepared_shards_dir)

@@ -30,8 +30,10 @@ from transformers.utils import logging as hf_logging
 
 from modeling.tokenization import save_hf_tokenizer
 
-from ..config import ConfigError, RunConfig
+from ..config import SECTION_OF, RunConfig
+from ..config_fields import flatten
 from ..distributed import full_state_dict, is_sharded
+from ..errors import ConfigError
 from ..layout import (
     ABANDONED_DIR,
     CHECKPOINT_MODEL_SUBDIR,
@@ -49,8 +51,7 @@ from ..ownership import describe_paths, foreign_in_checkpoint, foreign_in_model_
 from ..storage import file_crc32, out_of_space, space_reason
 
 # Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
-RESUME_FIXED = {"model": ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm"),
-                "train": ("seq_len", "optimizer")}
+RESUME_FIXED = ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm", "seq_len", "optimizer")
 
 
 class CheckpointSaveError(OSError):
@@ -178,7 +179,8 @@ class CheckpointManager:
 
 # ----------------------------------------------------------------------------------------------- resume checks
 def saved_run_config(checkpoint: Path) -> dict:
-    """The configuration a checkpoint was written under (``model/run_config.yaml``), or {} for old checkpoints."""
+    """The configuration a checkpoint was written under (``model/run_config.yaml``, sectioned as when it was written:
+    read its settings by name with ``config_fields.flatten``), or {} for old checkpoints."""
     saved_file = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
     if not saved_file.exists():
         return {}
@@ -188,10 +190,9 @@ def saved_run_config(checkpoint: Path) -> dict:
 def check_resume_compatible(checkpoint: Path, config: RunConfig) -> None:
     """Refuse, naming every difference, to resume a checkpoint under a different architecture or context length
     (its weights or positions would not fit); other settings (learning rate, steps, batch layout) may change."""
-    saved, current = saved_run_config(checkpoint), config.to_dict()
-    differences = [f"{section}.{name}: checkpoint {saved[section][name]!r}, now {current[section][name]!r}"
-                   for section, names in RESUME_FIXED.items() for name in names
-                   if name in saved.get(section, {}) and saved[section][name] != current[section][name]]
+    saved, current = flatten(saved_run_config(checkpoint)), config.args
+    differences = [f"{SECTION_OF[name]}.{name}: checkpoint {saved[name]!r}, now {getattr(current, name)!r}"
+                   for name in RESUME_FIXED if name in saved and saved[name] != getattr(current, name)]
     if differences:
         raise ConfigError(f"Cannot resume from {checkpoint}: the run's shape changed ({'; '.join(differences)}). "
                           "Use the checkpoint's settings, or start a new run (--init_from its model/ folder to "
@@ -378,14 +379,14 @@ class Checkpointer:
     """Saves and restores one run. ``save``, ``save_final`` and ``resume`` are called on every process (each writes
     or reads its part of the state; sharded weights are gathered by all); the main process publishes folders.
 
-    ``describe`` returns what ``training_state.json`` records (step, tokens, losses...), ``on_saved`` is told
-    of every committed checkpoint."""
+    ``config`` returns the run's configuration as carried out (saved beside every model), ``describe`` what
+    ``training_state.json`` records (step, tokens, losses...)."""
 
-    def __init__(self, accelerator, model: torch.nn.Module, config: RunConfig, layout: RunLayout,
-                 describe: Callable[[], dict]):
+    def __init__(self, accelerator, model: torch.nn.Module, config: Callable[[], RunConfig], layout: RunLayout,
+                 describe: Callable[[], dict], keep_last: int = 0):
         self.accelerator, self.model, self.config, self.layout = accelerator, model, config, layout
         self.describe = describe
-        self.manager = CheckpointManager(layout.checkpoints_dir, config.train.keep_last)
+        self.manager = CheckpointManager(layout.checkpoints_dir, keep_last)
 
     @property
     def is_main(self) -> bool:
@@ -423,7 +424,7 @@ class Checkpointer:
         with quiet_progress_bars():
             self.model.save_pretrained(folder, state_dict=state_dict)
         save_hf_tokenizer(folder, model_max_length=self.model.config.n_positions)
-        self.config.save(folder / RUN_CONFIG_FILE)
+        self.config().save(folder / RUN_CONFIG_FILE)  # as the run carries it out (a cool-down's end)
         write_json(folder / TRAINING_STATE_FILE, self.describe())
 
     def save_final(self) -> Path:

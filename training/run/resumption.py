@@ -18,27 +18,28 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..config_fields import flatten
 from ..errors import ConfigError
 from ..layout import Tags
 from ..optim.optimizers import apply_hyperparameters, peak_lrs, set_schedule
 from ..optim.schedules import Anchor, Schedule, anchor_to_dict
 from .checkpointing import append_jsonl, check_resume_compatible, saved_run_config, write_json
 
-# Differences that are not settings of the training (how to resume, how to show progress).
-NOT_SETTINGS = {"train.resume_from_checkpoint", "train.overwrite_output_dir", "train.cooldown_steps",
-                "logging.progress_bar"}
+# Differences that are not settings of the training (how to resume, how to show progress, where to report).
+NOT_SETTINGS = {"resume_from_checkpoint", "overwrite_output_dir", "cooldown_steps", "progress_bar", "report_to"}
 
 
 def setting_changes(saved: dict, current: dict) -> dict[str, tuple]:
-    """``"section.field" -> (checkpoint's value, current value)`` for every setting that differs."""
+    """``"section.field" -> (checkpoint's value, current value)`` for every setting that differs. Both are sectioned
+    configurations of any version (compared by field name; reported under today's section)."""
+    saved = flatten(saved)
     changes = {}
     for section, values in current.items():
         for name, value in values.items():
-            key = f"{section}.{name}"
-            if key in NOT_SETTINGS or name not in saved.get(section, {}):
+            if name in NOT_SETTINGS or name not in saved:
                 continue
-            if saved[section][name] != value:
-                changes[key] = (saved[section][name], value)
+            if saved[name] != value:
+                changes[f"{section}.{name}"] = (saved[name], value)
     return changes
 
 
@@ -100,15 +101,15 @@ class ResumePlan:
 
 
 def _schedule_after_resume(trainer, old: Schedule, step: int) -> tuple[Schedule, str | None]:
-    """The schedule from ``step`` on, and a description when it is not simply the arguments' own curve."""
+    """The schedule from ``step`` on (its ``max_steps`` is the run's end: a cool-down moves it), and a description
+    when it is not simply the arguments' own curve."""
     args = trainer.args
     if args.cooldown_steps:
         if trainer.cooldown and trainer.cooldown["steps"] == args.cooldown_steps:  # the same cool-down, resumed
-            args.max_steps = trainer.cooldown["step"] + args.cooldown_steps
-            return Schedule.from_args(args, anchor=old.anchor), None
-        args.max_steps = step + args.cooldown_steps
+            end = trainer.cooldown["step"] + args.cooldown_steps
+            return replace(Schedule.from_args(args), max_steps=end, anchor=old.anchor), None
         trainer.cooldown = {"step": step, "steps": args.cooldown_steps}
-        new = Schedule.from_args(args)
+        new = replace(Schedule.from_args(args), max_steps=step + args.cooldown_steps)
         new = replace(new, anchor=Anchor(step, max(old.factor(step), new.min_ratio), args.decay_shape))
         return new, (f"cooled down from step {step}: {args.decay_shape} decay from {old.factor(step):.4g}x the peak "
                      f"to {new.min_ratio:.4g}x at step {new.max_steps}")
@@ -135,12 +136,12 @@ def plan_resume(trainer, checkpoint: Path) -> ResumePlan:
             trainer.accelerator.print(f"Returned to step {step}: what this folder held after it (newer checkpoints, a "
                                       f"later final model, the records of those steps) was moved to {branch}.")
 
-    saved_train = saved.get("train") or trainer.config.to_dict()["train"]
-    old_schedule = Schedule.from_args(saved_train, anchor=trainer.saved_anchor)
-    old_peaks = peak_lrs(_Args(saved_train))
+    saved_settings = flatten(saved) or flatten(trainer.config.to_dict())
+    old_schedule = Schedule.from_args(saved_settings, anchor=trainer.saved_anchor)
+    old_peaks = peak_lrs(_Args(saved_settings))
     new_schedule, description = _schedule_after_resume(trainer, old_schedule, step)
     trainer.schedule = new_schedule
-    trainer.state.max_steps = trainer.args.max_steps
+    trainer.state.max_steps = new_schedule.max_steps
     apply_hyperparameters(trainer.optimizers, trainer.args)
     for scheduler, peak in zip(trainer.schedulers, peak_lrs(trainer.args)):
         set_schedule(scheduler, new_schedule, peak)
@@ -182,7 +183,7 @@ def refuse_contradictions(trainer, checkpoint: Path, step: int, changes: dict, i
 
 
 class _Args:
-    """A saved config's ``train`` section seen as arguments (for ``peak_lrs``)."""
+    """A saved config's settings seen as arguments (for ``peak_lrs``)."""
 
     def __init__(self, values: dict):
         self.max_lr, self.muon_lr = values.get("max_lr"), values.get("muon_lr")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..analysis.runs import RunReadError, read_reference_eval
 from ..cli import load_preset, read_yaml_mapping
-from ..config import ARGUMENT_CLASSES, ConfigError
+from ..config import ARGUMENT_CLASSES
+from ..errors import ConfigError
 
 KNOWN_FIELDS = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
 # A variant's name is a folder name inside the sweep's output_dir: no separators, no "..".

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import yaml
 
 from ..cli import run_config_from_values
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..guards.policies import RunStopped
 from ..layout import TRAINING_STATE_FILE, RunLayout, Tags
 from ..run.checkpointing import CheckpointManager, write_json

@@ -148,7 +148,8 @@ def build_data(config: RunConfig, accelerator: Accelerator, vocab_size: int):
     loader = DistributedTokenLoader(data_dir, train.micro_batch_size, train.seq_len, accelerator.process_index,
                                     accelerator.num_processes, vocab_size=vocab_size, shuffle=config.data.shuffle,
                                     seed=config.data.data_seed)
-    val_set = ValidationSet(data_dir, vocab_size=vocab_size, max_tokens=train.eval_tokens) if train.eval_every \
+    evaluation = config.evaluation
+    val_set = ValidationSet(data_dir, vocab_size=vocab_size, max_tokens=evaluation.eval_tokens) if evaluation.eval_every \
         else None
     return loader, val_set
 
@@ -211,16 +212,16 @@ def build_callbacks(config: RunConfig, extra=None) -> list:
     callbacks = [FlowCallback(log_every=config.logging.log_every)]
     for spec in config.train.callbacks:
         name, _ = parse_callback_spec(spec)
-        if name in NEEDS_EVALUATION and config.train.eval_every == 0:
+        if name in NEEDS_EVALUATION and config.evaluation.eval_every == 0:
             raise ConfigError(f"Callback {name!r} acts on the validation loss, but evaluation is off (--eval_every 0): "
                               "set --eval_every N, or drop the callback.")
         cadence = config.logging.histogram_every if name == "histograms" else config.logging.diagnostics_every
         callbacks.append(build_callback(spec, {"every": cadence}))
     callbacks += list(extra or [])
-    train = config.train
-    if train.push_to_hub:
-        callbacks.append(build_callback({"name": "push_to_hub", "repo_id": train.push_to_hub,
-                                         "push_checkpoints": train.push_checkpoints, "private": train.hub_private}))
+    hub = config.hub
+    if hub.push_to_hub:
+        callbacks.append(build_callback({"name": "push_to_hub", "repo_id": hub.push_to_hub,
+                                         "push_checkpoints": hub.push_checkpoints, "private": hub.hub_private}))
     return callbacks
 
 
@@ -258,10 +259,10 @@ def memory_verdict(config: RunConfig, arch, grad_accum: int, processes: int, pre
     shape = Shape(n_layer=arch.n_layer, n_head=arch.n_head, n_embd=arch.n_embd, vocab_size=arch.vocab_size,
                   seq_len=train.seq_len, micro_batch_size=train.micro_batch_size, grad_accum=grad_accum,
                   num_processes=processes, mixed_precision=precision, sharded=sharded, checkpointing=checkpointing,
-                  optimizer=train.optimizer, device="cuda",
+                  optimizer=config.optimizer.optimizer, device="cuda",
                   attn_implementation=attention, dropout=getattr(arch, "dropout", config.model.dropout),
                   qk_norm=bool(getattr(arch, "qk_norm", config.model.qk_norm)),
-                  bias=bool(getattr(arch, "bias", config.model.bias)), z_loss=train.z_loss > 0,
+                  bias=bool(getattr(arch, "bias", config.model.bias)), z_loss=config.optimizer.z_loss > 0,
                   n_inner=getattr(arch, "n_inner", None), n_positions=getattr(arch, "n_positions", None),
                   weight_copies=diagnostic_weight_copies(train.callbacks, config.logging.diagnostics_every,
                                                          config.logging.histogram_every))

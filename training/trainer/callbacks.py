@@ -210,7 +210,7 @@ def build_callback(spec, defaults: dict | None = None) -> TrainerCallback:
 def _check_argument_types(name: str, cls: type, kwargs: dict) -> None:
     """Options given as text (``spike_detector:z_threshold=abc``) against the annotated types of the callback's
     constructor, so a typo fails now rather than as a TypeError in the middle of training."""
-    from ..config import coerce_value
+    from ..config_fields import coerce_value
 
     try:
         hints = typing.get_type_hints(cls.__init__)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -105,7 +106,7 @@ class Trainer:
 
     def __init__(self, config: RunConfig, callbacks=None, model=None, train_loader=None, val_set=None):
         self.config = config
-        self.args = config.train
+        self.args = config.args  # every setting by name, read-only
         self.accelerator = build_accelerator(config)
         self.device = self.accelerator.device
         enable_tf32(self.device)
@@ -189,7 +190,8 @@ class Trainer:
         self.hellaswag = HellaSwagInLoop(args.hellaswag_path, args.hellaswag_limit)
         self.progress = TrainingProgress(self)
         self.accelerator.register_for_checkpointing(*self.schedulers, self.train_loader, self.progress)
-        self.checkpointer = Checkpointer(self.accelerator, self.raw_model, config, self.layout, self.training_state)
+        self.checkpointer = Checkpointer(self.accelerator, self.raw_model, self.effective_config, self.layout,
+                                         self.training_state, config.checkpoint.keep_last)
         self.signals = SignalCatcher()
         self.stop_signalled = False
         self.clock = StepClock()
@@ -490,12 +492,12 @@ class Trainer:
         self._fire("on_train_begin")
         started, first_step = time.perf_counter(), self.state.global_step
         self.session_started = started
-        bar = tqdm(total=self.args.max_steps, initial=self.state.global_step, desc="training", unit="step",
+        bar = tqdm(total=self.state.max_steps, initial=self.state.global_step, desc="training", unit="step",
                    disable=not (self.accelerator.is_main_process and self.config.logging.progress_bar),
                    dynamic_ncols=True)
         self.signals.install()
         try:
-            while self.state.global_step < self.args.max_steps and not self.control.should_training_stop:
+            while self.state.global_step < self.state.max_steps and not self.control.should_training_stop:
                 self.control._new_step()
                 self._fire("on_step_begin")
                 metrics = self.training_step()
@@ -519,7 +521,7 @@ class Trainer:
             bar.close()
             self.elapsed_seconds = time.perf_counter() - started
             self.steps_this_session = self.state.global_step - first_step
-        self.stopped_early = self.state.global_step < self.args.max_steps
+        self.stopped_early = self.state.global_step < self.state.max_steps
         if self.spike_guard is not None and (note := self.spike_guard.end_note(self.state.global_step)):
             self.accelerator.print(note)
         self.save_final_model()
@@ -531,7 +533,7 @@ class Trainer:
         """After a SIGTERM/SIGINT: the step is finished and its checkpoint saved; tell the user how to go on."""
         checkpoint = self.checkpointer.manager.path_for(self.state.global_step)
         what = self.signals.name or "a stop signal (on another process)"
-        raise Preempted(f"Stopped by {what} after step {self.state.global_step} of {self.args.max_steps}: checkpoint "
+        raise Preempted(f"Stopped by {what} after step {self.state.global_step} of {self.state.max_steps}: checkpoint "
                         f"{checkpoint}.", resume_command(self.args.output_dir))
 
     def _init_tracking(self) -> None:
@@ -543,7 +545,7 @@ class Trainer:
         self.log.log_layout()
         self.log.log_hparams(self.config.flat())
         if self.accelerator.is_main_process:
-            self.config.save(self.layout.config_file)
+            self.effective_config().save(self.layout.config_file)
             self.log.log_text(Tags.CONFIG_TEXT, f"run `{run_name}`\n\n```yaml\n{self.layout.config_file.read_text()}```",
                               0)
             self.accelerator.log({Tags.RUN_GRAD_ACCUM_STEPS: self.grad_accum,
@@ -552,6 +554,13 @@ class Trainer:
                                   Tags.RUN_GRAD_CLIP: self.args.grad_clip,
                                   Tags.RUN_PARAMETERS: self.num_parameters,
                                   Tags.RUN_VOCAB_SIZE: self.raw_model.config.vocab_size}, step=0)
+
+    def effective_config(self) -> RunConfig:
+        """The configuration as the run carries it out: its ``max_steps`` is the schedule's end (a cool-down moves
+        it), so config.yaml describes the run that trained."""
+        if self.config.train.max_steps == self.state.max_steps:
+            return self.config
+        return replace(self.config, train=replace(self.config.train, max_steps=self.state.max_steps))
 
     def _fire(self, event: str, **kwargs):
         category = "callbacks" if event in STEP_EVENTS else "logging" if event == "on_log" else None

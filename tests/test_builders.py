@@ -7,9 +7,9 @@ import torch
 from transformers.trainer_callback import EarlyStoppingCallback
 
 from modeling import GPTForCausalLM
-from training.errors import ConfigError
 from training.data.loaders import DistributedTokenLoader, ValidationSet
 from training.diagnostics.callbacks import GradNormCallback, HistogramCallback, LayerRatioCallback
+from training.errors import ConfigError
 from training.layout import RunLayout
 from training.trainer.builders import (
     build_accelerator,
@@ -20,7 +20,6 @@ from training.trainer.builders import (
     load_initial_weights,
     resolve_data_dir,
 )
-from training.trainer.callbacks import FlowCallback
 
 from .helpers import tiny_run_config
 
@@ -62,11 +61,10 @@ def test_callbacks_in_order_with_cadences_from_the_logging_arguments(tmp_path):
                              diagnostics_every=7, histogram_every=11, log_every=5, eval_every=10)
     mine = object()
     callbacks = build_callbacks(config, [mine])
-    assert [type(c) for c in callbacks[:5]] == [FlowCallback, GradNormCallback, LayerRatioCallback, HistogramCallback,
+    assert [type(c) for c in callbacks[:4]] == [GradNormCallback, LayerRatioCallback, HistogramCallback,
                                                 EarlyStoppingCallback]
-    assert callbacks[5] is mine
-    flow, grad_norm, ratios, histograms, early = callbacks[:5]
-    assert flow.log_every == 5
+    assert callbacks[4] is mine
+    grad_norm, ratios, histograms, early = callbacks[:4]
     assert grad_norm.every == 7  # from --diagnostics_every
     assert ratios.every == 3  # the spec wins
     assert histograms.every == 11  # from --histogram_every

@@ -73,7 +73,7 @@ def test_a_halved_micro_batch_gives_the_same_step_and_its_first_half_is_the_smal
     direct = sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None).item()
     model.zero_grad()
     trainer.noise.start_step(True)
-    loss = trainer._forward_backward()
+    loss = trainer._forward_backward().loss
     assert trainer.noise.small_sq == pytest.approx(direct, rel=1e-4)
     assert loss == pytest.approx(whole.item(), rel=1e-6)
     for name, parameter in model.named_parameters():

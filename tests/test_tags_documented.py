@@ -13,7 +13,7 @@ from training.layout import RunLayout
 from .conftest import REPO_ROOT, data_file
 from .helpers import tiny_run_config, train
 
-TAG_DOC = REPO_ROOT / "README.md"  # the page holding the "What is logged" table
+TAG_DOC = REPO_ROOT / "docs" / "tensorboard.md"  # the page holding the "What is logged" table
 # TensorBoard's own bookkeeping, not tags of this project.
 INTERNAL = re.compile(r"^(custom_scalars__config__|_hparams_/.*)$")
 

@@ -18,10 +18,10 @@ import math
 import torch
 from transformers import TrainerCallback
 
+from ..cadence import is_due
 from ..distributed import full_tensor, runs_here
 from ..layout import Tags
 from ..spike_rule import MIN_BAND, SPIKE_Z, Band, grad_norm_spike, loss_spike
-from ..trainer.callbacks import is_due
 
 _PREFIXES = ("module.", "_orig_mod.", "transformer.")
 

@@ -1,13 +1,13 @@
-"""Policies: callbacks that decide what happens to a step that went wrong, by setting ``control``.
+"""The guards' verdicts and the two simple policies: what happens to a step whose loss or gradient norm went wrong.
 
 ``NonFinitePolicy`` skips or stops on a NaN/inf loss or gradient norm; ``SkipBudget`` stops a run that keeps
-skipping updates (for any reason: NaN/inf, the spike detector, the spike guard). A policy that stops the run puts a
-``RunStopped`` error into ``control.stop_error``; the loop adds where the last good checkpoint is and raises it.
+skipping updates (for any reason: NaN/inf, the spike detector, the spike guard). A policy that stops the run returns a
+``RunStopped`` error; the loop adds where the last good checkpoint is and raises it. ``guards.Guards`` composes them
+with the spike guard.
 """
 
 import math
-
-from transformers import TrainerCallback
+from dataclasses import dataclass, field
 
 
 class RunStopped(RuntimeError):
@@ -31,51 +31,60 @@ class TooManySkippedUpdates(NonFiniteLossError):
     """Updates were skipped (NaN/inf or spikes) more often than --max_consecutive_skips / --max_skipped_updates."""
 
 
-class NonFinitePolicy(TrainerCallback):
+@dataclass
+class Verdict:
+    """What the guards decided about a step before its update: skip it, stop the run, or roll it back."""
+
+    skip: bool = False
+    stop: RunStopped | None = None
+    rollback: dict | None = None  # {"checkpoint": path, "to_step": n, "skip_steps": n}
+    records: list[dict] = field(default_factory=list)  # the spike guard's new interventions
+    status: list[tuple[int, float, str]] = field(default_factory=list)  # (step, armed 0/1, message): the guard's
+
+    def merge(self, other: "Verdict") -> "Verdict":
+        return Verdict(self.skip or other.skip, self.stop or other.stop, self.rollback or other.rollback,
+                       self.records + other.records, self.status + other.status)
+
+
+class NonFinitePolicy:
     """A NaN/inf loss or gradient norm: skip the update (``on_nonfinite="skip"``) or stop before it is applied."""
 
     def __init__(self, on_nonfinite: str = "stop"):
         self.on_nonfinite = on_nonfinite
 
-    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, **kwargs):
-        if loss is None or (math.isfinite(loss) and math.isfinite(grad_norm)):
-            return control
+    def judge(self, step: int, loss: float, grad_norm: float) -> Verdict:
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return Verdict()
         if self.on_nonfinite == "skip":
-            control.should_skip_update = True
-        else:
-            control.stop_error = NonFiniteLossError(
-                f"Step {state.global_step + 1}: loss={loss}, grad_norm={grad_norm} (not finite)",
-                "Resume from it with a lower --max_lr / longer --warmup_steps, or pass --on_nonfinite skip to skip "
-                "such updates.")
-        return control
+            return Verdict(skip=True)
+        return Verdict(stop=NonFiniteLossError(
+            f"Step {step}: loss={loss}, grad_norm={grad_norm} (not finite)",
+            "Resume from it with a lower --max_lr / longer --warmup_steps, or pass --on_nonfinite skip to skip such "
+            "updates."))
 
 
-class SkipBudget(TrainerCallback):
+class SkipBudget:
     """Counts skipped updates and stops a run that skips more than ``max_consecutive`` in a row or ``max_total``
     in all: a run that keeps skipping is not training, however it was told to skip."""
 
     def __init__(self, max_consecutive: int = 5, max_total: int = 100):
         self.max_consecutive, self.max_total = max_consecutive, max_total
         self.skipped, self.consecutive = 0, 0
-        self.last = None
 
-    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, **kwargs):
-        self.last = (loss, grad_norm)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if not control.should_skip_update:
+    def count(self, step: int, skipped: bool, loss: float, grad_norm: float) -> RunStopped | None:
+        """After a step: count it if its update was skipped (by anyone); the error when the budget is spent."""
+        if not skipped:
             self.consecutive = 0
-            return control
+            return None
         self.skipped += 1
         self.consecutive += 1
         if self.consecutive > self.max_consecutive or self.skipped > self.max_total:
-            loss, grad_norm = self.last or (None, None)
-            control.stop_error = TooManySkippedUpdates(
-                f"Step {state.global_step}: {self.consecutive} updates skipped in a row, {self.skipped} in total "
+            return TooManySkippedUpdates(
+                f"Step {step}: {self.consecutive} updates skipped in a row, {self.skipped} in total "
                 f"(limits --max_consecutive_skips {self.max_consecutive}, --max_skipped_updates {self.max_total}; "
                 f"last loss={loss}, grad_norm={grad_norm}): the run is not training",
                 "Resume from it with a lower --max_lr or a longer --warmup_steps.")
-        return control
+        return None
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped, "consecutive": self.consecutive}

@@ -23,20 +23,19 @@ Escalation, with the user's limits:
 3. after ``max_rollbacks`` rollbacks the cause has survived fresh data and an earlier state: stop, naming every
    step the guard took and the last good checkpoint.
 
-Every intervention is a record (``interventions``, written by the loop to ``interventions.jsonl`` and TensorBoard)
+Every intervention is a record (in the verdict; the loop writes it to ``interventions.jsonl`` and TensorBoard)
 and a finding in the report; nothing is skipped silently (the objection in pytorch/torchtitan#916). The
 escalation state (rollbacks so far, the record) survives the rollback it causes.
 """
 
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-from transformers import TrainerCallback
-
-from ..layout import RunLayout, checkpoint_step
-from ..run.checkpointing import CheckpointManager
+from ..layout import checkpoint_step
 from ..spike_rule import MIN_BAND, Band, grad_norm_spike, loss_spike
-from .policies import RunStopped
+from .policies import RunStopped, Verdict
 
 ACTIONS = {"skip": 1.0, "rollback": 2.0, "stop": 3.0}
 
@@ -51,8 +50,9 @@ def far_above_start(loss: float, start: float) -> bool:
     return loss > start + max(2.0, 0.2 * start)
 
 
+class SpikeGuard:
+    """The spike guard's detection and escalation (module docstring); ``judge`` gives its verdict on a step."""
 
-class SpikeGuard(TrainerCallback):
     def __init__(self, z: float = 6.0, window: int = 100, patience: int = 3, max_rollbacks: int = 3,
                  skip_steps: int = 20, min_history: int | None = None):
         self.z, self.window, self.patience = z, window, patience
@@ -73,10 +73,12 @@ class SpikeGuard(TrainerCallback):
     def armed(self) -> bool:
         return self.armed_at is not None
 
-    def on_pre_optimizer_step(self, args, state, control, loss=None, grad_norm=None, **kwargs):
-        if loss is None or grad_norm is None or not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            return control  # non-finite steps belong to NonFinitePolicy
-        step = state.global_step + 1
+    def judge(self, step: int, loss: float, grad_norm: float, latest_before: Callable[[int], Path | None]) -> Verdict:
+        """The verdict on ``step`` before its update: accepted (the band learns it), or skipped, rolled back or
+        stopped, with the records and status lines that say so. ``latest_before(step)`` is the newest checkpoint at
+        or before a step (where a rollback can go), or None."""
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            return Verdict()  # non-finite steps belong to NonFinitePolicy
         if self.start_loss is None:
             self.start_loss = loss
             self._say(step, 0.0, f"Spike guard: from step {step}, a loss above "
@@ -96,8 +98,7 @@ class SpikeGuard(TrainerCallback):
             self.above, self.first_spike = 0, None
             self.loss_band.accept(loss)
             self.norm_band.accept(log_norm)
-            return control
-        control.should_skip_update = True
+            return self._verdict()
         self.first_spike = self.first_spike or step
         self.above = self.above + 1 if loss_high else 0
         signal = ("loss far above the run's first loss" if diverged and not loss_out else
@@ -105,16 +106,20 @@ class SpikeGuard(TrainerCallback):
         self._record({"step": step, "action": "skip", "loss": loss, "loss_z": loss_z, "grad_norm": grad_norm,
                       "grad_norm_z": norm_z, "loss_band_centre": self.loss_band.centre, "start_loss": self.start_loss,
                       "signal": signal})
+        verdict = Verdict(skip=True)
         if self.above >= self.patience:
-            self._escalate(step, control, CheckpointManager(RunLayout(args.output_dir).checkpoints_dir))
-        return control
+            verdict = self._escalate(step, latest_before)
+        return self._verdict(verdict)
+
+    def _verdict(self, verdict: Verdict | None = None) -> Verdict:
+        """``verdict`` with the records and status lines of this step attached (handed over once)."""
+        verdict = verdict or Verdict()
+        verdict.records, self.pending = self.pending, []
+        verdict.status, self.status = self.status, []
+        return verdict
 
     def _say(self, step: int, armed: float, message: str) -> None:
         self.status.append((step, armed, message))
-
-    def take_status(self) -> list[tuple[int, float, str]]:
-        status, self.status = self.status, []
-        return status
 
     def end_note(self, last_step: int) -> str | None:
         """What to say when a run ends before the guard armed (only divergence was watched)."""
@@ -123,19 +128,18 @@ class SpikeGuard(TrainerCallback):
         return (f"Note: the run ended at step {last_step}, before the spike guard armed (it needs {self.min_history} "
                 "accepted steps): only a divergence far above the first loss was watched for.")
 
-    def _escalate(self, step: int, control, checkpoints: CheckpointManager) -> None:
-        before = checkpoints.latest_before(self.first_spike - 1)
+    def _escalate(self, step: int, latest_before: Callable[[int], Path | None]) -> Verdict:
+        before = latest_before(self.first_spike - 1)
         if self.rollbacks >= self.max_rollbacks or before is None:
             why = (f"{self.rollbacks} rollback(s) (limit --spike_guard_rollbacks {self.max_rollbacks}) did not "
                    "help: the cause persists with fresh data and an earlier state, so it is not a bad data window"
                    if before is not None else f"there is no checkpoint before step {self.first_spike} to roll back "
                    "to")
             self._record({"step": step, "action": "stop", "reason": why})
-            control.stop_error = SpikeGuardStopped(
+            return Verdict(skip=True, stop=SpikeGuardStopped(
                 f"Step {step}: the loss stayed above its band for {self.above} steps and {why}. The guard's steps: "
                 f"{self.describe()}",
-                "Lower --max_lr or lengthen --warmup_steps (see interventions.jsonl and the report).")
-            return
+                "Lower --max_lr or lengthen --warmup_steps (see interventions.jsonl and the report)."))
         self.rollbacks += 1
         target = checkpoint_step(before.name)
         resume_at = self.first_spike + self.skip_steps
@@ -143,17 +147,13 @@ class SpikeGuard(TrainerCallback):
         self._record({"step": step, "action": "rollback", "checkpoint": str(before), "to_step": target,
                       "data_resumes_at_step": resume_at, "first_spike": self.first_spike, "skipped_steps": skipped,
                       "reason": f"the loss stayed above its band for {self.above} steps"})
-        control.rollback = {"checkpoint": before, "to_step": target, "skip_steps": resume_at - target}
         self.above, self.first_spike = 0, None
+        return Verdict(skip=True, rollback={"checkpoint": before, "to_step": target, "skip_steps": resume_at - target})
 
     def _record(self, record: dict) -> None:
         record["time"] = time.time()  # orders the record among changes.jsonl's (which carry theirs)
         self.interventions.append(record)
         self.pending.append(record)
-
-    def take_pending(self) -> list[dict]:
-        pending, self.pending = self.pending, []
-        return pending
 
     def describe(self) -> str:
         parts = []

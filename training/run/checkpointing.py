@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from modeling.tokenization import save_hf_tokenizer
 
+from ..cadence import is_due
 from ..config import SECTION_OF, RunConfig
 from ..config_fields import flatten
 from ..distributed import full_state_dict, is_sharded
@@ -383,10 +384,14 @@ class Checkpointer:
     ``training_state.json`` records (step, tokens, losses...)."""
 
     def __init__(self, accelerator, model: torch.nn.Module, config: Callable[[], RunConfig], layout: RunLayout,
-                 describe: Callable[[], dict], keep_last: int = 0):
+                 describe: Callable[[], dict], keep_last: int = 0, save_every: int = 0):
         self.accelerator, self.model, self.config, self.layout = accelerator, model, config, layout
-        self.describe = describe
+        self.describe, self.save_every = describe, save_every
         self.manager = CheckpointManager(layout.checkpoints_dir, keep_last)
+
+    def due(self, step: int, last: bool) -> bool:
+        """The checkpoint cadence (``--save_every``; 0 saves only at the end): every N steps and the last step."""
+        return last or is_due(step, self.save_every)
 
     @property
     def is_main(self) -> bool:

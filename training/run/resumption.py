@@ -1,14 +1,16 @@
 """Resuming with the current arguments: what a checkpoint restores, what the command line decides, what changed.
 
 A checkpoint restores the optimizer moments and step counts, the data position, the RNG of every process and the
-callbacks' state. Everything else comes from the current arguments: peak and floor learning rate of every
+run's progress (with the callbacks', the guards' and the noise scale's state). Everything else comes from the current
+arguments: peak and floor learning rate of every
 optimizer, weight decay, betas, epsilon, Muon's momentum, warmup, ``max_steps``, the clip threshold, and the
 schedule, evaluated at the resumed step (``accelerator.load_state`` would otherwise silently keep the old
 learning rates and weight decay, which the optimizer's parameter groups and the scheduler's base rates carry).
 
 A change of the schedule's shape (``max_steps``, warmup, the schedule kind or its decay) after warmup re-plans it
 from the resumed step so the learning rate does not jump (``Schedule.replanned``); ``--cooldown_steps`` starts a
-cool-down there. Every setting that differs from the checkpoint's is printed (old -> new), appended to
+cool-down there. ``plan_resume`` says what a resume means and refuses what contradicts the checkpoint; the trainer
+carries the plan out. Every setting that differs from the checkpoint's is printed (old -> new), appended to
 ``<run>/changes.jsonl`` with the step, and written to TensorBoard (``Tags.CHANGES_TEXT``,
 ``Tags.RUN_SETTINGS_CHANGED``), where the analysis finds it. With unchanged settings nothing is printed and the
 resumed run equals the uninterrupted one bit for bit.
@@ -21,9 +23,9 @@ from pathlib import Path
 from ..config_fields import flatten
 from ..errors import ConfigError
 from ..layout import Tags
-from ..optim.optimizers import apply_hyperparameters, peak_lrs, set_schedule
+from ..optim.optimizers import peak_lrs
 from ..optim.schedules import Anchor, Schedule, anchor_to_dict
-from .checkpointing import append_jsonl, check_resume_compatible, saved_run_config, write_json
+from .checkpointing import append_jsonl, saved_run_config, write_json
 
 # Differences that are not settings of the training (how to resume, how to show progress, where to report).
 NOT_SETTINGS = {"resume_from_checkpoint", "overwrite_output_dir", "cooldown_steps", "progress_bar", "report_to"}
@@ -60,6 +62,8 @@ class ResumePlan:
     anchor: dict | None = None  # the schedule's re-plan (what the forecast needs to know the run's future)
     branch_of: Path | None = None
     reason: str | None = None  # why the settings were applied again (a spike-guard rollback), if not a resume
+    new_schedule: Schedule | None = field(default=None, repr=False)  # the schedule from the resumed step on
+    cooldown: dict | None = None  # the run's cool-down ({"step", "steps"}), kept or begun
 
     @property
     def worth_recording(self) -> bool:
@@ -86,82 +90,60 @@ class ResumePlan:
                 "anchor": self.anchor, "branch_of": str(self.branch_of) if self.branch_of else None,
                 **({"reason": self.reason} if self.reason else {})}
 
-    def log(self, trainer) -> None:
-        """TensorBoard (text and a count at the resumed step) and the run folder's record of changes; called once
-        the trackers exist."""
-        if not self.worth_recording or not trainer.accelerator.is_main_process:
+    def log(self, log, layout, is_main: bool) -> None:
+        """TensorBoard (text and a count at the resumed step) and the run folder's records (``changes.jsonl``, a
+        branch's ``branch.json``); called once the trackers exist."""
+        if not self.worth_recording or not is_main:
             return
-        trainer.log.log_text(Tags.CHANGES_TEXT, "\n".join(self.lines()), self.step)
-        trainer.accelerator.log({Tags.RUN_SETTINGS_CHANGED: float(len(self.changes))}, step=self.step)
-        append_jsonl(trainer.layout.changes_file, self.record())
+        log.log_text(Tags.CHANGES_TEXT, "\n".join(self.lines()), self.step)
+        log.log_scalars({Tags.RUN_SETTINGS_CHANGED: float(len(self.changes))}, step=self.step)
+        append_jsonl(layout.changes_file, self.record())
         if self.branch_of is not None:
-            write_json(trainer.layout.branch_file, {"parent_run": str(self.branch_of), "checkpoint":
-                                                    str(self.checkpoint), "step": self.step,
-                                                    "cooldown": trainer.cooldown})
+            write_json(layout.branch_file, {"parent_run": str(self.branch_of), "checkpoint": str(self.checkpoint),
+                                            "step": self.step, "cooldown": self.cooldown})
 
 
-def _schedule_after_resume(trainer, old: Schedule, step: int) -> tuple[Schedule, str | None]:
-    """The schedule from ``step`` on (its ``max_steps`` is the run's end: a cool-down moves it), and a description
-    when it is not simply the arguments' own curve."""
-    args = trainer.args
+def schedule_after_resume(args, old: Schedule, step: int, cooldown: dict | None
+                          ) -> tuple[Schedule, str | None, dict | None]:
+    """The schedule from ``step`` on (its ``max_steps`` is the run's end: a cool-down moves it), a description when
+    it is not simply the arguments' own curve, and the run's cool-down (``{"step", "steps"}``, kept or begun)."""
     if args.cooldown_steps:
-        if trainer.cooldown and trainer.cooldown["steps"] == args.cooldown_steps:  # the same cool-down, resumed
-            end = trainer.cooldown["step"] + args.cooldown_steps
-            return replace(Schedule.from_args(args), max_steps=end, anchor=old.anchor), None
-        trainer.cooldown = {"step": step, "steps": args.cooldown_steps}
+        if cooldown and cooldown["steps"] == args.cooldown_steps:  # the same cool-down, resumed
+            end = cooldown["step"] + args.cooldown_steps
+            return replace(Schedule.from_args(args), max_steps=end, anchor=old.anchor), None, cooldown
         new = replace(Schedule.from_args(args), max_steps=step + args.cooldown_steps)
         new = replace(new, anchor=Anchor(step, max(old.factor(step), new.min_ratio), args.decay_shape))
         return new, (f"cooled down from step {step}: {args.decay_shape} decay from {old.factor(step):.4g}x the peak "
-                     f"to {new.min_ratio:.4g}x at step {new.max_steps}")
+                     f"to {new.min_ratio:.4g}x at step {new.max_steps}"), {"step": step, "steps": args.cooldown_steps}
     new = Schedule.from_args(args).replanned(old, step)
     if new.anchor is not None and new.anchor != old.anchor:
-        return new, new.describe()
-    return new, None
+        return new, new.describe(), cooldown
+    return new, None, cooldown
 
 
-def plan_resume(trainer, checkpoint: Path) -> ResumePlan:
-    """Load ``checkpoint`` into ``trainer`` and apply the current arguments to it (see the module docstring). Settings
-    that contradict the checkpoint are refused after the load and before anything is written or moved."""
-    check_resume_compatible(checkpoint, trainer.config)
-    saved = saved_run_config(checkpoint)
-    trainer.checkpointer.load(checkpoint)
-    step = trainer.state.global_step
-    in_place = trainer.resumes_in_place()
-    changes = setting_changes(saved, trainer.config.to_dict())
-    refuse_contradictions(trainer, checkpoint, step, changes, in_place)
-    trainer.resumed_step = step
-    if in_place:
-        branch = trainer.checkpointer.branch_after(step)
-        if branch is not None:
-            trainer.accelerator.print(f"Returned to step {step}: what this folder held after it (newer checkpoints, a "
-                                      f"later final model, the records of those steps) was moved to {branch}.")
-
-    saved_settings = flatten(saved) or flatten(trainer.config.to_dict())
-    old_schedule = Schedule.from_args(saved_settings, anchor=trainer.saved_anchor)
-    old_peaks = peak_lrs(_Args(saved_settings))
-    new_schedule, description = _schedule_after_resume(trainer, old_schedule, step)
-    trainer.schedule = new_schedule
-    trainer.state.max_steps = new_schedule.max_steps
-    apply_hyperparameters(trainer.optimizers, trainer.args)
-    for scheduler, peak in zip(trainer.schedulers, peak_lrs(trainer.args)):
-        set_schedule(scheduler, new_schedule, peak)
-
-    plan = ResumePlan(step=step, checkpoint=checkpoint, changes=changes,
-                      lr_before=old_peaks[0] * old_schedule.factor(step),
-                      lr_after=trainer.optimizers[0].param_groups[0]["lr"], schedule=description,
-                      anchor=anchor_to_dict(new_schedule.anchor),
-                      branch_of=None if in_place else _run_of(checkpoint))
-    for line in plan.lines():
-        trainer.accelerator.print(line)
-    return plan
+def plan_resume(checkpoint: Path, config, progress, in_place: bool) -> ResumePlan:
+    """What resuming ``checkpoint`` means under the current settings, once it is loaded (``progress`` holds its step,
+    its schedule's re-plan and its cool-down): the changed settings, the schedule from here, the learning rate before
+    and after. Settings that contradict the checkpoint are refused here, before anything is written or moved."""
+    saved, step, args = saved_run_config(checkpoint), progress.step, config.args
+    changes = setting_changes(saved, config.to_dict())
+    refuse_contradictions(args, checkpoint, step, changes, in_place, progress.cooldown)
+    saved_settings = flatten(saved) or flatten(config.to_dict())
+    old_schedule = Schedule.from_args(saved_settings, anchor=progress.schedule_anchor)
+    new_schedule, description, cooldown = schedule_after_resume(args, old_schedule, step, progress.cooldown)
+    return ResumePlan(step=step, checkpoint=checkpoint, changes=changes,
+                      lr_before=peak_lrs(_Args(saved_settings))[0] * old_schedule.factor(step),
+                      lr_after=peak_lrs(args)[0] * new_schedule.factor(step), schedule=description,
+                      anchor=anchor_to_dict(new_schedule.anchor), branch_of=None if in_place else _run_of(checkpoint),
+                      new_schedule=new_schedule, cooldown=cooldown)
 
 
-def refuse_contradictions(trainer, checkpoint: Path, step: int, changes: dict, in_place: bool) -> None:
+def refuse_contradictions(args, checkpoint: Path, step: int, changes: dict, in_place: bool,
+                          cooldown: dict | None) -> None:
     """What a resume cannot do, said before it writes anything: train past a --max_steps the checkpoint has already
     reached (changed settings would be recorded for steps that never run), or cool a run down in its own folder (a
     cool-down is a branch beside its run: the run's later checkpoints and final model stay as they are)."""
-    args = trainer.args
-    new_cooldown = args.cooldown_steps and not (trainer.cooldown and trainer.cooldown["steps"] == args.cooldown_steps)
+    new_cooldown = args.cooldown_steps and not (cooldown and cooldown["steps"] == args.cooldown_steps)
     if new_cooldown and in_place:
         raise ConfigError(
             f"--cooldown_steps {args.cooldown_steps} with a checkpoint of this run's own folder ({checkpoint}): a "
@@ -179,7 +161,6 @@ def refuse_contradictions(trainer, checkpoint: Path, step: int, changes: dict, i
     if step > args.max_steps:
         raise ConfigError(f"{finished} (the run is already past it). Nothing was written. Pass --max_steps of at least "
                           f"{step}.")
-    trainer.accelerator.print(f"Note: {finished}; the final model is written again from this checkpoint.")
 
 
 class _Args:

@@ -15,7 +15,7 @@ from ..data.loaders import DistributedTokenLoader, ValidationSet
 from ..data.preparation import PrepareConfig, prepare
 from ..data.shards import find_shards, make_writable_dir
 from ..layout import TRACKER, RunLayout
-from .callbacks import FlowCallback, build_callback, parse_callback_spec
+from .callbacks import build_callback, parse_callback_spec
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -206,10 +206,9 @@ NEEDS_EVALUATION = ("early_stopping",)
 
 
 def build_callbacks(config: RunConfig, extra=None) -> list:
-    """The flow callback first (the schedule), then the configured ones by name, then the caller's objects, then
-    the Hub push. Cadences come from the logging arguments at construction (``every``), unless a spec sets its
-    own (``grad_norm:every=10``)."""
-    callbacks = [FlowCallback(log_every=config.logging.log_every)]
+    """The configured callbacks by name, then the caller's objects, then the Hub push. Cadences come from the
+    logging arguments at construction (``every``), unless a spec sets its own (``grad_norm:every=10``)."""
+    callbacks = []
     for spec in config.train.callbacks:
         name, _ = parse_callback_spec(spec)
         if name in NEEDS_EVALUATION and config.evaluation.eval_every == 0:

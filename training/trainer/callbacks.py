@@ -1,9 +1,10 @@
 """The hook system: transformers' ``TrainerCallback`` / ``TrainerState`` / ``TrainerControl`` / ``CallbackHandler``,
 and the contract between the loop and its callbacks.
 
-The loop (``training.trainer.trainer``) fires the events in ``EVENTS``; callbacks decide policy by setting ``control``
-flags, which the loop carries out. ``FlowCallback`` holds the schedule (log / evaluate / sample / save every N steps,
-stop at max_steps or at a target validation loss), so the loop has no schedule of its own.
+The loop (``training.trainer.trainer``) fires the events in ``EVENTS``. Each component keeps its own cadence
+(logging, validation, HellaSwag, samples, checkpoints every N steps and at the end); a callback asks for more through
+``control`` (``should_log``, ``should_evaluate``, ``should_save``, ``should_training_stop``, ``should_skip_update``),
+which the loop carries out after the step.
 
 What a callback may use, besides HF's ``args``, ``state``, ``control``, ``model``, ``optimizer`` and
 ``lr_scheduler``, is stated once: every event receives ``logger=``, an object with the ``RunLogger`` methods (log
@@ -18,9 +19,9 @@ Differences from the HF Trainer, for callbacks written against it:
 - ``on_evaluate`` metrics use HF names (``eval_loss``, ``eval_perplexity``); ``state.best_metric`` is the best
   validation loss, updated after ``on_evaluate`` as in HF.
 - ``model`` is the unwrapped, uncompiled model.
-- Extra control fields: ``should_sample``, ``should_run_hellaswag``, ``should_skip_update``, ``stop_error`` (a
-  policy's reason to stop, raised by the loop) and ``rollback`` (the spike guard's request to go back to a
-  checkpoint).
+- Extra control fields: ``should_skip_update`` and ``stop_error`` (a reason to stop, raised by the loop after the
+  step's logs and checkpoint). The guards (non-finite steps, the skip budget, the spike guard) are not callbacks:
+  the loop asks them directly (``training/guards``).
 """
 
 import importlib
@@ -32,7 +33,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import yaml
 from transformers import TrainerCallback, TrainerControl, TrainerState  # noqa: F401  (re-exported)
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
+from transformers.trainer_callback import CallbackHandler, ExportableState
 
 # The events the loop fires, in the order of one run; ``RunCallbackHandler.fire`` refuses any other name.
 EVENTS = (
@@ -58,60 +59,17 @@ class RunLogger(Protocol):
         """A TensorBoard text summary (main process only; a no-op elsewhere)."""
 
 
-def is_due(step: int, every: int, first: bool = False) -> bool:
-    """The one cadence rule: ``step`` (1-based) is a multiple of ``every`` (0 disables); with ``first`` step 1
-    is always due (diagnostics want the very first step)."""
-    return every > 0 and (step % every == 0 or (first and step == 1))
-
-
 @dataclass
 class GPTTrainerControl(TrainerControl):
-    """``TrainerControl`` plus the decisions this trainer carries out besides log/evaluate/save/stop."""
+    """``TrainerControl`` plus a callback's request to skip this step's update (the spike_detector's
+    ``skip_updates``) and to stop with an error (``RunStopped``: the loop adds where the last good checkpoint is)."""
 
-    should_sample: bool = False
-    should_run_hellaswag: bool = False
     should_skip_update: bool = False
-    # A policy that stops the run puts its error here (a ``policies.RunStopped``); the loop raises it.
     stop_error: Exception | None = None
-    # The spike guard asks the loop to roll back: {"checkpoint": path, "skip_steps": n, "reason": str}.
-    rollback: dict | None = None
 
     def _new_step(self):
         super()._new_step()
-        self.should_sample = False
-        self.should_run_hellaswag = False
         self.should_skip_update = False
-        self.rollback = None
-
-
-class FlowCallback(DefaultFlowCallback):
-    """The default schedule (replaces HF's ``DefaultFlowCallback``) for step-based pretraining: reads the
-    intervals from ``args`` (``eval_every``, ``hellaswag_every``, ``sample_every``, ``save_every``,
-    ``target_val_loss``) and ``log_every``; the last step always evaluates, samples and saves."""
-
-    def __init__(self, log_every: int = 1):
-        self.log_every = log_every
-
-    def on_step_end(self, args, state, control, **kwargs):
-        step, last = state.global_step, state.global_step >= state.max_steps
-        control.should_log = step == 1 or is_due(step, self.log_every) or last
-        control.should_evaluate = is_due(step, args.eval_every) or (last and args.eval_every > 0)
-        control.should_run_hellaswag = is_due(step, args.hellaswag_every) or (last and args.hellaswag_every > 0)
-        control.should_sample = is_due(step, args.sample_every) or (last and args.sample_every > 0)
-        control.should_save = is_due(step, args.save_every) or last
-        if last:
-            control.should_training_stop = True
-        return control
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        return control  # the stream has no epoch-based schedule
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        loss = (metrics or {}).get("eval_loss")
-        if args.target_val_loss is not None and loss is not None and loss <= args.target_val_loss:
-            control.should_training_stop = True
-            control.should_save = True
-        return control
 
 
 class RunCallbackHandler(CallbackHandler):
@@ -138,6 +96,12 @@ class RunCallbackHandler(CallbackHandler):
         for key, callback in self.stateful().items():
             states[key] = callback.state_dict() if hasattr(callback, "state_dict") else callback.state()
         return states
+
+    def state_dict(self) -> dict:
+        return self.callback_states()
+
+    def load_state_dict(self, states: dict) -> None:
+        self.load_callback_states(states)
 
     def load_callback_states(self, states: dict) -> None:
         for key, callback in self.stateful().items():

@@ -9,6 +9,7 @@ import re
 import torch
 from transformers import TrainerState
 
+from ..cadence import is_due
 from ..layout import TRACKER, Tags
 
 # ``state.log_history`` is pickled into every checkpoint: it keeps the loop's own scalars (train/, val/, hellaswag/,
@@ -26,8 +27,8 @@ class RunLog:
     """Scalars to TensorBoard and (the headline ones) to ``state.log_history``, then ``on_log``; metrics added to
     the current step's line; histograms and text on the main process."""
 
-    def __init__(self, accelerator, state: TrainerState, on_log):
-        self.accelerator, self.state, self._on_log = accelerator, state, on_log
+    def __init__(self, accelerator, state: TrainerState, on_log, log_every: int = 1):
+        self.accelerator, self.state, self._on_log, self.log_every = accelerator, state, on_log, log_every
         self._step_metrics: dict[str, float] = {}
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -37,6 +38,15 @@ class RunLog:
             self.state.log_history.append({**kept, "step": step})
             del self.state.log_history[:-HISTORY_LIMIT]
         self._on_log(metrics)
+
+    def log_scalars(self, metrics: dict[str, float], step: int) -> None:
+        """Scalars to the trackers only (facts of the run, records of what was done to it), from the main process."""
+        if self.accelerator.is_main_process:
+            self.accelerator.log(metrics, step=step)
+
+    def due(self, step: int, last: bool) -> bool:
+        """The logging cadence (``--log_every``): the first step, every N steps and the last."""
+        return step == 1 or is_due(step, self.log_every, last=last)
 
     def add_step_metrics(self, metrics: dict[str, float]) -> None:
         self._step_metrics.update(metrics)

@@ -1,39 +1,43 @@
-"""The Accelerate training loop.
+"""The Accelerate training loop: the components composed, one step, and what follows it, in one place.
 
-The loop does the mechanics of one optimizer step (gradient-accumulated forward/backward, clipping, the optimizer
-and schedule step, bookkeeping) and carries out what the callbacks decided through ``control`` (log, evaluate, run
-HellaSwag, sample, save, skip an update, stop). Its other jobs live beside it: when to do those things in
-``callbacks.FlowCallback``; what to do with a step that went wrong in ``policies``; saving, resuming and rolling
-back in ``checkpointing``; changed settings on resume in ``resumption``; the logs in ``run_log``; start-up checks
-and construction in ``builders``; who owns the run folder in ``run_folder``; signals in ``preemption``.
+``Trainer.train`` reads top to bottom: resume if asked, then for every step ``training_step`` (the micro-batches'
+forward and backward, clipping, the guards' verdict, the update and the schedule) and ``after_step`` (logging,
+validation, HellaSwag, the checkpoint and samples, each on its own component's cadence, or when a callback asks for
+it through ``control``). The components own their configuration, state and cadence:
+
+    optim/        the optimizers and their schedule          guards/       what happens to a step that went wrong
+    run/          checkpoints, resume, the run folder,       diagnostics/  per-layer statistics (callbacks), the
+                  preemption, the run's progress                           noise scale, where the time goes
+    evaluation/   validation, HellaSwag, samples             trainer/      this loop, its construction, its logs
+
+Callbacks (transformers' ``TrainerCallback``) see ``args`` (every setting by name), ``state``, ``control`` and a
+logger; never the trainer.
 """
 
 import contextlib
 import json
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
-from tqdm.auto import tqdm
 from transformers import TrainerState
 
 from modeling.tokenization import TiktokenGPT2
 
+from ..cadence import is_due
 from ..config import RunConfig
 from ..diagnostics.noise_scale import NoiseScaleProbe
 from ..diagnostics.timing import PER_STEP, StepClock
-from ..distributed import is_sharded, runs_here
+from ..distributed import is_sharded
 from ..errors import UserError
-from ..evaluation.hellaswag import HellaSwagInLoop
-from ..evaluation.sampling import generate_samples
-from ..evaluation.validation import validation_loss
-from ..guards.policies import NonFiniteLossError, NonFinitePolicy, RunStopped, SkipBudget, TooManySkippedUpdates
+from ..evaluation.in_loop import InLoopEvaluation
+from ..guards.guards import Guards
+from ..guards.policies import NonFiniteLossError, RunStopped, TooManySkippedUpdates, Verdict
 from ..guards.spike_guard import ACTIONS as SPIKE_ACTIONS
-from ..guards.spike_guard import SpikeGuard
-from ..layout import TENSORBOARD_PROJECT, TRACKER, RunLayout, Tags
+from ..layout import RunLayout, Tags
 from ..optim.flops import card_peak_flops, model_flops_per_token
 from ..optim.optimizers import (
     OptimizerView,
@@ -43,9 +47,10 @@ from ..optim.optimizers import (
     peak_lrs,
     set_schedule,
 )
-from ..optim.schedules import Schedule, anchor_from_dict, anchor_to_dict
-from ..run.checkpointing import Checkpointer, append_jsonl, recover_folder, saved_run_config
+from ..optim.schedules import Schedule
+from ..run.checkpointing import Checkpointer, append_jsonl, check_resume_compatible, recover_folder, saved_run_config
 from ..run.preemption import Preempted, SignalCatcher, resume_command
+from ..run.progress import RunProgress
 from ..run.resumption import ResumePlan, plan_resume, setting_changes
 from ..run.run_folder import RunFolderLock, check_run_folder
 from .builders import (
@@ -60,8 +65,10 @@ from .builders import (
     prepare_output_dir,
     refuse_if_it_will_not_fit,
 )
-from .callbacks import GPTTrainerControl, RunCallbackHandler, is_due
+from .callbacks import GPTTrainerControl, RunCallbackHandler
+from .progress_display import ProgressDisplay
 from .run_log import RunLog
+from .tracking import start_tracking
 
 # Callback events inside a step: their time is the step's "callbacks" share (diagnostics, policies).
 STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end")
@@ -69,34 +76,24 @@ STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "o
 __all__ = ["NonFiniteLossError", "Preempted", "RunStopped", "TooManySkippedUpdates", "Trainer"]
 
 
-class TrainingProgress:
-    """Everything about the run's position that is not model/optimizer/RNG: saved with ``save_state``."""
+@dataclass
+class StepLosses:
+    """What the micro-batches of one step measured, reduced over processes."""
 
-    def __init__(self, trainer: "Trainer"):
-        self.trainer = trainer
+    loss: float  # the cross-entropy (without the z-loss term)
+    z_loss: float
+    stop_signalled: bool  # a stop signal reached some process: every process stops after this step
 
-    def state_dict(self) -> dict:
-        t = self.trainer
-        return {"global_step": t.state.global_step, "tokens_seen": t.state.num_input_tokens_seen,
-                "best_metric": t.state.best_metric, "best_global_step": t.state.best_global_step,
-                "log_history": list(t.state.log_history), "callbacks": t.callbacks.callback_states(),
-                "schedule_anchor": anchor_to_dict(t.schedule.anchor), "cooldown": t.cooldown,
-                "noise_scale": t.noise.estimate.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        t = self.trainer
-        t.state.global_step = state["global_step"]
-        t.state.num_input_tokens_seen = state["tokens_seen"]
-        t.state.best_metric, t.state.best_global_step = state["best_metric"], state["best_global_step"]
-        t.state.log_history = list(state["log_history"])
-        t.callbacks.load_callback_states(state["callbacks"])
-        if "skipped_updates" in state:  # checkpoints written before SkipBudget existed
-            t.skip_budget.skipped = state["skipped_updates"]
-            t.skip_budget.consecutive = state.get("consecutive_skips", 0)
-        t.saved_anchor = anchor_from_dict(state.get("schedule_anchor"))
-        if "noise_scale" in state:
-            t.noise.estimate.load_state_dict(state["noise_scale"])
-        t.cooldown = state.get("cooldown")
+@dataclass
+class StepResult:
+    """One optimizer step's outcome: its metrics, the guards' verdict, and whether its update was skipped."""
+
+    metrics: dict
+    verdict: Verdict
+    skipped: bool
+    losses: StepLosses
+    grad_norm: float
 
 
 class Trainer:
@@ -110,9 +107,9 @@ class Trainer:
         self.accelerator = build_accelerator(config)
         self.device = self.accelerator.device
         enable_tf32(self.device)
-        set_seed(self.args.seed)
+        set_seed(config.train.seed)
         self.grad_accum = self.accelerator.gradient_accumulation_steps
-        self.output_dir = prepare_output_dir(self.args.output_dir)
+        self.output_dir = prepare_output_dir(config.train.output_dir)
         self.layout = RunLayout(self.output_dir)
         self.lock = RunFolderLock(self.output_dir)
         try:
@@ -122,16 +119,17 @@ class Trainer:
             self.release_run_folder()
             raise
 
+    # ------------------------------------------------------------------------------------------- construction
     def _claim_run_folder(self) -> None:
-        """The main process takes the folder's lock and checks that a fresh run does not overwrite another; every
-        process learns the outcome, so a refusal stops all of them."""
+        """The main process takes the folder's lock and checks whose folder it is; every process learns the
+        outcome, so a refusal stops all of them."""
         problem = None
         if self.accelerator.is_main_process:
             try:
                 if note := self.lock.acquire():
                     print(note)
                 check_run_folder(self.output_dir, resuming=self.resumes_in_place(),
-                                 overwrite=self.args.overwrite_output_dir)
+                                 overwrite=self.config.checkpoint.overwrite_output_dir)
             except UserError as error:
                 problem = error
         if self.accelerator.num_processes > 1:
@@ -141,7 +139,7 @@ class Trainer:
 
     def resumes_in_place(self) -> bool:
         """Resuming this folder's own run (``latest`` or one of its checkpoints), not branching from another's."""
-        spec = self.args.resume_from_checkpoint
+        spec = self.config.checkpoint.resume_from_checkpoint
         if not spec:
             return False
         return spec == "latest" or self.layout.checkpoints_dir.resolve() in Path(spec).resolve().parents
@@ -155,12 +153,27 @@ class Trainer:
         if train_loader is None:
             train_loader, built_val = build_data(config, self.accelerator, self.raw_model.config.vocab_size)
             val_set = val_set if val_set is not None else built_val
-        self.train_loader, self.val_set = train_loader, val_set
+        self.train_loader = train_loader
+        self._build_optimization()
+        self._build_components(callbacks, val_set)
+        self.tokens_per_step = args.micro_batch_size * args.seq_len * self.grad_accum * self.accelerator.num_processes
+        self.num_parameters = sum(p.numel() for p in self.raw_model.parameters())
+        self.flops_per_token = model_flops_per_token(self.raw_model, args.seq_len)
+        self.peak_flops, self.mfu_card = self._mfu_peak()
+        check_run_settings(args, self.raw_model, self.tokenizer, self.evaluation.val_set, self.evaluation.hellaswag,
+                           self.accelerator.print)
+        if not self.noise.available and config.logging.diagnostics_every > 0:
+            self.accelerator.print(f"Note: the gradient noise scale is not measured: {self.noise.why_not}.")
+        announce_data_passes(self.train_loader, self.state.max_steps, self.tokens_per_step, self.accelerator.print)
+        self._fire("on_init_end")
 
-        optimizers = build_optimizers(self.raw_model, args, self.device.type)
+    def _build_optimization(self) -> None:
+        """The optimizers (prepared with the model), their schedulers, the noise probe and the memory check."""
+        config, args = self.config, self.args
+        optimizers = build_optimizers(self.raw_model, config.optimizer, self.device.type)
         self.schedule = Schedule.from_args(args)
-        self.saved_anchor, self.cooldown = None, None
-        self.schedulers = [build_scheduler(o, self.schedule, peak) for o, peak in zip(optimizers, peak_lrs(args))]
+        self.schedulers = [build_scheduler(o, self.schedule, peak)
+                           for o, peak in zip(optimizers, peak_lrs(config.optimizer))]
         self.model, *self.optimizers = self.accelerator.prepare(self.raw_model, *optimizers)
         self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]  # AdamW: the one HF callbacks see
         self.noise = NoiseScaleProbe(self.model, self.accelerator.num_processes, self.grad_accum,
@@ -171,43 +184,34 @@ class Trainer:
             # Only the training forward is compiled; evaluation and generate use raw_model (same parameters).
             self.model = torch.compile(self.model)
 
+    def _build_components(self, callbacks, val_set) -> None:
+        """Progress, guards, callbacks, logs, evaluation and checkpoints; the progress is registered for
+        checkpointing after the schedulers and the data position (the order earlier checkpoints hold them in)."""
+        config, args = self.config, self.args
         self.state = TrainerState(max_steps=args.max_steps, logging_steps=config.logging.log_every,
                                   eval_steps=args.eval_every, save_steps=args.save_every,
                                   train_batch_size=args.micro_batch_size, log_history=[],
                                   is_local_process_zero=self.accelerator.is_local_main_process,
                                   is_world_process_zero=self.accelerator.is_main_process)
         self.control = GPTTrainerControl()
-        self.skip_budget = SkipBudget(args.max_consecutive_skips, args.max_skipped_updates)
-        self.spike_guard = SpikeGuard(args.spike_guard_z, args.spike_guard_window, args.spike_guard_patience,
-                                      args.spike_guard_rollbacks, args.spike_guard_skip_steps) \
-            if args.spike_guard else None
-        policies = [NonFinitePolicy(args.on_nonfinite), self.skip_budget] + ([self.spike_guard] if self.spike_guard
-                                                                             else [])
-        self.callbacks = RunCallbackHandler(build_callbacks(config, callbacks) + policies, self.raw_model, None,
+        self.guards = Guards(config.guards)
+        self.callbacks = RunCallbackHandler(build_callbacks(config, callbacks), self.raw_model, None,
                                             self.optimizer if len(self.optimizers) == 1 else
                                             OptimizerView(self.optimizers), self.scheduler)
-        self.log = RunLog(self.accelerator, self.state, on_log=lambda logs: self._fire("on_log", logs=logs))
-        self.hellaswag = HellaSwagInLoop(args.hellaswag_path, args.hellaswag_limit)
-        self.progress = TrainingProgress(self)
+        self.progress = RunProgress(self.state, {"callbacks": self.callbacks, "noise_scale": self.noise.estimate,
+                                                 "guards": self.guards})
+        self.log = RunLog(self.accelerator, self.state, on_log=lambda logs: self._fire("on_log", logs=logs),
+                          log_every=config.logging.log_every)
+        self.evaluation = InLoopEvaluation(config.evaluation, val_set, self.tokenizer, args.micro_batch_size,
+                                           args.seq_len, args.seed)
         self.accelerator.register_for_checkpointing(*self.schedulers, self.train_loader, self.progress)
         self.checkpointer = Checkpointer(self.accelerator, self.raw_model, self.effective_config, self.layout,
-                                         self.training_state, config.checkpoint.keep_last)
+                                         self.training_state, config.checkpoint.keep_last, config.checkpoint.save_every)
         self.signals = SignalCatcher()
-        self.stop_signalled = False
         self.clock = StepClock()
         self.resume_plan: ResumePlan | None = None
         self.resumed_step: int | None = None
         self.elapsed_seconds, self.steps_this_session = 0.0, 0  # of the last train() call, for the summary
-
-        self.tokens_per_step = args.micro_batch_size * args.seq_len * self.grad_accum * self.accelerator.num_processes
-        self.num_parameters = sum(p.numel() for p in self.raw_model.parameters())
-        self.flops_per_token = model_flops_per_token(self.raw_model, args.seq_len)
-        self.peak_flops, self.mfu_card = self._mfu_peak()
-        check_run_settings(args, self.raw_model, self.tokenizer, self.val_set, self.hellaswag, self.accelerator.print)
-        if not self.noise.available and config.logging.diagnostics_every > 0:
-            self.accelerator.print(f"Note: the gradient noise scale is not measured: {self.noise.why_not}.")
-        announce_data_passes(self.train_loader, args.max_steps, self.tokens_per_step, self.accelerator.print)
-        self._fire("on_init_end")
 
     def _loss_scale(self) -> float:
         """fp16's GradScaler multiplies the loss by its scale before the backward; 1 under any other precision."""
@@ -234,41 +238,82 @@ class Trainer:
                                f"{processes} process(es).")
         return given, card
 
+    # ------------------------------------------------------------------------------------------- the run
+    def train(self) -> TrainerState:
+        """Resume if asked, then step until the last step (or a stop), then save the final model."""
+        if self.accelerator.is_main_process:
+            recover_folder(self.layout.final_dir)
+        if self.config.checkpoint.resume_from_checkpoint:
+            resumed = self.resume(self.config.checkpoint.resume_from_checkpoint)
+            self.accelerator.print(f"Resumed from {resumed} at step {self.state.global_step}.")
+        self._init_tracking()
+        if self.resume_plan is not None:
+            self.resume_plan.log(self.log, self.layout, self.accelerator.is_main_process)
+        self._fire("on_train_begin")
+        started, first_step = time.perf_counter(), self.state.global_step
+        self.session_started = started
+        display = ProgressDisplay(self.state, self.config.logging, self.accelerator.is_main_process)
+        self.signals.install()
+        try:
+            while not self.progress.at_end and not self.control.should_training_stop:
+                result = self.training_step()
+                if result.verdict.rollback is not None:
+                    self.rollback(result.verdict.rollback)
+                    display.jump(self.state.global_step)
+                    continue
+                self.after_step(result)
+                display.step(result.metrics, self.log.last(Tags.VAL_LOSS))
+                if result.losses.stop_signalled:
+                    self._stop_for_signal()
+        finally:
+            self.signals.uninstall()
+            display.close()
+            self.elapsed_seconds = time.perf_counter() - started
+            self.steps_this_session = self.state.global_step - first_step
+        self._finish()
+        return self.state
+
+    def _finish(self) -> None:
+        self.stopped_early = not self.progress.at_end
+        if note := self.guards.end_note(self.state.global_step):
+            self.accelerator.print(note)
+        self.save_final_model()
+        self.accelerator.wait_for_everyone()
+        self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
+
     # ------------------------------------------------------------------------------------------- the step
-    def training_step(self) -> dict:
-        """One optimizer step: ``grad_accum`` micro-steps, clip, the policies' verdict, update, schedule."""
-        started = time.perf_counter()
+    def training_step(self) -> StepResult:
+        """One optimizer step: ``grad_accum`` micro-steps, clip, the guards' verdict, update, schedule."""
+        self.control._new_step()
+        self._fire("on_step_begin")
+        started, step = time.perf_counter(), self.state.global_step + 1
         lrs = [o.param_groups[0]["lr"] for o in self.optimizers]
-        self.noise.start_step(is_due(self.state.global_step + 1, self.config.logging.diagnostics_every, first=True))
-        loss = self._forward_backward()
+        self.noise.start_step(is_due(step, self.config.logging.diagnostics_every, first=True))
+        losses = self._forward_backward()
         with self.clock.measure("optimizer"):
             grad_norm = self._clip()
         noise = self.noise.finish_step(grad_norm ** 2)
-        self._fire("on_pre_optimizer_step", loss=loss, grad_norm=grad_norm)
-        self._record_interventions()
-        self._raise_if_stopped()
-        with self.clock.measure("optimizer"):
-            if not self.control.should_skip_update:
-                for optimizer in self.optimizers:
-                    optimizer.step()
-        if not self.control.should_skip_update:
-            self._fire("on_optimizer_step")
-        with self.clock.measure("optimizer"):
-            for optimizer, scheduler in zip(self.optimizers, self.schedulers):
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()  # also after a skipped update: the schedule follows the step count
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()  # the step's kernels are done: its time is its own
-        self.state.global_step += 1
-        self.state.num_input_tokens_seen += self.tokens_per_step
-        return self._step_metrics(loss, grad_norm, lrs, time.perf_counter() - started, noise)
+        self._fire("on_pre_optimizer_step", loss=losses.loss, grad_norm=grad_norm)
+        verdict = self.guards.judge(step, losses.loss, grad_norm, self.checkpoints.latest_before)
+        self._record_interventions(verdict)
+        if verdict.stop is not None:
+            raise verdict.stop.located(self.checkpointer.latest_note())
+        skipped = verdict.skip or self.control.should_skip_update
+        self._update(skipped)
+        self.progress.advance(self.tokens_per_step)
+        self._fire("on_step_end")
+        if budget_spent := self.guards.count(step, skipped, losses.loss, grad_norm):
+            self.control.stop_error = budget_spent  # raised once the step's logs and checkpoint are written
+        metrics = self._step_metrics(losses, grad_norm, lrs, time.perf_counter() - started, noise)
+        metrics.update(self.log.take_step_metrics())  # what callbacks added during this step
+        return StepResult(metrics, verdict, skipped, losses, grad_norm)
 
-    def _forward_backward(self) -> float:
-        """``grad_accum`` micro-steps; returns the loss averaged over micro-steps and processes. A pending stop
-        signal travels in the same reduction, so every process learns of it at the same step."""
+    def _forward_backward(self) -> StepLosses:
+        """``grad_accum`` micro-steps; the loss averaged over micro-steps and processes. A pending stop signal
+        travels in the same reduction, so every process learns of it at the same step."""
         loss_sum = torch.zeros((), device=self.device)
         z_sum = torch.zeros((), device=self.device)
-        extra = {"z_loss": self.args.z_loss} if self.args.z_loss else {}
+        extra = {"z_loss": self.config.optimizer.z_loss} if self.config.optimizer.z_loss else {}
         for micro in range(self.grad_accum):
             with self.clock.measure("data"):
                 x, y = self.train_loader.next_batch()
@@ -283,38 +328,58 @@ class Trainer:
                     loss_sum += out.loss.detach() * weight
                     if extra:
                         z_sum += out.z_loss.detach() * weight
+        self._check_synchronised()
+        signal_flag = torch.tensor(float(self.signals.requested), device=self.device)
+        with self.clock.measure("forward_backward"):  # .item() waits for the kernels: their time lands here
+            totals = self.accelerator.reduce(torch.stack([(loss_sum - z_sum) / self.grad_accum,
+                                                          z_sum / self.grad_accum, signal_flag]), "sum")
+            stop_signalled = bool(totals[2].item() > 0)
+        processes = self.accelerator.num_processes
+        return StepLosses(totals[0].item() / processes, totals[1].item() / processes, stop_signalled)
+
+    def _check_synchronised(self) -> None:
         if not self.accelerator.sync_gradients:
             # Never silent: without a sync micro-step the wrapped optimizer's step() and zero_grad() do nothing.
             raise RuntimeError(f"Step {self.state.global_step + 1}: the last of {self.grad_accum} micro-steps did not "
                                f"synchronise gradients (Accelerate's micro-step counter is {self.accelerator.step}); "
                                "the optimizer would silently skip this update.")
-        signal_flag = torch.tensor(float(self.signals.requested), device=self.device)
-        with self.clock.measure("forward_backward"):  # .item() waits for the kernels: their time lands here
-            totals = self.accelerator.reduce(torch.stack([(loss_sum - z_sum) / self.grad_accum,
-                                                          z_sum / self.grad_accum, signal_flag]), "sum")
-            self.stop_signalled = bool(totals[2].item() > 0)
-        self.z_loss = totals[1].item() / self.accelerator.num_processes
-        return totals[0].item() / self.accelerator.num_processes  # the cross-entropy (without the z term)
 
     def _clip(self) -> float:
         """Total gradient norm before clipping (clipping is skipped when grad_clip is 0)."""
-        max_norm = self.args.grad_clip if self.args.grad_clip > 0 else float("inf")
-        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+        clip = self.config.optimizer.grad_clip
+        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf")))
 
-    def _step_metrics(self, loss: float, grad_norm: float, lrs: list[float], elapsed: float,
+    def _update(self, skipped: bool) -> None:
+        """Apply the update (unless skipped), clear the gradients and step the schedule (also after a skipped
+        update: the schedule follows the step count)."""
+        with self.clock.measure("optimizer"):
+            if not skipped:
+                for optimizer in self.optimizers:
+                    optimizer.step()
+        if not skipped:
+            self._fire("on_optimizer_step")
+        with self.clock.measure("optimizer"):
+            for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()  # the step's kernels are done: its time is its own
+
+    def _step_metrics(self, losses: StepLosses, grad_norm: float, lrs: list[float], elapsed: float,
                       noise: dict | None = None) -> dict:
+        """Every per-step scalar, made here and nowhere else."""
         tokens_per_sec = self.tokens_per_step / elapsed
-        metrics = {Tags.TRAIN_LOSS: loss, Tags.TRAIN_LR: lrs[0], Tags.TRAIN_GRAD_NORM: grad_norm,
+        metrics = {Tags.TRAIN_LOSS: losses.loss, Tags.TRAIN_LR: lrs[0], Tags.TRAIN_GRAD_NORM: grad_norm,
                    Tags.TRAIN_TOKENS_SEEN: float(self.state.num_input_tokens_seen),
                    Tags.TRAIN_TOKENS_PER_SEC: tokens_per_sec, Tags.TRAIN_STEP_TIME_MS: elapsed * 1000,
                    Tags.TRAIN_EPOCH: float(self.train_loader.epoch),
-                   Tags.TRAIN_SKIPPED_UPDATES: float(self.skipped_updates)}
+                   Tags.TRAIN_SKIPPED_UPDATES: float(self.guards.skipped)}
         if len(lrs) > 1:
             metrics[Tags.TRAIN_LR_MUON] = lrs[1]
-        if self.args.z_loss:
-            metrics[Tags.TRAIN_Z_LOSS] = self.z_loss
-        if self.args.grad_clip > 0:
-            metrics[Tags.TRAIN_GRAD_CLIP] = self.args.grad_clip
+        if self.config.optimizer.z_loss:
+            metrics[Tags.TRAIN_Z_LOSS] = losses.z_loss
+        if self.config.optimizer.grad_clip > 0:
+            metrics[Tags.TRAIN_GRAD_CLIP] = self.config.optimizer.grad_clip
         metrics.update({Tags.TIME + f"{name}_ms": 1000 * seconds for name, seconds in self.clock.take().items()
                         if name in PER_STEP})
         if noise:
@@ -325,44 +390,105 @@ class Trainer:
                                                                                self.accelerator.num_processes)
         return metrics
 
-    def _raise_if_stopped(self) -> None:
-        """A policy put an error into ``control.stop_error``: raise it, saying where the last good checkpoint is."""
-        if (error := self.control.stop_error) is not None:
-            self.control.stop_error = None
+    # ------------------------------------------------------------------------------------------- after the step
+    def after_step(self, result: StepResult) -> None:
+        """What follows a step, each on its component's cadence or when a callback asks through ``control``; the
+        checkpoint comes before sampling, so nothing optional runs between a step and its checkpoint."""
+        step, last, control = self.state.global_step, self.progress.at_end, self.control
+        if self.log.due(step, last) or control.should_log:
+            with self.clock.measure("logging"):
+                self.log.log_metrics(result.metrics)
+        if self.evaluation.validation_due(step, last) or control.should_evaluate:
+            with self.clock.measure("evaluation"):
+                self.evaluate()
+        if self.evaluation.hellaswag_due(step, last):
+            with self.clock.measure("hellaswag"):
+                self.run_hellaswag()
+        if self.checkpointer.due(step, last) or control.should_save or result.losses.stop_signalled:
+            with self.clock.measure("checkpoint"):
+                self.save_checkpoint()
+        if self.evaluation.samples_due(step, last):
+            with self.clock.measure("sampling"):
+                self._sample_safely()
+        self._log_occasional_times()
+        if (error := control.stop_error) is not None:
+            control.stop_error = None
             raise error.located(self.checkpointer.latest_note())
 
-    def _record_interventions(self) -> None:
-        """The spike guard's new records: to ``interventions.jsonl`` at once, to TensorBoard at their step (a
-        rollback's at the step it returned to, after the abandoned steps are purged: see ``rollback``)."""
-        if self.spike_guard is None:
-            return
-        for step, armed, message in self.spike_guard.take_status():
+    def _log_occasional_times(self) -> None:
+        occasional = {Tags.TIME + f"{name}_ms": 1000 * seconds for name, seconds in self.clock.take().items()
+                      if seconds > 0 and name not in PER_STEP and name != "logging"}
+        if occasional:
+            self.log.log_scalars(occasional, step=self.state.global_step)
+
+    def evaluate(self) -> dict:
+        if self.evaluation.val_set is None:
+            return {}
+        metrics = self.evaluation.validate(self.raw_model, self.accelerator)
+        self._fire("on_evaluate", metrics=metrics)
+        self.progress.record_best(metrics["eval_loss"])
+        self.log.log_metrics({Tags.VAL_LOSS: metrics["eval_loss"], Tags.VAL_PERPLEXITY: metrics["eval_perplexity"]})
+        target = self.config.train.target_val_loss
+        if target is not None and metrics["eval_loss"] <= target:  # reached: stop, and save where it stopped
+            self.control.should_training_stop = self.control.should_save = True
+        return metrics
+
+    def run_hellaswag(self) -> dict:
+        metrics = self.evaluation.run_hellaswag(self.raw_model, self.accelerator)
+        if metrics:
+            self.log.log_metrics({Tags.HELLASWAG_ACC: metrics["acc"], Tags.HELLASWAG_ACC_NORM: metrics["acc_norm"]})
+        return metrics
+
+    def sample(self) -> list[str]:
+        texts = self.evaluation.samples(self.raw_model, self.state.global_step, self.accelerator.is_main_process)
+        if texts and self.accelerator.is_main_process:
+            self.log.log_text(Tags.SAMPLES, "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)),
+                              self.state.global_step)
+        return texts
+
+    def _sample_safely(self) -> None:
+        try:
+            self.sample()
+        except Exception as error:  # samples are for looking at: never worth the run
+            warnings.warn(f"Step {self.state.global_step}: sampling failed ({type(error).__name__}: {error}); "
+                          "training continues.", stacklevel=1)
+
+    def save_checkpoint(self) -> Path:
+        path = self.checkpointer.save(self.state.global_step)
+        self._fire("on_save", checkpoint_dir=path)
+        return path
+
+    def save_final_model(self) -> Path:
+        return self.checkpointer.save_final()
+
+    # ------------------------------------------------------------------------------------------- interventions
+    def _record_interventions(self, verdict: Verdict) -> None:
+        """The guards' new records: to ``interventions.jsonl`` at once, to TensorBoard at their step (a rollback's
+        at the step it returned to, after the abandoned steps are purged: see ``rollback``); its status lines to
+        the console and TensorBoard."""
+        for step, armed, message in verdict.status:
             self.accelerator.print(message)
-            if self.accelerator.is_main_process:
-                self.accelerator.log({Tags.SPIKE_GUARD_ARMED: armed}, step=step)
-        for record in self.spike_guard.take_pending():
+            self.log.log_scalars({Tags.SPIKE_GUARD_ARMED: armed}, step=step)
+        for record in verdict.records:
             if self.accelerator.is_main_process:
                 append_jsonl(self.layout.interventions_file, record)
             if record["action"] != "rollback":
                 self._log_intervention(record, record["step"])
 
     def _log_intervention(self, record: dict, step: int) -> None:
-        if self.accelerator.is_main_process:
-            self.accelerator.log({Tags.SPIKE_GUARD_ACTION: SPIKE_ACTIONS[record["action"]]}, step=step)
-            self.log.log_text(Tags.INTERVENTIONS_TEXT, json.dumps(record, default=float), step)
+        self.log.log_scalars({Tags.SPIKE_GUARD_ACTION: SPIKE_ACTIONS[record["action"]]}, step=step)
+        self.log.log_text(Tags.INTERVENTIONS_TEXT, json.dumps(record, default=float), step)
 
     def rollback(self, request: dict) -> None:
         """Carry out the spike guard's rollback: restore the checkpoint before the spike (keeping the current
         settings and the guard's record), set the newer checkpoints and the records of the abandoned steps aside as
         an abandoned branch, move the data past the batches that followed, make TensorBoard drop the abandoned
         steps, and record again any setting that differs from the checkpoint's (it applies from there on)."""
-        escalation = self.spike_guard.escalation_state()
-        checkpoint = Path(request["checkpoint"])
+        guard = self.guards.spike_guard
+        escalation, checkpoint = guard.escalation_state(), Path(request["checkpoint"])
         self.checkpointer.load(checkpoint)
-        self.spike_guard.restore_escalation(escalation)
-        apply_hyperparameters(self.optimizers, self.args)  # a checkpoint from before a changed resume keeps the new
-        for scheduler, peak in zip(self.schedulers, peak_lrs(self.args)):
-            set_schedule(scheduler, self.schedule, peak)
+        guard.restore_escalation(escalation)
+        self._apply_settings(self.schedule)  # a checkpoint from before a changed resume keeps the new settings
         step = self.state.global_step
         branch = self.checkpointer.branch_after(step)
         skip = getattr(self.train_loader, "skip_tokens", None)
@@ -373,61 +499,53 @@ class Trainer:
         self.resumed_step = step
         self._finish_trackers()
         self._init_tracking()
-        changes = setting_changes(saved_run_config(checkpoint), self.config.to_dict())
-        if changes:
+        if changes := setting_changes(saved_run_config(checkpoint), self.config.to_dict()):
             ResumePlan(step=step, checkpoint=checkpoint, changes=changes,
-                       reason="a spike-guard rollback to a checkpoint written under other settings").log(self)
-        self._log_intervention(self.spike_guard.interventions[-1], step)
+                       reason="a spike-guard rollback to a checkpoint written under other settings"
+                       ).log(self.log, self.layout, self.accelerator.is_main_process)
+        self._log_intervention(guard.interventions[-1], step)
         self.accelerator.print(f"Spike guard: rolled back to {checkpoint} (step {step}); the data resumes "
                                f"{request['skip_steps']} steps' worth of batches later"
                                + (f"; the abandoned checkpoints and records are in {branch}" if branch else "") + ".")
 
+    # ------------------------------------------------------------------------------------------- resuming
+    def resume(self, spec: str) -> Path:
+        """Restore a checkpoint (moments, step, data position, RNG, progress) and carry out the resume plan: the
+        current arguments' hyperparameters and schedule from the resumed step, saying what changed."""
+        path = self.checkpointer.manager.resolve(spec)
+        check_resume_compatible(path, self.config)
+        self.checkpointer.load(path)
+        in_place = self.resumes_in_place()
+        plan = plan_resume(path, self.config, self.progress, in_place)
+        step = self.progress.step
+        if in_place and (branch := self.checkpointer.branch_after(step)) is not None:
+            self.accelerator.print(f"Returned to step {step}: what this folder held after it (newer checkpoints, a "
+                                   f"later final model, the records of those steps) was moved to {branch}.")
+        self.progress.cooldown = plan.cooldown
+        self.progress.schedule_anchor = plan.new_schedule.anchor
+        self.state.max_steps = plan.new_schedule.max_steps
+        self._apply_settings(plan.new_schedule)
+        for line in plan.lines():
+            self.accelerator.print(line)
+        self.resume_plan, self.resumed_step = plan, step
+        return path
+
+    def _apply_settings(self, schedule: Schedule) -> None:
+        """The current arguments' hyperparameters on the optimizers, and ``schedule`` on their schedulers (a
+        checkpoint restores the old ones with the moments)."""
+        self.schedule = schedule
+        apply_hyperparameters(self.optimizers, self.config.optimizer)
+        for scheduler, peak in zip(self.schedulers, peak_lrs(self.config.optimizer)):
+            set_schedule(scheduler, schedule, peak)
+
+    # ------------------------------------------------------------------------------------------- facts
     @property
     def skipped_updates(self) -> int:
-        return self.skip_budget.skipped
+        return self.guards.skipped
 
     @property
     def checkpoints(self):
         return self.checkpointer.manager
-
-    # ------------------------------------------------------------------------------------------- actions
-    def evaluate(self) -> dict:
-        if self.val_set is None:
-            return {}
-        metrics = validation_loss(self.raw_model, self.val_set, self.args.micro_batch_size, self.args.seq_len,
-                                  self.device, self.accelerator.process_index, self.accelerator.num_processes,
-                                  self.args.eval_tokens, reduce=self.accelerator.reduce,
-                                  autocast=self.accelerator.autocast)
-        self._fire("on_evaluate", metrics=metrics)
-        if self.state.best_metric is None or metrics["eval_loss"] < self.state.best_metric:
-            self.state.best_metric, self.state.best_global_step = metrics["eval_loss"], self.state.global_step
-        self.log.log_metrics({Tags.VAL_LOSS: metrics["eval_loss"], Tags.VAL_PERPLEXITY: metrics["eval_perplexity"]})
-        return metrics
-
-    def sample(self) -> list[str]:
-        if not runs_here(self.raw_model, self.accelerator.is_main_process):
-            return []
-        # Sharded parameters: every process generates (same seed, same tokens) so each forward's gathers match.
-        texts = generate_samples(self.raw_model, self.tokenizer, self.args.sample_prompt, self.args.num_samples,
-                                 self.args.sample_tokens, seed=self.args.seed + self.state.global_step)
-        if self.accelerator.is_main_process:
-            self.log.log_text(Tags.SAMPLES, "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)),
-                              self.state.global_step)
-        return texts
-
-    def run_hellaswag(self) -> dict:
-        metrics = self.hellaswag(self.raw_model, self.tokenizer, self.accelerator)
-        if metrics:
-            self.log.log_metrics({Tags.HELLASWAG_ACC: metrics["acc"], Tags.HELLASWAG_ACC_NORM: metrics["acc_norm"]})
-        return metrics
-
-    def save_checkpoint(self) -> Path:
-        path = self.checkpointer.save(self.state.global_step)
-        self._fire("on_save", checkpoint_dir=path)
-        return path
-
-    def save_final_model(self) -> Path:
-        return self.checkpointer.save_final()
 
     def training_state(self) -> dict:
         """What ``training_state.json`` records beside every saved model."""
@@ -447,114 +565,6 @@ class Trainer:
         started = getattr(self, "session_started", None)
         return self.clock.shares(time.perf_counter() - started) if started else {}
 
-    def _carry_out(self, metrics: dict) -> None:
-        if self.control.should_log:
-            with self.clock.measure("logging"):
-                self.log.log_metrics(metrics)
-        if self.control.should_evaluate:
-            with self.clock.measure("evaluation"):
-                self.evaluate()
-        if self.control.should_run_hellaswag:
-            with self.clock.measure("hellaswag"):
-                self.run_hellaswag()
-        if self.control.should_save:
-            with self.clock.measure("checkpoint"):
-                self.save_checkpoint()  # before sampling: nothing optional runs between a step and its checkpoint
-        if self.control.should_sample:
-            try:
-                with self.clock.measure("sampling"):
-                    self.sample()
-            except Exception as error:  # samples are for looking at: never worth the run
-                warnings.warn(f"Step {self.state.global_step}: sampling failed ({type(error).__name__}: {error}); "
-                              "training continues.", stacklevel=1)
-        occasional = {Tags.TIME + f"{name}_ms": 1000 * seconds for name, seconds in self.clock.take().items()
-                      if seconds > 0 and name not in PER_STEP and name != "logging"}
-        if occasional and self.accelerator.is_main_process:
-            self.accelerator.log(occasional, step=self.state.global_step)
-
-    # ------------------------------------------------------------------------------------------- run
-    def resume(self, spec: str) -> Path:
-        """Restore a checkpoint (moments, step, data position, RNG, callbacks) and apply the current arguments'
-        hyperparameters and schedule to it (``resumption.plan_resume``), saying what changed."""
-        path = self.checkpointer.manager.resolve(spec)
-        self.resume_plan = plan_resume(self, path)
-        return path
-
-    def train(self) -> TrainerState:
-        if self.accelerator.is_main_process:
-            recover_folder(self.layout.final_dir)
-        if self.args.resume_from_checkpoint:
-            resumed = self.resume(self.args.resume_from_checkpoint)
-            self.accelerator.print(f"Resumed from {resumed} at step {self.state.global_step}.")
-        self._init_tracking()
-        if self.resume_plan is not None:
-            self.resume_plan.log(self)
-        self._fire("on_train_begin")
-        started, first_step = time.perf_counter(), self.state.global_step
-        self.session_started = started
-        bar = tqdm(total=self.state.max_steps, initial=self.state.global_step, desc="training", unit="step",
-                   disable=not (self.accelerator.is_main_process and self.config.logging.progress_bar),
-                   dynamic_ncols=True)
-        self.signals.install()
-        try:
-            while self.state.global_step < self.state.max_steps and not self.control.should_training_stop:
-                self.control._new_step()
-                self._fire("on_step_begin")
-                metrics = self.training_step()
-                self._fire("on_step_end")
-                metrics.update(self.log.take_step_metrics())  # what callbacks added during this step
-                if self.control.rollback is not None:
-                    self.rollback(self.control.rollback)
-                    bar.n = self.state.global_step
-                    bar.refresh()
-                    continue
-                if self.stop_signalled:
-                    self.control.should_save = True
-                self._carry_out(metrics)
-                self._raise_if_stopped()
-                bar.set_postfix(self._progress_fields(metrics), refresh=False)  # before update: drawn once
-                bar.update(1)
-                if self.stop_signalled:
-                    self._stop_for_signal()
-        finally:
-            self.signals.uninstall()
-            bar.close()
-            self.elapsed_seconds = time.perf_counter() - started
-            self.steps_this_session = self.state.global_step - first_step
-        self.stopped_early = self.state.global_step < self.state.max_steps
-        if self.spike_guard is not None and (note := self.spike_guard.end_note(self.state.global_step)):
-            self.accelerator.print(note)
-        self.save_final_model()
-        self.accelerator.wait_for_everyone()
-        self._fire("on_train_end")  # after the final save, so callbacks (e.g. the Hub push) find it
-        return self.state
-
-    def _stop_for_signal(self) -> None:
-        """After a SIGTERM/SIGINT: the step is finished and its checkpoint saved; tell the user how to go on."""
-        checkpoint = self.checkpointer.manager.path_for(self.state.global_step)
-        what = self.signals.name or "a stop signal (on another process)"
-        raise Preempted(f"Stopped by {what} after step {self.state.global_step} of {self.state.max_steps}: checkpoint "
-                        f"{checkpoint}.", resume_command(self.args.output_dir))
-
-    def _init_tracking(self) -> None:
-        run_name = self.config.logging.run_name or self.output_dir.name
-        # After a resume, TensorBoard readers drop what an earlier writer logged at steps after the checkpoint
-        # (the tail of a crashed run, or an abandoned branch), so the logs show one history.
-        init_kwargs = {TRACKER: {"purge_step": self.resumed_step + 1}} if self.resumed_step is not None else {}
-        self.accelerator.init_trackers(TENSORBOARD_PROJECT, init_kwargs=init_kwargs)  # events in the run folder
-        self.log.log_layout()
-        self.log.log_hparams(self.config.flat())
-        if self.accelerator.is_main_process:
-            self.effective_config().save(self.layout.config_file)
-            self.log.log_text(Tags.CONFIG_TEXT, f"run `{run_name}`\n\n```yaml\n{self.layout.config_file.read_text()}```",
-                              0)
-            self.accelerator.log({Tags.RUN_GRAD_ACCUM_STEPS: self.grad_accum,
-                                  Tags.RUN_TOKENS_PER_STEP: self.tokens_per_step,
-                                  Tags.RUN_NUM_PROCESSES: self.accelerator.num_processes,
-                                  Tags.RUN_GRAD_CLIP: self.args.grad_clip,
-                                  Tags.RUN_PARAMETERS: self.num_parameters,
-                                  Tags.RUN_VOCAB_SIZE: self.raw_model.config.vocab_size}, step=0)
-
     def effective_config(self) -> RunConfig:
         """The configuration as the run carries it out: its ``max_steps`` is the schedule's end (a cool-down moves
         it), so config.yaml describes the run that trained."""
@@ -562,22 +572,26 @@ class Trainer:
             return self.config
         return replace(self.config, train=replace(self.config.train, max_steps=self.state.max_steps))
 
+    def last_logged(self, tag: str) -> float | None:
+        return self.log.last(tag)
+
+    # ------------------------------------------------------------------------------------------- plumbing
+    def _stop_for_signal(self) -> None:
+        """After a SIGTERM/SIGINT: the step is finished and its checkpoint saved; tell the user how to go on."""
+        checkpoint = self.checkpointer.manager.path_for(self.state.global_step)
+        what = self.signals.name or "a stop signal (on another process)"
+        raise Preempted(f"Stopped by {what} after step {self.state.global_step} of {self.state.max_steps}: checkpoint "
+                        f"{checkpoint}.", resume_command(self.config.train.output_dir))
+
+    def _init_tracking(self) -> None:
+        start_tracking(self)
+
     def _fire(self, event: str, **kwargs):
         category = "callbacks" if event in STEP_EVENTS else "logging" if event == "on_log" else None
         with self.clock.measure(category) if category else contextlib.nullcontext():
             self.control = self.callbacks.fire(event, self.args, self.state, self.control, logger=self.log,
                                                **kwargs)
         return self.control
-
-    def _progress_fields(self, metrics: dict) -> dict:
-        fields = {"loss": f"{metrics[Tags.TRAIN_LOSS]:.4f}"}
-        if (last_val := self.log.last(Tags.VAL_LOSS)) is not None:
-            fields["val"] = f"{last_val:.4f}"
-        fields.update(lr=f"{metrics[Tags.TRAIN_LR]:.2e}", tok_s=f"{metrics[Tags.TRAIN_TOKENS_PER_SEC]:,.0f}")
-        return fields
-
-    def last_logged(self, tag: str) -> float | None:
-        return self.log.last(tag)
 
     # ------------------------------------------------------------------------------------------- teardown
     def release_run_folder(self) -> None:
@@ -598,4 +612,3 @@ class Trainer:
         """Flush trackers, give up the run folder and tear down the process group; call last."""
         self.release_run_folder()
         self.accelerator.end_training()
-

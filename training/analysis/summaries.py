@@ -551,7 +551,7 @@ def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> dict:
         peak = float(lr.max())
         reached = int(lr_steps[np.flatnonzero(lr >= HELD_PEAK_FRACTION * peak)[0]])
         at_peak = np.interp(steps, lr_steps, lr) >= HELD_PEAK_FRACTION * peak
-        source = "train/lr"
+        source = Tags.TRAIN_LR
     else:
         peak = run.config.get("train", {}).get("max_lr")
         warmup = int(run.config.get("train", {}).get("warmup_steps", 0) or 0)

@@ -1,16 +1,24 @@
 #!/usr/bin/env python
 """Forecast a run's loss from its own curve and learning-rate history with the scaling law with learning-rate
 annealing of Tissue et al. 2024: L(s) = L0 + A * S1^(-alpha) - C * S2 (S1 the summed learning rate, S2 the
-annealing area). Predicts the loss at the end of the run's schedule, after a full epoch of its data, under other
-schedules, and the tokens its schedule needs to reach a target (default: the run's measured reference), each with a
-5-95% interval from bootstrap refits; writes forecast.png. Says when the fit is not to be trusted (too few points,
-still in warmup, data read more than once, far beyond the fitted range).
+annealing area).
+
+Predicts the loss of this run continued to the end of its schedule (or re-planned to --max_steps, as a resume
+would), of a fresh run of one full epoch of its data, of fresh runs of other schedules (--schedule), and the tokens
+a fresh run of its schedule shape needs to reach a target (default: the run's measured reference). Each loss comes
+with a 5-95% prediction interval for a measured loss (the fit's bootstrap spread and one point's measurement noise).
+Each row says whether it continues this run or starts afresh, and whether it is to be trusted and why not (too few
+points, still in warmup, past one epoch of the data, far beyond the fitted range, a cool-down the fitted history
+cannot tell: then it names the scripts/cooldown.py branch that would). A diverged run is not forecast. Cool-down
+branches beside the run (scripts/cooldown.py's default place) join the fit; --branch adds others. Writes
+forecast.png.
 
 Examples:
     python scripts/forecast.py runs/gpt2-124m-seed
-    python scripts/forecast.py runs/gpt2-124m-seed --max_steps 17000 --json        # stretched to 17,000 steps
+    python scripts/forecast.py runs/gpt2-124m-seed --max_steps 17000 --json        # continued, re-planned to 17,000
     python scripts/forecast.py runs/gpt2-124m-seed --schedule wsd --max_steps 5000 --decay_steps 1000
     python scripts/forecast.py runs/gpt2-124m-seed --schedule cosine --max_steps 3400 --target 3.2924
+    python scripts/forecast.py runs/wsd --branch runs/wsd-cool-4000       # fitted jointly with a cool-down branch
 """
 
 import argparse
@@ -19,29 +27,34 @@ import math
 import sys
 from pathlib import Path
 
-from training.analysis.forecast import forecast
+from training.analysis.forecast import MAX_STEPS, forecast
 from training.analysis.runs import RunReadError, load_run
 from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
 from training.layout import RunLayout
 
 
+
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("run_dir", help="A run folder (runs/<run>).")
     parser.add_argument("--max_steps", type=int, default=None,
-                        help="Forecast the run's own schedule stretched to this many steps (default: its max_steps).")
+                        help="Forecast this run continued to this many steps, its schedule re-planned as a resume "
+                             "with --max_steps would (default: its max_steps).")
     parser.add_argument("--schedule", choices=("cosine", "wsd"), default=None,
-                        help="Also forecast this schedule from the start, --schedule_steps long (same peak, floor "
-                             "and warmup as the run).")
+                        help="Also forecast a fresh run of this schedule from step 0, --schedule_steps long (same "
+                             "peak, floor, warmup, batch and model as the run).")
     parser.add_argument("--schedule_steps", type=int, default=None,
                         help="Length of --schedule (default: --max_steps, else the run's max_steps).")
     parser.add_argument("--decay_steps", type=int, default=None, help="With --schedule wsd: the cool-down length "
-                        "(default: the run's --decay_fraction of the length).")
+                        "(default: the run's --decay_fraction of the length, 20%% when the run's is 0).")
+    parser.add_argument("--branch", action="append", default=[], metavar="DIR",
+                        help="A cool-down branch of this run (scripts/cooldown.py) to fit jointly with it; repeatable. "
+                             "Branches beside the run are found without it.")
     parser.add_argument("--target", type=float, default=None,
                         help="Loss to reach (default: the run's measured reference, reference_eval.json).")
     parser.add_argument("--json", action="store_true", help="Print the forecast as JSON (final_val_loss: the "
-                        "predicted loss at the end of the run's schedule, stretched to --max_steps if given).")
+                        "predicted loss of this run continued to the end of its schedule, or to --max_steps).")
     parser.add_argument("--out", default=None, help="Folder for forecast.png (default: <run>/analysis).")
     return parser.parse_args(argv)
 
@@ -49,66 +62,117 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(argv)
     for name in ("max_steps", "schedule_steps", "decay_steps"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
             print(f"error: --{name} must be positive.", file=sys.stderr)
+            return 2
+        if value is not None and value > MAX_STEPS:
+            print(f"error: --{name} {value} is beyond any horizon the forecast computes (at most {MAX_STEPS:.0e} "
+                  "steps).", file=sys.stderr)
             return 2
     if args.target is not None and not (math.isfinite(args.target) and args.target > 0):
         print("error: --target must be a positive number.", file=sys.stderr)
         return 2
+    for branch in args.branch:
+        if not (Path(branch) / "branch.json").is_file():
+            print(f"error: --branch {branch}: not a branch of a run (no branch.json; scripts/cooldown.py makes "
+                  "them).", file=sys.stderr)
+            return 2
     try:
         run = load_run(args.run_dir)
         out = Path(args.out or RunLayout(run.run_dir).analysis_dir)
-        if not args.json:
-            make_writable_dir(out)
     except (FileNotFoundError, RunReadError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     schedules = []
     if args.schedule:
-        spec = {"lr_schedule": args.schedule,
-                "max_steps": args.schedule_steps or args.max_steps or run.settings.get("max_steps")}
+        steps = args.schedule_steps or args.max_steps or run.settings.get("max_steps")
+        spec = {"lr_schedule": args.schedule, "max_steps": steps}
         if args.decay_steps:
+            if args.schedule != "wsd":
+                print("error: --decay_steps is the cool-down of --schedule wsd.", file=sys.stderr)
+                return 2
+            if args.decay_steps > steps:
+                print(f"error: --decay_steps {args.decay_steps} is longer than the schedule ({steps} steps): a WSD "
+                      "cool-down is the last part of its run.", file=sys.stderr)
+                return 2
             spec["decay_steps"] = args.decay_steps
+        elif args.schedule == "wsd" and not (run.settings.get("decay_fraction") or 0):
+            spec["decay_fraction"] = 0.2  # a stable run's own fraction is 0: cool down over the last 20% (Hagele et al.)
         schedules.append(spec)
-    result = forecast(run, args.max_steps, schedules, args.target)
+    branches = None
+    if args.branch:
+        from training.analysis.forecast import find_branches
+
+        branches = list(dict.fromkeys([*find_branches(run), *map(Path, args.branch)]))
+    result = forecast(run, args.max_steps, schedules, args.target, branches=branches)
     if result is None or result.current_schedule is None:
-        why = "no learning rate was logged" if result is None else "; ".join(result.warnings)
+        why = "no learning rate was logged" if result is None else "; ".join(result.warnings) or "no forecast"
         print(f"error: {args.run_dir}: nothing to forecast ({why}).", file=sys.stderr)
         return 2
     own = result.current_schedule
     if args.json:
         print(json.dumps({"final_val_loss": own["loss"], "final_val_loss_interval": [own["low"], own["high"]],
-                          "steps": own["steps"], "tokens": own["tokens"], "trusted": result.trusted,
-                          "warnings": result.warnings, "fitted_on": result.fit["source"],
-                          "horizons": result.horizons, "target": result.target}, indent=2))
+                          "what": own["what"], "kind": own["kind"], "steps": own["steps"], "tokens": own["tokens"],
+                          "trusted": result.trusted, "warnings": result.warnings, "fitted_on": result.fit["source"],
+                          "identified": result.fit["identified"], "interval": result.interval,
+                          "horizons": result.horizons, "refused": result.refused, "advice": result.advice,
+                          "target": result.target}, indent=2))
         return 0
     print_forecast(run, result)
+    try:
+        make_writable_dir(out)
+    except OSError as error:
+        print(f"error: cannot write forecast.png to {out} ({error}); pass --out.", file=sys.stderr)
+        return 2
+    import matplotlib.pyplot as plt
+
     from training.analysis.plots import plot_forecast
 
     figure = plot_forecast(run, result)
     figure.savefig(out / "forecast.png", dpi=110)
+    plt.close(figure)
     print(f"wrote {out / 'forecast.png'}")
     return 0
 
 
 def print_forecast(run, result) -> None:
     fit = result.fit
-    print(f"{run.name}: fitted on {len(fit['steps'])} points of its {fit['source']} up to step {result.last_step} "
-          f"(log residual rms {fit['residual_rms']:.4f}; L0 {fit['params'][0]:.3f}, alpha {fit['params'][2]:.3f})")
+    branches = f" and {sum(len(b['steps']) for b in fit['branch_points'])} of its cool-down branches'" \
+        if fit["branch_points"] else ""
+    l0, _, alpha, c = fit["params"]
+    what = fit["source"] if fit["source"].startswith("validation loss (") else \
+        f"{len(fit['steps'])} points of its {fit['source']}"
+    print(f"{run.name}: fitted on {what}{branches} up to step "
+          f"{max(fit['steps'])} of the {result.last_step} it logged (log residual rms {fit['residual_rms']:.4f}, noise of a point {fit['noise']:.4f}; "
+          f"L0 {l0:.3f}, alpha {alpha:.3f}, C {c:.3g}{'' if fit['identified'] else ' (not identified: 0)'})")
+    for note in fit["notes"]:
+        print(f"  note: {note}")
+    print(f"  {result.interval}")
     for row in [result.current_schedule, *result.horizons]:
-        print(f"  {row['what']}: loss {row['loss']:.4f} ({row['low']:.4f}-{row['high']:.4f}) at step "
-              f"{row['steps']:,} ({row['tokens']:,.0f} tokens)")
-    if result.target:
-        target = result.target
+        print(f"  {row['what']}:\n    loss {row['loss']:.4f} ({row['low']:.4f}-{row['high']:.4f}) at step "
+              f"{row['steps']:,} ({row['tokens']:,.0f} tokens)" + ("" if row["trusted"] else ", not trusted"))
+        for warning in row["warnings"]:
+            print(f"    not to be trusted: {warning}")
+    for row in result.refused:
+        print(f"  {row['what']}: refused: {row['refused']}")
+    target = result.target
+    if target:
         if target["tokens"]:
             interval = (f" ({target['low_tokens']:,.0f}-{target['high_tokens']:,.0f})" if target["low_tokens"]
                         else "")
-            print(f"  tokens to reach {target['target']:.4f} with its schedule shape: {target['tokens']:,.0f}"
-                  f"{interval}")
+            print(f"  tokens for a fresh run of its schedule shape to reach {target['target']:.4f}: "
+                  f"{target['tokens']:,.0f}{interval}, {target['steps']:,} steps"
+                  + ("" if target["trusted"] else ", not trusted: " + "; ".join(target["warnings"] or
+                                                                                  fit["warnings"])))
         else:
-            print(f"  {target['target']:.4f} is not reached within the forecast's range")
-    for warning in result.warnings:
-        print(f"  not to be trusted blindly: {warning}")
+            print(f"  {target['target']:.4f} is not reached by a fresh run of its schedule shape of any length the "
+                  "law can tell")
+    for warning in result.fit["warnings"]:
+        print(f"  the fit is not to be trusted: {warning}")
+    if result.advice:
+        print(f"  {result.advice}")
+    print(f"  trusted: {'yes' if result.trusted else 'no'} (the first forecast above: the headline)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ from .thresholds import MIN_BLOCKS_FOR_DEPTH, RATIO_TARGET, RATIO_UNSTABLE  # no
 KINDS = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "embeddings"]
 
 
+GRID = 300  # points a forecast curve is evaluated at
+
+
 def _token_axis(ax, run: Run):
     per_step = run.tokens_per_step
     if per_step:
@@ -219,36 +222,46 @@ def plot_comparison(runs: list[Run]):
 
 
 def plot_forecast(run: Run, result) -> plt.Figure:
-    """Observed losses (what the law was fitted to), the fitted curve over the run's own learning-rate history,
-    and the forecast to the end of its schedule (and the other horizons), with the bootstrap interval."""
-    from .forecast import Fit, planned_lrs, run_schedule
+    """Observed losses (what the law was fitted to), the fitted curve over the run's learning-rate history and its
+    continuation to the headline row's step, with the curve's own 5-95% band, and every other row as a point with its
+    prediction interval (hollow: not to be trusted). Evaluated on a grid of at most GRID points, so any horizon
+    draws (no per-step arrays)."""
+    from .forecast import Fit, Plan, continued_schedule, lr_history
 
     fit = Fit(**result.fit)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(fit.steps, fit.losses, "o", markersize=3, color="black", label=f"observed ({fit.source})")
-    last = result.last_step
-    horizon = max([result.current_schedule["steps"]] + [h["steps"] for h in result.horizons
-                                                        if "epoch" in h["what"]])
-    lrs = planned_lrs(run, run_schedule(run, max(horizon, last)), keep_history=True)
-    steps = np.arange(1, len(lrs) + 1)
-    curve = fit.curve(lrs)
-    ax.plot(steps[:last], curve[:last], color="tab:blue", label="fitted")
-    ax.plot(steps[last - 1:], curve[last - 1:], color="tab:blue", linestyle="--", label="forecast (its schedule)")
-    if fit.bootstrap:
-        draws = np.array([fit.curve(lrs, p) for p in fit.bootstrap])
-        ax.fill_between(steps, np.percentile(draws, 5, axis=0), np.percentile(draws, 95, axis=0), color="tab:blue",
-                        alpha=0.15, label="5-95% (bootstrap)")
-    for horizon_result in result.horizons:
-        ax.errorbar([horizon_result["steps"]], [horizon_result["loss"]],
-                    yerr=[[horizon_result["loss"] - horizon_result["low"]], [horizon_result["high"] -
-                                                                               horizon_result["loss"]]],
-                    fmt="s", markersize=4, capsize=3, label=horizon_result["what"][:60])
+    ax.plot(fit.steps, fit.losses, "o", markersize=3, color="black", label=f"observed ({fit.source[:40]})")
+    last, own = result.last_step, result.current_schedule
+    continuing = own.get("kind", "continuing") == "continuing"
+    end = own["steps"] if continuing else last
+    schedule = continued_schedule(run, end, last) if continuing and end > last else None
+    history = lr_history(run) / fit.scale
+    first = max(min(fit.steps), 1)
+    ahead = np.geomspace(last, end, GRID // 2) if end > last else np.array([])  # dense near now, any horizon
+    grid = np.unique(np.concatenate([np.linspace(first, last, GRID // 2), ahead]).round().astype(int))
+    predicted = np.array([fit.predict(Plan(history, schedule if s > len(history) else None, int(s)))
+                          for s in grid])
+    fitted = grid <= last
+    ax.plot(grid[fitted], predicted[fitted, 0], color="tab:blue", label="fitted")
+    if (~fitted).any():
+        ahead = grid >= last
+        ax.plot(grid[ahead], predicted[ahead, 0], color="tab:blue", linestyle="--", label=own["what"][:60])
+    ax.fill_between(grid, predicted[:, 3], predicted[:, 4], color="tab:blue", alpha=0.15,
+                    label="5-95% of the fitted curve")
+    points = ([] if continuing else [own]) + list(result.horizons)
+    for row in points:
+        trusted = row.get("trusted", True)
+        ax.errorbar([row["steps"]], [row["loss"]], yerr=[[row["loss"] - row["low"]], [row["high"] - row["loss"]]],
+                    fmt="s", markersize=5, capsize=3, mfc=None if trusted else "none",
+                    label=row["what"][:55] + ("" if trusted else " (not trusted)"))
     if run.reference_loss is not None:
         ax.axhline(run.reference_loss, color="tab:red", linestyle=":", label=f"reference {run.reference_loss:.4f}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    low = min(min(fit.losses), float(np.nanmin(curve))) - 0.1
-    ax.set_ylim(low, max(fit.losses) + 0.3)
+    shown = [*fit.losses, *predicted[:, 0], *(row["low"] for row in points)]
+    ax.set_ylim(min(shown) - 0.1, max(fit.losses) + 0.3)
+    if max(end, last, *(row["steps"] for row in points)) > 50 * last:
+        ax.set_xscale("log")
     ax.set_title(f"{run.name}: loss forecast (Tissue et al. 2024)" + ("" if result.trusted else " - not trusted"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

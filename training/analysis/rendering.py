@@ -82,51 +82,53 @@ def render_markdown(report: dict, plots: list[str]) -> str:
 
 
 def forecast_lines(report: dict) -> list[str]:
-    """The forecast section: one row per ``forecast.to_dict()`` prediction (what, steps, tokens, loss, low, high), with
-    a row's own ``trusted`` / ``warnings`` / ``assumes`` when it carries them. A run that memorises its data gets a
-    caution: the fitted law knows nothing of repeated data."""
+    """The forecast section: one row per prediction (what it assumes, step, tokens, loss with its interval, whether to
+    trust it and why not), the refused rows with their reason, and what would make the forecast trustworthy. A run
+    that memorises its data gets a caution: the fitted law knows nothing of repeated data."""
     forecast = report.get("forecast") or {}
     if not forecast.get("current_schedule"):
         return []
-    own = forecast["current_schedule"]
-    fit = forecast.get("fit") or {}
+    own, fit = forecast["current_schedule"], forecast.get("fit") or {}
     trusted, warnings = forecast.get("trusted", True), forecast.get("warnings") or []
+    source = fit.get("source", "loss")
+    fitted = source if source.startswith("validation loss (") else \
+        f"{len(fit.get('steps', []))} points of the {source}"
+    branches = fit.get("branch_points") or []
     lines = ["", "## Forecast", "",
-             f"Fitted on {len(fit.get('steps', []))} points of the {fit.get('source', 'loss')} with the scaling law "
-             "with learning-rate annealing (Tissue et al. 2024); 5-95% intervals from bootstrap refits"
+             f"Fitted on {fitted}" + (f" and {sum(len(b['steps']) for b in branches)} points of its cool-down "
+                                      "branches" if branches else "")
+             + " with the scaling law with learning-rate annealing (Tissue et al. 2024). "
+             + forecast.get("interval", "low-high: 5-95% intervals from bootstrap refits")
+             + "; fresh-run rows add a 1% run-to-run spread"
              + ("." if trusted and not warnings else
                 "." + (" Warnings: " + "; ".join(warnings) + "." if warnings else "") if trusted else
-                ", **not to be trusted blindly**" + (": " + "; ".join(warnings) if warnings else "") + ".")]
+                ". **The headline forecast is not to be trusted blindly**" + (": " + "; ".join(warnings) if warnings
+                                                                              else "") + ".")]
+    if forecast.get("advice"):
+        lines += ["", f"To make it trustworthy: {forecast['advice']}"]
     if report.get("verdict_id") == "memorising":
-        lines.append("")
-        lines.append("Caution: the run memorises its data (see the verdict). The law fitted here assumes fresh data; "
-                     "forecasts of longer runs over the same data describe the training curve, not validation.")
+        lines += ["", "Caution: the run memorises its data (see the verdict). The law fitted here assumes fresh data; "
+                  "forecasts of longer runs over the same data describe the training curve, not validation."]
     rows = [own, *forecast.get("horizons", [])]
-    notes = any(("trusted" in row) or row.get("warnings") or row.get("assumes") for row in rows)
-    lines += ["", "| forecast | step | tokens | loss (5-95%) |" + (" notes |" if notes else ""),
-              "| --- | --- | --- | --- |" + (" --- |" if notes else "")]
+    lines += ["", "| forecast (what it assumes) | step | tokens | loss (interval) | trust |",
+              "| --- | --- | --- | --- | --- |"]
     for row in rows:
-        line = (f"| {row.get('what', '')} | {fmt(row.get('steps'))} | {fmt(row.get('tokens'))} | "
-                f"{fmt(row.get('loss'))} ({fmt(row.get('low'))}-{fmt(row.get('high'))}) |")
-        if notes:
-            parts = []
-            if row.get("trusted") is False:
-                parts.append("not trusted")
-            parts += [str(w) for w in (row.get("warnings") or [])]
-            if row.get("assumes"):
-                assumes = row["assumes"]
-                parts.append("assumes " + ("; ".join(map(str, assumes)) if isinstance(assumes, (list, tuple))
-                                           else str(assumes)))
-            if row.get("far_beyond_fit") and not row.get("warnings"):
-                parts.append("far beyond the fitted steps")
-            line += f" {'; '.join(parts)} |"
-        lines.append(line)
+        notes = [str(w) for w in (row.get("warnings") or [])]
+        if row.get("far_beyond_fit") and not notes:
+            notes.append("far beyond the fitted steps")
+        trust = ("yes" if row.get("trusted", True) else "no") + (": " + "; ".join(notes) if notes else "")
+        lines.append(f"| {row.get('what', '')} | {fmt(row.get('steps'))} | {fmt(row.get('tokens'))} | "
+                     f"{fmt(row.get('loss'))} ({fmt(row.get('low'))}-{fmt(row.get('high'))}) | {trust} |")
+    for row in forecast.get("refused") or []:
+        lines.append(f"| {row.get('what', '')} | {fmt(row.get('steps'))} | | refused | {row.get('reason', '')} |")
     target = forecast.get("target")
     if target:
         reach = (f"{fmt(target['tokens'])} tokens ({fmt(target.get('low_tokens'))}-{fmt(target.get('high_tokens'))})"
                  if target.get("tokens") else "not within the forecast's range")
-        lines.append(f"| tokens to reach {fmt(target['target'])} (its schedule, stretched) | "
-                     f"{fmt(target.get('steps'))} | {reach} | |" + (" |" if notes else ""))
+        trust = ("yes" if target.get("trusted", True) else "no") + (
+            ": " + "; ".join(map(str, target["warnings"])) if target.get("warnings") else "")
+        lines.append(f"| tokens to reach {fmt(target['target'])} (a fresh run of its schedule shape) | "
+                     f"{fmt(target.get('steps'))} | {reach} | | {trust} |")
     return lines
 
 

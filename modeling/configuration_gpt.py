@@ -4,6 +4,12 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
+class ModelSettingError(ValueError):
+    """A model setting (or a model) that cannot be used as asked; the message names the setting."""
+
+    user_error = True  # the training scripts report it as "error: ..." (training/errors.py)
+
+
 @strict
 class GPTConfig(PreTrainedConfig):
     r"""
@@ -65,16 +71,16 @@ class GPTConfig(PreTrainedConfig):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}.")
+                raise ModelSettingError(f"GPTConfig.{name} must be a positive integer, got {value!r}.")
         if self.n_inner is not None and self.n_inner <= 0:
-            raise ValueError(f"GPTConfig.n_inner must be a positive integer or None, got {self.n_inner!r}.")
+            raise ModelSettingError(f"GPTConfig.n_inner must be a positive integer or None, got {self.n_inner!r}.")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
+            raise ModelSettingError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"choose e.g. n_head={self._nearest_divisor()}."
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}.")
+            raise ModelSettingError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}.")
 
     def _nearest_divisor(self) -> int:
         divisors = [d for d in range(1, self.n_embd + 1) if self.n_embd % d == 0]

@@ -31,6 +31,8 @@ _BPE_FILES = {  # our file -> the transformers file name it corresponds to
 class TokenizerUnavailableError(RuntimeError):
     """The BPE files could not be read from the cache nor downloaded."""
 
+    user_error = True  # scripts report it as "error: ..." (training/errors.py)
+
 
 def _offline_hint(error: Exception) -> str:
     cache = os.environ.get("TIKTOKEN_CACHE_DIR")
@@ -145,7 +147,9 @@ def save_hf_tokenizer(folder: str | os.PathLike, model_max_length: int = 1024):
 def check_vocab_fits(tokenizer_vocab_size: int, model_vocab_size: int, what: str = "the model") -> None:
     """Fail early when token ids could index past the embedding table."""
     if tokenizer_vocab_size > model_vocab_size:
-        raise ValueError(
+        from .configuration_gpt import ModelSettingError
+
+        raise ModelSettingError(
             f"The tokenizer produces ids up to {tokenizer_vocab_size - 1}, but {what} has vocab_size="
             f"{model_vocab_size}. Set the model's vocab_size to at least {tokenizer_vocab_size} "
             "(50304 is the padded GPT-2 size)."

@@ -9,7 +9,7 @@ import os
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from .configuration_gpt import GPTConfig
+from .configuration_gpt import GPTConfig, ModelSettingError
 from .modeling_gpt import GPTForCausalLM
 
 GPT2_VOCAB_SIZE = 50257
@@ -89,9 +89,9 @@ def to_gpt2(model: GPTForCausalLM, vocab_size: int | None = GPT2_VOCAB_SIZE) -> 
     """A plain transformers ``GPT2LMHeadModel`` with our weights; ``vocab_size`` unpads (None keeps all rows)."""
     config = model.config
     if not config.bias:
-        raise ValueError("GPT2LMHeadModel always has biases; a model trained with bias=False cannot be exported.")
+        raise ModelSettingError("GPT2LMHeadModel always has biases; a model trained with bias=False cannot be exported.")
     if getattr(config, "qk_norm", False):
-        raise ValueError("GPT2LMHeadModel has no query/key LayerNorm; a model trained with qk_norm cannot be exported "
+        raise ModelSettingError("GPT2LMHeadModel has no query/key LayerNorm; a model trained with qk_norm cannot be exported "
                          "(load it with trust_remote_code=True instead).")
     vocab = min(vocab_size or config.vocab_size, config.vocab_size)
     gpt2_config = GPT2Config(

@@ -21,6 +21,7 @@ from training.analysis.report import build_report, write_report
 from training.analysis.runs import RunReadError, load_run
 from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
+from training.errors import UserError, script_main
 from training.layout import COMPARISON_DIR, RunLayout
 from training.ownership import record_written
 
@@ -68,19 +69,15 @@ def output_dirs(args, runs) -> list[Path]:
     return outs
 
 
+@script_main
 def main(argv=None) -> int:
     args = parse(argv)
     if args.reference_loss is not None and not (math.isfinite(args.reference_loss) and args.reference_loss > 0):
-        print(f"error: --reference_loss must be a positive number (got {args.reference_loss}).", file=sys.stderr)
-        return 2
-    try:
-        with warnings.catch_warnings(record=True) as caught:  # damaged event files: say so, use the rest
-            warnings.simplefilter("always")
-            runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]
-        outs = output_dirs(args, runs)
-    except (FileNotFoundError, RunReadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UserError(f"--reference_loss must be a positive number (got {args.reference_loss}).")
+    with warnings.catch_warnings(record=True) as caught:  # damaged event files: say so, use the rest
+        warnings.simplefilter("always")
+        runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]
+    outs = output_dirs(args, runs)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     for run, out in zip(runs, outs):

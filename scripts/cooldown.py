@@ -18,10 +18,10 @@ own configuration.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 from training.cli import ConfigError, HelpFormatter, run_config_from_values
+from training.errors import UserError, script_main
 from training.layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, checkpoint_step
 
 DEFAULT_SUFFIX = "cooldown"
@@ -45,7 +45,7 @@ def branch_values(checkpoint: Path, steps: int, output_dir: str | None, override
 
     saved = checkpoint / CHECKPOINT_MODEL_SUBDIR / RUN_CONFIG_FILE
     if not saved.is_file():
-        raise ValueError(f"{checkpoint} is not a checkpoint of this project (no {CHECKPOINT_MODEL_SUBDIR}/"
+        raise UserError(f"{checkpoint} is not a checkpoint of this project (no {CHECKPOINT_MODEL_SUBDIR}/"
                          f"{RUN_CONFIG_FILE}); pass runs/<run>/checkpoints/step_N.")
     values = {key: value for section in (yaml.safe_load(saved.read_text()) or {}).values() for key, value in
               section.items()}
@@ -74,36 +74,20 @@ def refuse_inside_the_run(branch: Path, run: Path) -> None:
                           f"{run.name}-{DEFAULT_SUFFIX}-<step> beside the run) or name a new folder.")
 
 
+@script_main
 def main(argv=None) -> int:
-    from training.guards.policies import RunStopped
-    from training.run.preemption import Preempted
+    from training.trainer.session import train_to_end
     from training.trainer.trainer import Trainer
 
     args, overrides = parse(argv)
     checkpoint = Path(args.checkpoint)
-    try:
-        if args.steps <= 0:
-            raise ValueError(f"--steps must be positive (got {args.steps}).")
-        if checkpoint_step(checkpoint.name) is None or not checkpoint.is_dir():
-            raise ValueError(f"{checkpoint} is not a checkpoint folder (runs/<run>/checkpoints/step_N).")
-        trainer = Trainer(run_config_from_values(branch_values(checkpoint, args.steps, args.output_dir, overrides)))
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        trainer.train()
-        trainer.accelerator.print(f"Cooled down {trainer.layout.root} to step {trainer.state.global_step}: "
-                                  f"final model in {trainer.layout.final_dir}.")
-        return 0
-    except Preempted as stopped:
-        trainer.accelerator.print(f"{stopped.what} Resume the cool-down with: python scripts/pretrain.py --config "
-                                  f"{trainer.layout.config_file} --resume_from_checkpoint latest")
-        return stopped.exit_code
-    except RunStopped as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        trainer.close()
+    if args.steps <= 0:
+        raise UserError(f"--steps must be positive (got {args.steps}).")
+    if checkpoint_step(checkpoint.name) is None or not checkpoint.is_dir():
+        raise UserError(f"{checkpoint} is not a checkpoint folder (runs/<run>/checkpoints/step_N).")
+    trainer = Trainer(run_config_from_values(branch_values(checkpoint, args.steps, args.output_dir, overrides)))
+    resume = f"python scripts/pretrain.py --config {trainer.layout.config_file} --resume_from_checkpoint latest"
+    return train_to_end(trainer, resume=resume)
 
 
 if __name__ == "__main__":

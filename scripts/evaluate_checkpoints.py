@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Evaluate checkpoints side by side against a reference (e.g. OpenAI's gpt2): validation loss and perplexity on
-the same tokens, HellaSwag acc / acc_norm on the same examples. Prints a table and writes JSON.
+the same tokens, HellaSwag acc / acc_norm on the same examples. Prints a table and writes JSON (by default into
+the first checkpoint's run folder: runs/<run>/analysis/eval_final.json).
 
 Examples:
     python scripts/evaluate_checkpoints.py runs/gpt2-124m-seed/final --reference gpt2 --data data/edu_fineweb10B
@@ -10,19 +11,18 @@ Examples:
 """
 
 import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 from accelerate import Accelerator
 from transformers import HfArgumentParser
 
-from modeling.tokenization import TokenizerUnavailableError
 from training.cli import HelpFormatter
-from training.data.shards import ShardError, make_writable_dir
-from training.evaluation.checkpoints import CheckpointError
+from training.data.shards import make_writable_dir
+from training.errors import UserError, script_main
 from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
-from training.evaluation.hellaswag import HellaSwagError
+from training.layout import ANALYSIS_DIR, run_of_model_folder
+from training.ownership import record_written
 
 
 def parse(argv):
@@ -42,28 +42,35 @@ def check_writable(path: Path) -> None:
     try:
         make_writable_dir(path.parent)
     except OSError as error:
-        raise ValueError(f"--output {path}: cannot write there ({error.strerror or error}); choose another "
+        raise UserError(f"--output {path}: cannot write there ({error.strerror or error}); choose another "
                          "path.") from error
 
 
+def output_path(args) -> Path:
+    """--output, else the first checkpoint's run folder (analysis/eval_<model>.json), else ./eval.json (a Hub id)."""
+    if args.output:
+        return Path(args.output)
+    found = run_of_model_folder(args.checkpoints[0])
+    return found[0].eval_file(found[1]) if found else Path("eval.json")
+
+
+@script_main
 def main(argv=None) -> int:
     try:
         args = parse(argv)
-    except ValueError as error:  # unknown options, values refused by EvalArguments
-        print(f"error: {error} (see --help)", file=sys.stderr)
-        return 2
+    except ValueError as error:  # unknown options (HfArgumentParser); values refused by EvalArguments are UserErrors
+        raise UserError(f"{error} (see --help)") from error
     accelerator = Accelerator()
-    try:
-        if accelerator.is_main_process:
-            check_writable(Path(args.output))  # before the work, not after it
-        result = compare(args, accelerator)
-    except (CheckpointError, HellaSwagError, ShardError, TokenizerUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    output = output_path(args)
+    if accelerator.is_main_process:
+        check_writable(output)  # before the work, not after it
+    result = compare(args, accelerator)
     if accelerator.is_main_process:
         print(format_table(result["models"]))
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.output}")
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        if output.parent.name == ANALYSIS_DIR and args.output is None:
+            record_written(output.parent, [output.name])  # the run's analysis folder: a file of ours
+        print(f"wrote {output}")
         if args.log_reference_to and "reference" in result:
             record_reference(args.log_reference_to, result["reference"])
             print(f"recorded the reference's numbers in {args.log_reference_to}")

@@ -24,15 +24,14 @@ Examples:
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
-from training.analysis.forecast import MAX_STEPS, forecast
-from training.analysis.runs import RunReadError, load_run
+from training.analysis.forecast import MAX_STEPS, describe_forecast, forecast, forecast_json
+from training.analysis.runs import load_run
 from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
+from training.errors import UserError, script_main
 from training.layout import RunLayout
-
 
 
 def parse(argv):
@@ -59,72 +58,46 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
+def check_arguments(args) -> None:
+    """Refuse what cannot be forecast, naming the option, before any run is read."""
     for name in ("max_steps", "schedule_steps", "decay_steps"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            print(f"error: --{name} must be positive.", file=sys.stderr)
-            return 2
+            raise UserError(f"--{name} must be positive.")
         if value is not None and value > MAX_STEPS:
-            print(f"error: --{name} {value} is beyond any horizon the forecast computes (at most {MAX_STEPS:.0e} "
-                  "steps).", file=sys.stderr)
-            return 2
+            raise UserError(f"--{name} {value} is beyond any horizon the forecast computes (at most {MAX_STEPS:.0e} "
+                            "steps).")
     if args.target is not None and not (math.isfinite(args.target) and args.target > 0):
-        print("error: --target must be a positive number.", file=sys.stderr)
-        return 2
+        raise UserError("--target must be a positive number.")
     for branch in args.branch:
         if not (Path(branch) / "branch.json").is_file():
-            print(f"error: --branch {branch}: not a branch of a run (no branch.json; scripts/cooldown.py makes "
-                  "them).", file=sys.stderr)
-            return 2
-    try:
-        run = load_run(args.run_dir)
-        out = Path(args.out or RunLayout(run.run_dir).analysis_dir)
-    except (FileNotFoundError, RunReadError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    schedules = []
-    if args.schedule:
-        steps = args.schedule_steps or args.max_steps or run.settings.get("max_steps")
-        spec = {"lr_schedule": args.schedule, "max_steps": steps}
-        if args.decay_steps:
-            if args.schedule != "wsd":
-                print("error: --decay_steps is the cool-down of --schedule wsd.", file=sys.stderr)
-                return 2
-            if args.decay_steps > steps:
-                print(f"error: --decay_steps {args.decay_steps} is longer than the schedule ({steps} steps): a WSD "
-                      "cool-down is the last part of its run.", file=sys.stderr)
-                return 2
-            spec["decay_steps"] = args.decay_steps
-        elif args.schedule == "wsd" and not (run.settings.get("decay_fraction") or 0):
-            spec["decay_fraction"] = 0.2  # a stable run's own fraction is 0: cool down over the last 20% (Hagele et al.)
-        schedules.append(spec)
-    branches = None
-    if args.branch:
-        from training.analysis.forecast import find_branches
+            raise UserError(f"--branch {branch}: not a branch of a run (no branch.json; scripts/cooldown.py makes "
+                            "them).")
 
-        branches = list(dict.fromkeys([*find_branches(run), *map(Path, args.branch)]))
-    result = forecast(run, args.max_steps, schedules, args.target, branches=branches)
-    if result is None or result.current_schedule is None:
-        why = "no learning rate was logged" if result is None else "; ".join(result.warnings) or "no forecast"
-        print(f"error: {args.run_dir}: nothing to forecast ({why}).", file=sys.stderr)
-        return 2
-    own = result.current_schedule
-    if args.json:
-        print(json.dumps({"final_val_loss": own["loss"], "final_val_loss_interval": [own["low"], own["high"]],
-                          "what": own["what"], "kind": own["kind"], "steps": own["steps"], "tokens": own["tokens"],
-                          "trusted": result.trusted, "warnings": result.warnings, "fitted_on": result.fit["source"],
-                          "identified": result.fit["identified"], "interval": result.interval,
-                          "horizons": result.horizons, "refused": result.refused, "advice": result.advice,
-                          "target": result.target}, indent=2))
-        return 0
-    print_forecast(run, result)
+
+def schedule_specs(args, run) -> list[dict]:
+    """--schedule as the forecast's fresh-run spec: its kind, length and (WSD) cool-down."""
+    if not args.schedule:
+        return []
+    steps = args.schedule_steps or args.max_steps or run.settings.get("max_steps")
+    spec = {"lr_schedule": args.schedule, "max_steps": steps}
+    if args.decay_steps:
+        if args.schedule != "wsd":
+            raise UserError("--decay_steps is the cool-down of --schedule wsd.")
+        if args.decay_steps > steps:
+            raise UserError(f"--decay_steps {args.decay_steps} is longer than the schedule ({steps} steps): a WSD "
+                            "cool-down is the last part of its run.")
+        spec["decay_steps"] = args.decay_steps
+    elif args.schedule == "wsd" and not (run.settings.get("decay_fraction") or 0):
+        spec["decay_fraction"] = 0.2  # a stable run's own fraction is 0: cool down over the last 20% (Hagele et al.)
+    return [spec]
+
+
+def write_plot(run, result, out: Path) -> None:
     try:
         make_writable_dir(out)
     except OSError as error:
-        print(f"error: cannot write forecast.png to {out} ({error}); pass --out.", file=sys.stderr)
-        return 2
+        raise UserError(f"cannot write forecast.png to {out} ({error}); pass --out.") from error
     import matplotlib.pyplot as plt
 
     from training.analysis.plots import plot_forecast
@@ -133,46 +106,32 @@ def main(argv=None) -> int:
     figure.savefig(out / "forecast.png", dpi=110)
     plt.close(figure)
     print(f"wrote {out / 'forecast.png'}")
+
+
+@script_main
+def main(argv=None) -> int:
+    args = parse(argv)
+    check_arguments(args)
+    try:
+        run = load_run(args.run_dir)
+    except OSError as error:
+        raise UserError(f"{args.run_dir}: cannot read the run ({error}).") from error
+    out = Path(args.out or RunLayout(run.run_dir).analysis_dir)
+    branches = None
+    if args.branch:
+        from training.analysis.forecast import find_branches
+
+        branches = list(dict.fromkeys([*find_branches(run), *map(Path, args.branch)]))
+    result = forecast(run, args.max_steps, schedule_specs(args, run), args.target, branches=branches)
+    if result is None or result.current_schedule is None:
+        why = "no learning rate was logged" if result is None else "; ".join(result.warnings) or "no forecast"
+        raise UserError(f"{args.run_dir}: nothing to forecast ({why}).")
+    if args.json:
+        print(json.dumps(forecast_json(result), indent=2))
+        return 0
+    print(describe_forecast(run.name, result))
+    write_plot(run, result, out)
     return 0
-
-
-def print_forecast(run, result) -> None:
-    fit = result.fit
-    branches = f" and {sum(len(b['steps']) for b in fit['branch_points'])} of its cool-down branches'" \
-        if fit["branch_points"] else ""
-    l0, _, alpha, c = fit["params"]
-    what = fit["source"] if fit["source"].startswith("validation loss (") else \
-        f"{len(fit['steps'])} points of its {fit['source']}"
-    print(f"{run.name}: fitted on {what}{branches} up to step "
-          f"{max(fit['steps'])} of the {result.last_step} it logged (log residual rms {fit['residual_rms']:.4f}, noise of a point {fit['noise']:.4f}; "
-          f"L0 {l0:.3f}, alpha {alpha:.3f}, C {c:.3g}{'' if fit['identified'] else ' (not identified: 0)'})")
-    for note in fit["notes"]:
-        print(f"  note: {note}")
-    print(f"  {result.interval}")
-    for row in [result.current_schedule, *result.horizons]:
-        print(f"  {row['what']}:\n    loss {row['loss']:.4f} ({row['low']:.4f}-{row['high']:.4f}) at step "
-              f"{row['steps']:,} ({row['tokens']:,.0f} tokens)" + ("" if row["trusted"] else ", not trusted"))
-        for warning in row["warnings"]:
-            print(f"    not to be trusted: {warning}")
-    for row in result.refused:
-        print(f"  {row['what']}: refused: {row['refused']}")
-    target = result.target
-    if target:
-        if target["tokens"]:
-            interval = (f" ({target['low_tokens']:,.0f}-{target['high_tokens']:,.0f})" if target["low_tokens"]
-                        else "")
-            print(f"  tokens for a fresh run of its schedule shape to reach {target['target']:.4f}: "
-                  f"{target['tokens']:,.0f}{interval}, {target['steps']:,} steps"
-                  + ("" if target["trusted"] else ", not trusted: " + "; ".join(target["warnings"] or
-                                                                                  fit["warnings"])))
-        else:
-            print(f"  {target['target']:.4f} is not reached by a fresh run of its schedule shape of any length the "
-                  "law can tell")
-    for warning in result.fit["warnings"]:
-        print(f"  the fit is not to be trusted: {warning}")
-    if result.advice:
-        print(f"  {result.advice}")
-    print(f"  trusted: {'yes' if result.trusted else 'no'} (the first forecast above: the headline)")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ Example:
 """
 
 import argparse
-import sys
 
 import torch
 
 from modeling.tokenization import TiktokenGPT2
 from training.cli import HelpFormatter
-from training.evaluation.checkpoints import CheckpointError, load_causal_lm
+from training.errors import UserError, script_main
+from training.evaluation.checkpoints import load_causal_lm
 from training.evaluation.sampling import generate_samples
 
 
@@ -35,39 +35,36 @@ def check_device(device: str) -> None:
     try:
         kind = torch.device(device).type
     except RuntimeError as error:
-        raise ValueError(f"--device {device!r} is not a device name ({error}); use cpu or cuda.") from error
+        raise UserError(f"--device {device!r} is not a device name ({error}); use cpu or cuda.") from error
     if kind == "cuda" and not torch.cuda.is_available():
         why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise ValueError(f"--device {device}: {why}; use --device cpu.")
+        raise UserError(f"--device {device}: {why}; use --device cpu.")
 
 
 def check_arguments(args, prompt_tokens: int | None = None, context: int | None = None) -> None:
     """Bad values are refused with the option's name, before (counts) or after (context) loading the model."""
     for name in ("num_samples", "max_new_tokens", "top_k"):
         if getattr(args, name) <= 0:
-            raise ValueError(f"--{name} must be positive (got {getattr(args, name)}).")
+            raise UserError(f"--{name} must be positive (got {getattr(args, name)}).")
     if args.temperature <= 0:
-        raise ValueError(f"--temperature must be positive (got {args.temperature}).")
+        raise UserError(f"--temperature must be positive (got {args.temperature}).")
     check_device(args.device)
     if prompt_tokens == 0:
-        raise ValueError("--prompt is empty; give some text to continue.")
+        raise UserError("--prompt is empty; give some text to continue.")
     if context is not None and prompt_tokens + args.max_new_tokens > context:
-        raise ValueError(f"The prompt ({prompt_tokens} tokens) + --max_new_tokens {args.max_new_tokens} exceed the "
+        raise UserError(f"The prompt ({prompt_tokens} tokens) + --max_new_tokens {args.max_new_tokens} exceed the "
                          f"model's context of {context} tokens; use --max_new_tokens "
                          f"{max(0, context - prompt_tokens)} or less.")
 
 
+@script_main
 def main(argv=None) -> int:
     args = parse(argv)
     tokenizer = TiktokenGPT2()
-    try:
-        check_arguments(args)
-        model = load_causal_lm(args.checkpoint, device=args.device)
-        context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-        check_arguments(args, len(tokenizer.encode(args.prompt)), context)
-    except (CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_arguments(args)
+    model = load_causal_lm(args.checkpoint, device=args.device)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    check_arguments(args, len(tokenizer.encode(args.prompt)), context)
     texts = generate_samples(model, tokenizer, args.prompt, args.num_samples, args.max_new_tokens,
                              top_k=args.top_k, seed=args.seed, temperature=args.temperature)
     for i, text in enumerate(texts):

@@ -12,28 +12,23 @@ import sys
 from transformers import HfArgumentParser
 
 from training.cli import HelpFormatter
-from training.data.preparation import CorpusError, PrepareConfig, prepare
-from training.data.shards import ShardError
-
-INTERRUPTED_EXIT_CODE = 130
+from training.data.preparation import PrepareConfig, prepare
+from training.errors import INTERRUPTED_EXIT, UserError, script_main
 
 
+@script_main
 def main(argv=None) -> int:
     parser = HfArgumentParser(PrepareConfig, description=__doc__, formatter_class=HelpFormatter)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:  # unknown options, values refused by PrepareConfig
-        print(f"error: {error} (see --help)", file=sys.stderr)
-        return 2
+    except ValueError as error:  # unknown options (HfArgumentParser); values refused by PrepareConfig are UserErrors
+        raise UserError(f"{error} (see --help)") from error
     try:
         meta = prepare(config)
-    except (CorpusError, ShardError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\nInterrupted. The complete shards in {config.output_dir} are kept; re-run the same command to "
               "continue after the last one.", file=sys.stderr)
-        return INTERRUPTED_EXIT_CODE
+        return INTERRUPTED_EXIT
     tokens = meta["tokens"]
     skipped = f" ({meta['skipped_lines']} bad lines skipped)" if meta["skipped_lines"] else ""
     print(f"{config.output_dir}: {len(meta['shards'])} shards, {tokens['train']:,} train + {tokens['val']:,} val "

@@ -4,7 +4,8 @@ generation config, the run's configuration, TensorBoard logs, analysis plots, a 
 (gpt2-export/) and a model card whose numbers come from the run's own files.
 
 Examples:
-    python scripts/push_to_hub.py runs/gpt2-124m-seed/final --repo_id me/gpt2-124m-seed --eval_json eval.json
+    python scripts/push_to_hub.py runs/gpt2-124m-seed/final --repo_id me/gpt2-124m-seed \
+        --eval_json runs/gpt2-124m-seed/analysis/eval_final.json
     python scripts/push_to_hub.py runs/gpt2-124m-seed/checkpoints/step_0001000/model --repo_id me/gpt2-124m-seed \\
         --revision step_0001000 --private
     python scripts/push_to_hub.py runs/gpt2-124m-seed/final --repo_id me/x --dry_run   # stage and inspect only
@@ -15,11 +16,11 @@ The token comes from HF_TOKEN or `hf auth login`; it is never printed or written
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from training.cli import HelpFormatter
+from training.errors import script_main
 from training.hub.staging import stage_upload
 from training.hub.upload import DEFAULT_TIMEOUT, HubError, check_repo_id, push_folder, require_token
 
@@ -59,6 +60,7 @@ def read_eval_json(path: Path) -> dict:
     return evaluation
 
 
+@script_main
 def main(argv=None) -> int:
     args = parse(argv)
     temporary = args.staging_dir is None
@@ -75,9 +77,6 @@ def main(argv=None) -> int:
         if args.dry_run:
             return 0
         push_folder(folder, args.repo_id, args.private, args.revision, token=token, timeout=args.timeout)
-    except (HubError, FileNotFoundError, json.JSONDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     finally:
         if temporary and not args.dry_run:
             shutil.rmtree(staging, ignore_errors=True)

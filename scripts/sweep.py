@@ -16,9 +16,9 @@ Examples:
 
 import argparse
 import os
-import sys
 
-from training.cli import ConfigError, HelpFormatter
+from training.cli import HelpFormatter
+from training.errors import script_main
 from training.run.preemption import Preempted
 from training.sweeps.config import load_sweep
 from training.sweeps.runner import run_sweep
@@ -35,19 +35,17 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+@script_main
 def main(argv=None) -> int:
     args = parse(argv)
     # Under accelerate launch every process runs this script. Its rank comes from the launcher's environment:
     # creating accelerate's state here would fix the device and process group before each run's own settings
     # (--cpu) are read, and the processes would then train as independent single-process runs in one folder.
     main_process = os.environ.get("RANK", "0") == "0"
+    config = load_sweep(args.sweep)
     try:
-        config = load_sweep(args.sweep)
         if not args.summarize:
             run_sweep(config, say=print if main_process else lambda line: None, rerun=args.rerun)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except Preempted as stopped:
         if main_process:
             print(f"{stopped.what} The sweep resumes there when run again: python scripts/sweep.py {args.sweep}")

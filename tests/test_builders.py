@@ -118,3 +118,15 @@ def test_missing_data_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="No training data"):
         no_data = tiny_run_config(tmp_path)
         resolve_data_dir(no_data, build_accelerator(no_data))
+
+
+def test_report_to_keeps_tensorboard_and_names_a_tracker_that_is_not_installed():
+    import importlib.util
+
+    from training.errors import ConfigError
+    from training.trainer.builders import trackers
+
+    assert trackers([]) == ["tensorboard"] and trackers(["tensorboard"]) == ["tensorboard"]
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ConfigError, match=r"--report_to wandb: not installed here \(pip install wandb\)"):
+            trackers(["wandb"])

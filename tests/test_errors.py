@@ -334,3 +334,31 @@ def test_generate_on_a_machine_without_cuda(finished_run, capsys):
         pytest.skip("this machine has CUDA")
     code, err = run_main("generate", [finished_run / "final", "--device", "cuda"], capsys)
     assert code == 2 and "--device cuda:" in err and "use --device cpu" in err
+
+
+def test_evaluation_results_go_into_the_run_folder_by_default(finished_run, tmp_path, capsys, monkeypatch):
+    """Not into the folder the command was typed in: the run's analysis folder, recorded as a file of ours."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main("evaluate_checkpoints", [finished_run / "final", "--skip_hellaswag", "--val_tokens", "256"],
+                         capsys)
+    written = finished_run / "analysis" / "eval_final.json"
+    assert code == 0, err
+    assert json.loads(written.read_text())["models"][0]["val_loss"] > 0 and not (tmp_path / "eval.json").exists()
+    assert "eval_final.json" in json.loads((finished_run / "analysis" / ".written.json").read_text())
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(capsys):
+    """A ValueError raised by a bug is not dressed up as the user's mistake; a UserError is one line."""
+    from training.errors import UserError, script_main
+
+    @script_main
+    def buggy(argv=None):
+        raise ValueError("an internal invariant broke")
+
+    @script_main
+    def refused(argv=None):
+        raise UserError("--steps must be positive (got 0).")
+
+    with pytest.raises(ValueError, match="internal invariant"):
+        buggy([])
+    assert refused([]) == 2 and capsys.readouterr().err == "error: --steps must be positive (got 0).\n"

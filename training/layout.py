@@ -22,6 +22,7 @@ A run folder::
     <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
     <run>/data/download/                  a corpus downloaded because no --data was given
     <run>/analysis/                       plots and report of analyze_run.py
+    <run>/analysis/eval_<model>.json      evaluate_checkpoints.py's results for <run>/final or a checkpoint
 """
 
 import re
@@ -44,6 +45,7 @@ DATA_DIR = "data"
 PREPARED_SHARDS_SUBDIR = "shards"
 DOWNLOAD_SUBDIR = "download"
 ANALYSIS_DIR = "analysis"
+EVAL_FILE = "eval_{model}.json"  # in analysis/: evaluate_checkpoints.py's results for one of the run's models
 CHANGES_FILE = "changes.jsonl"
 INTERVENTIONS_FILE = "interventions.jsonl"
 BRANCH_FILE = "branch.json"
@@ -172,6 +174,10 @@ class RunLayout:
     @property
     def sweep_run_file(self) -> Path:
         return self.root / SWEEP_RUN_FILE
+
+    def eval_file(self, model: str) -> Path:
+        """Where ``evaluate_checkpoints.py`` writes its results for ``model`` (``final`` or ``step_N``)."""
+        return self.analysis_dir / EVAL_FILE.format(model=model)
 
     def run_outputs(self) -> list[Path]:
         """What a run wrote here that another run must not mix with (prepared data, a reusable cache, is not

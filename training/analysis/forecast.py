@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from ..layout import RunLayout, Tags, checkpoint_step
 from ..optim.schedules import Anchor, Schedule, decay_array
 from .runs import Run
@@ -666,22 +667,9 @@ def _points_of(run: Run, source: str, after: int, last: int, bins: int) -> tuple
         np.concatenate([np.zeros(len(val), dtype=int), np.ones(len(train), dtype=int)])
 
 
-def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) -> Fit | None:
-    """Fit the law to a run (jointly with its cool-down branches: ``branches`` as folders or Run objects; None finds
-    them beside the run). None when there is nothing to fit (no learning rate or loss logged); a Fit without params
-    (and the reason in its warnings) when the run cannot be fitted."""
-    history = lr_history(run)
-    train = run.settings
-    warmup = int(train.get("warmup_steps", 0) or 0)
-    if not len(history):
-        return None
-    after = round(FIRST_STEP * warmup)  # the first fitted point comes after this step
-    peak = peak_lr(run)
-    initial = _initial_loss(run)
-    broken = diverged(run)
-    if broken:
-        return Fit([], peak, "validation loss", [], [], math.nan, [broken], initial_loss=initial)
-    warnings, notes = [], []
+def _fitted_range(run: Run, history: np.ndarray, after: int, warnings: list, notes: list) -> tuple[int, float | None]:
+    """The last step fitted (the first epoch's end when the run read its data again and that epoch has enough
+    points: the law assumes fresh data), and the epoch's length in steps (None: read once)."""
     epoch = _epoch_steps(run)
     last = len(history)
     if epoch is not None and epoch < last:
@@ -694,19 +682,62 @@ def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) 
         else:
             warnings.append("the run read its data more than once: the law assumes fresh data, so past the first "
                             "epoch the loss falls slower than forecast")
+    return last, epoch
+
+
+def _fitted_source(run: Run, after: int, last: int, notes: list) -> tuple[str, str]:
+    """What the law is fitted to, and how the report names it: the validation loss when it was measured often
+    enough, else its few points calibrating the binned training loss's shape, else the training loss itself."""
     val_count = len(_curve_points(run, "validation loss", after, last, BINS)[1])
     train_count = len(_curve_points(run, "training loss", after, last, BINS)[1])
     if val_count >= MIN_POINTS:
-        source, label = "validation loss", "validation loss"
-    elif val_count >= MIN_CALIBRATION and train_count >= MIN_POINTS:
-        source = "calibrated"
-        label = (f"validation loss ({val_count} points; the curve's shape also from {train_count} bins of its "
-                 "training loss, scaled by a fitted train/val ratio)")
-    else:
-        source, label = "training loss", "training loss (binned means; fewer validations than needed)"
-        if train_count:
-            notes.append(f"fitted on its training loss (binned means): fewer than {MIN_CALIBRATION} validations "
-                         "after warmup; the forecasts are of the training loss")
+        return "validation loss", "validation loss"
+    if val_count >= MIN_CALIBRATION and train_count >= MIN_POINTS:
+        return "calibrated", (f"validation loss ({val_count} points; the curve's shape also from {train_count} bins "
+                              "of its training loss, scaled by a fitted train/val ratio)")
+    if train_count:
+        notes.append(f"fitted on its training loss (binned means): fewer than {MIN_CALIBRATION} validations "
+                     "after warmup; the forecasts are of the training loss")
+    return "training loss", "training loss (binned means; fewer validations than needed)"
+
+
+def _identification(curves: list, settings: dict, history: np.ndarray, peak: float) -> tuple[bool, float, float]:
+    """Whether C is identified (the fitted histories decreased the learning rate by MIN_DECAY of the peak, with
+    points after it), the largest decrease fitted, and the largest the law may assume (the schedule's floor)."""
+    decreases = [_decayed_points(c) for c in curves]
+    fitted_decrease = max(d for d, _ in decreases)
+    decayed = sum(n for d, n in decreases if d >= MIN_DECAY)
+    identified = fitted_decrease >= MIN_DECAY and decayed >= MIN_DECAYED_POINTS
+    floor_ratio = float(settings["min_lr"]) / float(settings["max_lr"]) if settings.get("max_lr") and \
+        settings.get("min_lr") is not None else float(history.min() / peak)
+    max_decrease = max(1.0 - floor_ratio, max(float(np.maximum(c.history[:-1] - c.history[1:], 0).sum())
+                                               for c in curves if len(c.history) > 1), MIN_DECAY)
+    return identified, fitted_decrease, max_decrease
+
+
+def _group_noise(losses: np.ndarray, groups: np.ndarray) -> dict[int, float]:
+    """The noise of a point of each group: its point-to-point scatter (validation points too few for that: the
+    training bins')."""
+    noise = {g: point_noise(losses[groups == g]) for g in (0, 1)}
+    fallback = next((v for v in (noise[1], noise[0]) if math.isfinite(v)), 0.01)
+    return {g: v if math.isfinite(v) else fallback for g, v in noise.items()}
+
+
+def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) -> Fit | None:
+    """Fit the law to a run (jointly with its cool-down branches: ``branches`` as folders or Run objects; None finds
+    them beside the run). None when there is nothing to fit (no learning rate or loss logged); a Fit without params
+    (and the reason in its warnings) when the run cannot be fitted."""
+    history = lr_history(run)
+    warmup = int(run.settings.get("warmup_steps", 0) or 0)
+    if not len(history):
+        return None
+    after = round(FIRST_STEP * warmup)  # the first fitted point comes after this step
+    peak, initial = peak_lr(run), _initial_loss(run)
+    if broken := diverged(run):
+        return Fit([], peak, "validation loss", [], [], math.nan, [broken], initial_loss=initial)
+    warnings, notes = [], []
+    last, epoch = _fitted_range(run, history, after, warnings, notes)
+    source, label = _fitted_source(run, after, last, notes)
     members, losses, groups = _points_of(run, source, after, last, BINS)
     own = groups == 0
     steps = np.array([int(m.max()) for m, g in zip(members, groups) if g == 0], dtype=int)
@@ -720,28 +751,9 @@ def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) 
         return Fit([], peak, label, steps.tolist(), losses[own].tolist(), math.nan,
                    warnings + ["too few points to fit"], initial_loss=initial, notes=notes)
     curves = [_Curve(run.name, history / peak, members, losses, groups=groups)]
-    branch_runs, branch_notes = _load_branches(run, branches)
-    notes += branch_notes
-    for branch in branch_runs:
-        curve, note = _branch_curve(branch, source, peak, epoch)
-        notes.append(note)
-        if curve is not None:
-            curves.append(curve)
-
-    decreases = [_decayed_points(c) for c in curves]
-    fitted_decrease = max(d for d, _ in decreases)
-    decayed = sum(n for d, n in decreases if d >= MIN_DECAY)
-    identified = fitted_decrease >= MIN_DECAY and decayed >= MIN_DECAYED_POINTS
-    floor_ratio = float(train["min_lr"]) / float(train["max_lr"]) if train.get("max_lr") and \
-        train.get("min_lr") is not None else float(history.min() / peak)
-    max_decrease = max(1.0 - floor_ratio, max(float(np.maximum(c.history[:-1] - c.history[1:], 0).sum())
-                                               for c in curves if len(c.history) > 1), MIN_DECAY)
-
-    # The noise of a point of each group: its point-to-point scatter (validation points too few for that: the
-    # training bins').
-    noise = {g: point_noise(losses[groups == g]) for g in (0, 1)}
-    fallback = next((v for v in (noise[1], noise[0]) if math.isfinite(v)), 0.01)
-    noise = {g: v if math.isfinite(v) else fallback for g, v in noise.items()}
+    curves += _branch_curves(run, branches, source, peak, epoch, notes)
+    identified, fitted_decrease, max_decrease = _identification(curves, run.settings, history, peak)
+    noise = _group_noise(losses, groups)
     initial_bound = initial if initial is not None else float(losses.max())
     # lambda matters only through S2: fitted when C is. The paper's value unless the data prefer another clearly
     # (a Huber cost, in units of the points' noise, lower by DECAY_EVIDENCE).
@@ -750,12 +762,34 @@ def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) 
             for decay, candidate in candidates.items()}
     decay = _chosen_decay({d: f[2] for d, f in fits.items()})
     points, (params, offset, _) = candidates[decay], fits[decay]
-    scale = points.scale
-    residual = np.log(points.predicted(params, offset)) - np.log(points.loss)
-    main = residual[:count][own]
+    main = (np.log(points.predicted(params, offset)) - np.log(points.loss))[:count][own]
     fit = Fit(list(map(float, params)), peak, label, steps.tolist(), losses[own].tolist(),
               float(np.sqrt(np.mean(main ** 2))), warnings, identified=identified, max_decrease=max_decrease,
               fitted_decrease=fitted_decrease, initial_loss=initial, notes=notes, offset=offset, decay=decay)
+    _describe_fitted_points(fit, points, curves, count)
+    # The noise of a forecast point: its scatter, or the residuals' robust scale when the law misses by more.
+    residual_scale = 1.4826 * float(np.median(np.abs(main - np.median(main)))) if len(main) >= 5 else 0.0
+    fit.noise = max(noise[0], residual_scale)
+    _bootstrap(fit, candidates, fits, (identified, max_decrease, initial_bound), bootstrap, seed)
+    _check_coverage(fit, candidates, points, count, losses)
+    return fit
+
+
+def _branch_curves(run: Run, branches, source: str, peak: float, epoch, notes: list) -> list:
+    """The curves of the run's cool-down branches that can join the fit (each says why, or why not, in ``notes``)."""
+    branch_runs, branch_notes = _load_branches(run, branches)
+    notes += branch_notes
+    curves = []
+    for branch in branch_runs:
+        curve, note = _branch_curve(branch, source, peak, epoch)
+        notes.append(note)
+        if curve is not None:
+            curves.append(curve)
+    return curves
+
+
+def _describe_fitted_points(fit: Fit, points, curves: list, count: int) -> None:
+    """The S1 range the run's own points span, the largest S2 fitted, and the branches' points (for the plot)."""
     centre = np.bincount(points.segment, weights=points.s1) / np.bincount(points.segment)
     fit.s1_range = [float(centre[:count].min()), float(centre[:count].max())]
     fit.s2_max = float(points.s2.max())
@@ -763,9 +797,12 @@ def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) 
         fit.branch_points.append({"run": curve.name, "step": curve.branch_step,
                                   "steps": [int(m.max()) for m, g in zip(curve.members, curve.groups) if g == 0],
                                   "losses": curve.loss[curve.groups == 0].tolist()})
-    # The noise of a forecast point: its scatter, or the residuals' robust scale when the law misses by more.
-    residual_scale = 1.4826 * float(np.median(np.abs(main - np.median(main)))) if len(main) >= 5 else 0.0
-    fit.noise = max(noise[0], residual_scale)
+
+
+def _bootstrap(fit: Fit, candidates: dict, fits: dict, bounds: tuple, bootstrap: int, seed: int) -> None:
+    """Refit on resampled points (each refit choosing its own lambda): the curve's spread for the intervals."""
+    identified, max_decrease, initial_bound = bounds
+    points = candidates[fit.decay]
     rng = np.random.default_rng(seed)
     total = len(points.loss)
     for _ in range(bootstrap):
@@ -777,23 +814,26 @@ def fit_run(run: Run, bootstrap: int = BOOTSTRAP, seed: int = 0, branches=None) 
         chosen = _chosen_decay({d: r[2] for d, r in refits.items()})
         fit.bootstrap.append(list(map(float, refits[chosen][0])))
         fit.bootstrap_decays.append(chosen)
-    # Honest intervals: the fit's own points against their band (the curve's spread and one point's noise from the
-    # scatter alone, not from the residuals the check is about).
+
+
+def _check_coverage(fit: Fit, candidates: dict, points, count: int, losses: np.ndarray) -> None:
+    """Honest intervals: the fit's own points against their band (the curve's spread and one point's noise from the
+    scatter alone, not from the residuals the check is about); a fit missing too many is untrusted."""
+    from scipy.stats import binom
+
+    offset = fit.offset
     draws = np.array([candidates[d].predicted(p, offset)[:count] for p, d in fit.draws()]) if fit.bootstrap \
         else None
-    value = points.predicted(params, offset)[:count]
-    spread = _Z * np.array(scale[:count]) * value
+    value = points.predicted(np.asarray(fit.params), offset)[:count]
+    spread = _Z * np.array(points.scale[:count]) * value
     low = value - np.hypot(value - (np.percentile(draws, 5, axis=0) if draws is not None else value), spread)
     high = value + np.hypot((np.percentile(draws, 95, axis=0) if draws is not None else value) - value, spread)
     outside = int(np.sum((losses < low) | (losses > high)))
     fit.outside = outside
-    from scipy.stats import binom
-
     if outside > 2 and binom.sf(outside - 1, count, 1 - COVERAGE) < MAX_OUTSIDE_CHANCE:
         fit.warnings.append(f"{outside} of its {count} fitted points lie outside the 5-95% band of the fit "
                             f"(about {round((1 - COVERAGE) * count)} expected): the law does not follow this "
                             "curve within its noise")
-    return fit
 
 
 # ---------------------------------------------------------------------------------------------- forecasts
@@ -923,53 +963,72 @@ def forecast(run: Run, max_steps: int | None = None, schedules: list[dict] = (),
                       tokens_per_step=tokens_per_step, epoch_steps=epoch, initial_loss=fit.initial_loss)
     if not fit.params:
         return result
-
-    def add(row: dict, headline: bool = False) -> None:
-        if "refused" in row:
-            result.refused.append({key: row[key] for key in ("what", "kind", "steps", "refused")})
-        elif headline:
-            result.current_schedule = row
-        else:
-            result.horizons.append(row)
-
     try:
-        own = run_schedule(run)
-        end = own.max_steps if max_steps is None else max_steps
-        _check_length(end)
-        if end >= last:
-            schedule = continued_schedule(run, max_steps, last)
-            if end == last:
-                what = (f"this run at its last logged step {last:,} (its logged history: the fitted curve there, "
-                        "to compare with the measured loss)")
-            elif max_steps is None or max_steps == own.max_steps:
-                what = (f"continuing this run (its logged history to step {last:,}, then its schedule to step "
-                        f"{end:,}: {describe(schedule)})")
-            else:
-                what = (f"continuing this run (its logged history to step {last:,}, then its schedule re-planned to "
-                        f"end at step {end:,}, as a resume with --max_steps {end} would: {describe(schedule)})")
-            add(_row(fit, _history_plan(run, fit, schedule, end), what, "continuing", end, tokens_per_step, epoch),
-                headline=True)
-        else:
-            schedule = fresh_schedule(run, end)
-            add(_row(fit, Plan(np.array([]), schedule, end), _fresh_label(schedule, end) + f" (this run is already "
-                     f"at step {last:,})", "fresh", end, tokens_per_step, epoch), headline=True)
-        if epoch is not None and int(epoch) > last and int(epoch) <= MAX_STEPS:
-            steps = int(epoch)
-            schedule = fresh_schedule(run, steps)
-            add(_row(fit, Plan(np.array([]), schedule, steps), "one full epoch of its data: "
-                     + _fresh_label(schedule, steps), "fresh", steps, tokens_per_step, epoch))
-        stable_end = _stable_end(run, fit, own, last)
-        if stable_end:
-            add(_cooldown_row(run, fit, own, last, tokens_per_step, epoch))
-        for spec in schedules:
-            spec = dict(spec)
-            steps = int(spec.pop("max_steps"))
-            _check_length(steps)
-            schedule = fresh_schedule(run, steps, **spec)
-            add(_row(fit, Plan(np.array([]), schedule, steps), _fresh_label(schedule, steps), "fresh", steps,
-                     tokens_per_step, epoch))
-    except ValueError as error:
+        _add_row(result, _headline_row(run, fit, max_steps, last, tokens_per_step, epoch), headline=True)
+        for row in _other_rows(run, fit, schedules, last, tokens_per_step, epoch):
+            _add_row(result, row)
+    except ValueError as error:  # a horizon the forecast cannot compute: refused with the reason
         result.refused.append({"what": "forecast", "steps": max_steps, "refused": str(error)})
+    _conclude(result, run, fit, last)
+    target = target if target is not None else run.reference_loss
+    if target is not None:
+        result.target = tokens_to_target(run, fit, target, tokens_per_step)
+    return result
+
+
+def _add_row(result: Forecast, row: dict, headline: bool = False) -> None:
+    if "refused" in row:
+        result.refused.append({key: row[key] for key in ("what", "kind", "steps", "refused")})
+    elif headline:
+        result.current_schedule = row
+    else:
+        result.horizons.append(row)
+
+
+def _headline_row(run: Run, fit: Fit, max_steps: int | None, last: int, tokens_per_step: float, epoch) -> dict:
+    """This run continued to the end of its schedule (or re-planned to ``max_steps``); a fresh run when
+    ``max_steps`` is before the run's last step."""
+    own = run_schedule(run)
+    end = own.max_steps if max_steps is None else max_steps
+    _check_length(end)
+    if end < last:
+        schedule = fresh_schedule(run, end)
+        return _row(fit, Plan(np.array([]), schedule, end), _fresh_label(schedule, end) + f" (this run is already "
+                    f"at step {last:,})", "fresh", end, tokens_per_step, epoch)
+    schedule = continued_schedule(run, max_steps, last)
+    if end == last:
+        what = (f"this run at its last logged step {last:,} (its logged history: the fitted curve there, "
+                "to compare with the measured loss)")
+    elif max_steps is None or max_steps == own.max_steps:
+        what = (f"continuing this run (its logged history to step {last:,}, then its schedule to step "
+                f"{end:,}: {describe(schedule)})")
+    else:
+        what = (f"continuing this run (its logged history to step {last:,}, then its schedule re-planned to "
+                f"end at step {end:,}, as a resume with --max_steps {end} would: {describe(schedule)})")
+    return _row(fit, _history_plan(run, fit, schedule, end), what, "continuing", end, tokens_per_step, epoch)
+
+
+def _other_rows(run: Run, fit: Fit, schedules, last: int, tokens_per_step: float, epoch):
+    """One full epoch of fresh data, a cool-down from a stable end, and fresh runs of the asked ``schedules``."""
+    if epoch is not None and int(epoch) > last and int(epoch) <= MAX_STEPS:
+        steps = int(epoch)
+        schedule = fresh_schedule(run, steps)
+        yield _row(fit, Plan(np.array([]), schedule, steps), "one full epoch of its data: "
+                   + _fresh_label(schedule, steps), "fresh", steps, tokens_per_step, epoch)
+    own = run_schedule(run)
+    if _stable_end(run, fit, own, last):
+        yield _cooldown_row(run, fit, own, last, tokens_per_step, epoch)
+    for spec in schedules:
+        spec = dict(spec)
+        steps = int(spec.pop("max_steps"))
+        _check_length(steps)
+        schedule = fresh_schedule(run, steps, **spec)
+        yield _row(fit, Plan(np.array([]), schedule, steps), _fresh_label(schedule, steps), "fresh", steps,
+                   tokens_per_step, epoch)
+
+
+def _conclude(result: Forecast, run: Run, fit: Fit, last: int) -> None:
+    """Whether to trust the headline (its own warnings), and the advice when C could not be identified."""
     headline = result.current_schedule
     if headline is not None:
         result.warnings += [w for w in headline["warnings"] if w not in result.warnings]
@@ -979,15 +1038,11 @@ def forecast(run: Run, max_steps: int | None = None, schedules: list[dict] = (),
     if not fit.identified and any(not r["trusted"] and any("not identified" in w for w in r["warnings"])
                                   for r in [headline, *result.horizons] if r):
         result.advice = "to forecast a cool-down, give the fit its C: " + cooldown_command(run, last)
-    target = target if target is not None else run.reference_loss
-    if target is not None:
-        result.target = tokens_to_target(run, fit, target, tokens_per_step)
-    return result
 
 
 def _check_length(steps: int) -> None:
     if steps > MAX_STEPS:
-        raise ValueError(f"{steps:,} steps is beyond any horizon the forecast can compute (at most {MAX_STEPS:.0e})")
+        raise UserError(f"{steps:,} steps is beyond any horizon the forecast can compute (at most {MAX_STEPS:.0e})")
 
 
 def _stable_end(run: Run, fit: Fit, own: Schedule, last: int) -> bool:
@@ -1059,3 +1114,51 @@ def tokens_to_target(run: Run, fit: Fit, target: float, tokens_per_step: float, 
             "reached_in_bootstrap": f"{len(draws)} of {min(10, len(fit.bootstrap))}",
             "trusted": main is not None and not warnings and fit.trusted, "warnings": warnings,
             "what": "a fresh run of the run's schedule shape, stretched to the length that reaches the target"}
+
+
+def describe_forecast(name: str, result: Forecast) -> str:
+    """The forecast as text (scripts/forecast.py): the fit, each row with its interval and trust, the refused rows,
+    the target, and the advice."""
+    fit = result.fit
+    branches = f" and {sum(len(b['steps']) for b in fit['branch_points'])} of its cool-down branches'" \
+        if fit["branch_points"] else ""
+    l0, _, alpha, c = fit["params"]
+    what = fit["source"] if fit["source"].startswith("validation loss (") else \
+        f"{len(fit['steps'])} points of its {fit['source']}"
+    lines = [f"{name}: fitted on {what}{branches} up to step {max(fit['steps'])} of the {result.last_step} it "
+             f"logged (log residual rms {fit['residual_rms']:.4f}, noise of a point {fit['noise']:.4f}; L0 {l0:.3f}, "
+             f"alpha {alpha:.3f}, C {c:.3g}{'' if fit['identified'] else ' (not identified: 0)'})"]
+    lines += [f"  note: {note}" for note in fit["notes"]] + [f"  {result.interval}"]
+    for row in [result.current_schedule, *result.horizons]:
+        lines.append(f"  {row['what']}:\n    loss {row['loss']:.4f} ({row['low']:.4f}-{row['high']:.4f}) at step "
+                     f"{row['steps']:,} ({row['tokens']:,.0f} tokens)" + ("" if row["trusted"] else ", not trusted"))
+        lines += [f"    not to be trusted: {warning}" for warning in row["warnings"]]
+    lines += [f"  {row['what']}: refused: {row['refused']}" for row in result.refused]
+    if result.target:
+        lines.append(_target_line(result.target, fit))
+    lines += [f"  the fit is not to be trusted: {warning}" for warning in fit["warnings"]]
+    if result.advice:
+        lines.append(f"  {result.advice}")
+    lines.append(f"  trusted: {'yes' if result.trusted else 'no'} (the first forecast above: the headline)")
+    return "\n".join(lines)
+
+
+def _target_line(target: dict, fit: dict) -> str:
+    if not target["tokens"]:
+        return (f"  {target['target']:.4f} is not reached by a fresh run of its schedule shape of any length the "
+                "law can tell")
+    interval = f" ({target['low_tokens']:,.0f}-{target['high_tokens']:,.0f})" if target["low_tokens"] else ""
+    trust = "" if target["trusted"] else ", not trusted: " + "; ".join(target["warnings"] or fit["warnings"])
+    return (f"  tokens for a fresh run of its schedule shape to reach {target['target']:.4f}: "
+            f"{target['tokens']:,.0f}{interval}, {target['steps']:,} steps{trust}")
+
+
+def forecast_json(result: Forecast) -> dict:
+    """What ``scripts/forecast.py --json`` prints: the headline (final_val_loss and its interval) and every row."""
+    own = result.current_schedule
+    return {"final_val_loss": own["loss"], "final_val_loss_interval": [own["low"], own["high"]],
+            "what": own["what"], "kind": own["kind"], "steps": own["steps"], "tokens": own["tokens"],
+            "trusted": result.trusted, "warnings": result.warnings, "fitted_on": result.fit["source"],
+            "identified": result.fit["identified"], "interval": result.interval,
+            "horizons": result.horizons, "refused": result.refused, "advice": result.advice,
+            "target": result.target}

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.compat.proto.event_pb2 import SessionLog
 
 from ..config_fields import flatten
+from ..errors import UserError
 from ..layout import RunLayout, Tags
 
 
@@ -246,7 +247,7 @@ def with_parent_history(scalars: dict, branch: dict, depth: int = 0) -> dict:
     return merged
 
 
-class RunReadError(ValueError):
+class RunReadError(UserError):
     """A file the analysis needs is missing or malformed; the message names it."""
 
 

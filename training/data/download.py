@@ -11,6 +11,8 @@ from pathlib import Path
 class DownloadError(OSError):
     """The file could not be fetched; ``reason`` says why (offline, refused, ...)."""
 
+    user_error = True  # scripts report it as "error: ..." (training/errors.py)
+
     def __init__(self, url: str, reason):
         super().__init__(f"downloading {url} failed ({reason})")
         self.url, self.reason = url, reason

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .shards import ShardError, check_all_token_ids, check_token_ids, find_shards, open_shard
 
 EOT_TOKEN_ID = 50256
@@ -163,7 +164,7 @@ class DistributedTokenLoader:
     def load_state_dict(self, state: dict) -> None:
         names = [p.name for p in self.stream.paths]
         if state["shards"] != names or state["shuffle"] != self.stream.shuffle or state["seed"] != self.stream.seed:
-            raise ValueError(
+            raise ConfigError(
                 "The checkpoint's data position refers to other shards or shuffling settings "
                 f"(shards {state['shards'][:3]}..., shuffle={state['shuffle']}, seed={state['seed']}) than this "
                 f"run (shards {names[:3]}..., shuffle={self.stream.shuffle}, seed={self.stream.seed}); resume with "

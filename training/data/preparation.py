@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from modeling.tokenization import TiktokenGPT2, tokenizer_info
 
+from ..errors import ConfigError, UserError
 from ..ownership import foreign_in_shards, refuse_foreign
 from .download import hub_unreachable_reason
 from .shards import (
@@ -77,16 +78,16 @@ class PrepareConfig:
 
     def __post_init__(self):
         if self.shard_tokens <= 0:
-            raise ValueError(f"shard_tokens must be positive, got {self.shard_tokens}.")
+            raise ConfigError(f"shard_tokens must be positive, got {self.shard_tokens}.")
         if self.val_tokens is not None and self.val_tokens <= 0:
-            raise ValueError(f"val_tokens must be positive, got {self.val_tokens}.")
+            raise ConfigError(f"val_tokens must be positive, got {self.val_tokens}.")
         if self.max_tokens is not None and self.max_tokens <= 0:
-            raise ValueError(f"max_tokens must be positive, got {self.max_tokens}.")
+            raise ConfigError(f"max_tokens must be positive, got {self.max_tokens}.")
         if self.chunk_documents <= 0 or self.chunk_characters <= 0:
-            raise ValueError("chunk_documents and chunk_characters must be positive, got "
+            raise ConfigError("chunk_documents and chunk_characters must be positive, got "
                              f"{self.chunk_documents} and {self.chunk_characters}.")
         if self.txt_split not in ("file", "paragraph", "line"):
-            raise ValueError(f"txt_split must be file, paragraph or line, got {self.txt_split!r}.")
+            raise ConfigError(f"txt_split must be file, paragraph or line, got {self.txt_split!r}.")
 
     def shard_size(self, index: int) -> int:
         return (self.val_tokens or self.shard_tokens) if index == 0 else self.shard_tokens
@@ -104,7 +105,7 @@ class PrepareConfig:
                 self.shard_tokens, "max_tokens": self.max_tokens, "skip_bad_lines": self.skip_bad_lines}
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """Bad input corpus; the message names the file (and line) and what to do."""
 
 

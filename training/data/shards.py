@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from ..layout import SHARD_META_FILE, SHARD_NAME
 from ..storage import out_of_space, space_reason
 
@@ -22,7 +23,7 @@ META_VERSION = 1
 _SHARD_RE = SHARD_NAME
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard file is unusable; the message names the file and what is wrong."""
 
 

@@ -6,10 +6,11 @@ import os
 import re
 
 from ..data.download import hub_unreachable_reason
+from ..errors import UserError
 from ..layout import TRAINING_STATE_FILE
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be evaluated; the message names the path and the problem."""
 
 

@@ -12,6 +12,7 @@ from modeling.tokenization import TiktokenGPT2
 
 from ..config_fields import flatten
 from ..data.loaders import ValidationSet
+from ..errors import UserError
 from ..layout import RUN_CONFIG_FILE, RunLayout, Tags, run_of_model_folder
 from .checkpoints import load_causal_lm, require_checkpoint, require_reachable, training_facts
 from .hellaswag import evaluate_hellaswag, load_examples
@@ -94,7 +95,9 @@ class EvalArguments:
         "help": "hellaswag_val.jsonl (ctx/label/endings); downloaded when not given and online."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N HellaSwag examples."})
     skip_hellaswag: bool = field(default=False, metadata={"help": "Validation loss only."})
-    output: str = field(default="eval.json", metadata={"help": "Where to write the results as JSON."})
+    output: str | None = field(default=None, metadata={
+        "help": "Where to write the results as JSON. Default: the first checkpoint's run folder, "
+                "<run>/analysis/eval_<final or step_N>.json; eval.json in the current folder for a Hub model."})
     log_reference_to: str | None = field(default=None, metadata={
         "help": "A run directory: record the reference's measured numbers there (reference_eval.json and the "
                 "TensorBoard tag reference/val_loss) so analysis and plots use a measured line."})
@@ -112,7 +115,7 @@ class EvalArguments:
         if self.dtype not in ("auto", "float32", "bfloat16"):
             problems.append(f"--dtype must be auto, float32 or bfloat16 (got {self.dtype!r})")
         if problems:
-            raise ValueError("; ".join(problems) + ".")
+            raise UserError("; ".join(problems) + ".")
 
 
 def _validation_data(run: dict) -> Path | None:
@@ -192,7 +195,7 @@ def compare(args: EvalArguments, accelerator) -> dict:
     run = RunSettings.of(args.checkpoints[0])  # measure every model as the run measured its val/loss, on its data
     data_dir = args.data or run.data_dir
     if data_dir is None:
-        raise ValueError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")
+        raise UserError("No validation data: pass --data with a folder holding a *_val_000000.npy shard.")
     args.val_tokens = args.val_tokens or run.eval_tokens or DEFAULT_VAL_TOKENS
     args.seq_len = args.seq_len or run.seq_len or DEFAULT_SEQ_LEN
     precision = resolve_precision(args.dtype, run, accelerator.device)

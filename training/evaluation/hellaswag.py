@@ -16,12 +16,13 @@ from modeling.loss import next_token_loss
 from modeling.tokenization import TiktokenGPT2
 
 from ..data.download import DownloadError, fetch_once
+from ..errors import UserError
 from .metrics import load_metric
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
 
-class HellaSwagError(ValueError):
+class HellaSwagError(UserError):
     """A missing or malformed HellaSwag file; the message names the file and line."""
 
 

@@ -20,6 +20,8 @@ NETWORK_MODULES = ("httpx", "httpcore", "requests", "urllib3", "socket", "ssl", 
 class HubError(RuntimeError):
     """Publishing cannot proceed; the message says why and what to do (never contains the token)."""
 
+    user_error = True  # scripts report it as "error: ..." (training/errors.py)
+
 
 def require_token(token: str | None = None) -> str:
     """The token from the argument or the standard places (HF_TOKEN, ``hf auth login``), else a clear error."""

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DecayShape:
@@ -68,7 +70,7 @@ def schedule_help() -> str:
 def decay(start: float, floor: float, progress: float, shape: str) -> float:
     """From ``start`` (progress 0) to ``floor`` (progress 1) in the given shape."""
     if shape not in DECAY_SHAPES:
-        raise ValueError(f"Unknown decay shape {shape!r}; use one of {', '.join(DECAY_SHAPES)}.")
+        raise ConfigError(f"Unknown decay shape {shape!r}; use one of {', '.join(DECAY_SHAPES)}.")
     return floor + (start - floor) * DECAY_SHAPES[shape].scalar(min(max(progress, 0.0), 1.0))
 
 
@@ -106,7 +108,7 @@ class Schedule:
         max_lr, min_lr, max_steps = get("max_lr"), get("min_lr"), get("max_steps")
         kind = get("lr_schedule", "cosine") or "cosine"
         if kind not in SCHEDULES:
-            raise ValueError(f"Unknown learning-rate schedule {kind!r}; use one of {', '.join(SCHEDULES)}.")
+            raise ConfigError(f"Unknown learning-rate schedule {kind!r}; use one of {', '.join(SCHEDULES)}.")
         decay_steps = get("decay_steps") or round((get("decay_fraction", 0.2) or 0.0) * max_steps)
         return cls(kind=kind, warmup_steps=get("warmup_steps"), max_steps=max_steps,
                    min_ratio=min_lr / max_lr if max_lr else 0.0,

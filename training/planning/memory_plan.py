@@ -70,6 +70,9 @@ fused), fp8 and CPU offload (not planned).
 import math
 from dataclasses import asdict, dataclass, field
 
+from ..callback_spec import parse_callback_spec
+from ..errors import UserError
+
 GIB = 1024 ** 3
 CONTEXT_BYTES = 1 * GIB  # the CUDA context and cuBLAS/cuDNN workspaces, per process
 FRAGMENTATION = 0.10  # share of the card the caching allocator can waste
@@ -157,7 +160,7 @@ class Shape:
         if not isinstance(self.attn_implementation, str) or not self.attn_implementation:
             problems.append(f"attn_implementation must be a kernel name (got {self.attn_implementation!r})")
         if problems:
-            raise ValueError("Cannot plan this run: " + "; ".join(problems) + ".")
+            raise UserError("Cannot plan this run: " + "; ".join(problems) + ".")
 
     @property
     def intermediate(self) -> int:
@@ -213,8 +216,6 @@ def diagnostic_weight_copies(callbacks, diagnostics_every: int, histogram_every:
     """How many float32 copies of the weight matrices the run's callbacks hold across a measured optimizer step
     (layer_ratios and histograms each copy every matrix before the step to measure the update; whole tensors,
     gathered on every process under FSDP)."""
-    from ..trainer.callbacks import parse_callback_spec
-
     copies = 0
     for spec in callbacks or []:
         name, kwargs = parse_callback_spec(spec)
@@ -350,9 +351,50 @@ STEP_PHASE = "optimizer step (all gradients)"
 
 
 def estimate(shape: Shape) -> Plan:
+    """The peak bytes per process, term by term: what persists (weights, optimizer state), what the forward stores,
+    what the loss and the backward add, and what the optimizer step needs; the peak is the largest of three phases."""
     p, shard = shape.parameters, shape.num_processes if shape.sharded else 1
-    a = shape.activation_bytes
     n, c, v = shape.tokens, shape.n_embd, shape.vocab_size
+    terms = _persistent_terms(shape)
+    persistent = sum(terms.values())
+    gradients = 4 * p // shard
+    block = _activation_terms(shape, terms)
+    stored = sum(value for name, value in terms.items() if name.startswith("activations"))
+    loss_name = "logits and z-loss (N x V, peak of its backward)" if shape.z_loss else \
+        "logits and loss (N x V, peak of its backward)"
+    terms[loss_name] = n * v * logits_bytes_per_element(shape)
+    embedding_copy = _add(terms, f"{shape.mixed_precision} copy of the tied embedding",
+                          2 * v * c if shape.autocast else 0)
+    gathered = _gathered_term(shape, terms)
+    earlier = _add(terms, "gradients of earlier micro-steps", gradients if shape.grad_accum > 1 else 0)
+    recomputed = _add(terms, "one block recomputed in the backward (checkpointing)",
+                      block if shape.checkpointing else 0)
+    temporaries = _add(terms, "attention backward temporaries (one block)", attention_backward_bytes(shape))
+    cpu_adamw = _add(terms, "AdamW step temporaries (CPU, unfused)",  # the unfused AdamW: per-parameter temps
+                     2 * 4 * v * c // shard if shape.device != "cuda" else 0)
+    snapshots = _add(terms, "diagnostics: float32 weight copies across a measured step",  # whole under FSDP
+                     shape.weight_copies * 4 * shape.matrix_parameters)
+    phases = {
+        LOSS_PHASE: persistent + stored + terms[loss_name] + embedding_copy + gathered + earlier,
+        BLOCK_PHASE: persistent + stored + recomputed + temporaries + n * v * shape.activation_bytes + gathered +
+        (earlier or 4 * v * c // shard),  # the tied embedding's gradient exists once the head's backward ran
+        STEP_PHASE: persistent + gradients + cpu_adamw + snapshots,
+    }
+    phase = max(phases, key=phases.get)
+    return Plan(shape=asdict(shape), terms=terms, peak_bytes=phases[phase], peak_phase=phase, phases=phases,
+                attention=describe_kernel(shape), notes=shape_notes(shape))
+
+
+def _add(terms: dict, name: str, value: int) -> int:
+    """A term that only some runs have: listed when it is not zero; its value either way."""
+    if value:
+        terms[name] = value
+    return value
+
+
+def _persistent_terms(shape: Shape) -> dict[str, int]:
+    """What every process holds for the whole run: the weights, the optimizer's state, DDP's gradient buckets."""
+    p, shard = shape.parameters, shape.num_processes if shape.sharded else 1
     terms = {"weights (fp32)": 4 * p // shard}
     if shape.optimizer == "muon":
         hidden = shape.hidden_matrix_parameters
@@ -361,60 +403,39 @@ def estimate(shape: Shape) -> Plan:
         terms["optimizer state (AdamW)"] = 8 * p // shard
     if shape.num_processes > 1 and not shape.sharded:
         terms["DDP gradient buckets"] = 4 * p
-    persistent = sum(terms.values())
-    gradients = 4 * p // shard
+    return terms
+
+
+def _activation_terms(shape: Shape, terms: dict) -> int:
+    """What the forward stores for the backward (added to ``terms``); returns one block's activations."""
+    n, c, a = shape.tokens, shape.n_embd, shape.activation_bytes
     block, matrices = block_activation_bytes(shape), attention_matrix_bytes(shape)
-    kind = attention_kernel(shape)
     if shape.checkpointing:
         terms["activations: block inputs (checkpointing)"] = shape.n_layer * 4 * n * c
     else:
         terms["activations: blocks"] = shape.n_layer * (block - matrices)
         if matrices:
-            terms[f"activations: attention matrices ({'eager' if kind == 'eager' else 'sdpa math fallback'}, "
-                  "B x H x T x T per block)"] = shape.n_layer * matrices
+            kind = "eager" if attention_kernel(shape) == "eager" else "sdpa math fallback"
+            terms[f"activations: attention matrices ({kind}, B x H x T x T per block)"] = shape.n_layer * matrices
     if shape.dropout > 0:
         terms["activations: embedding dropout mask"] = _mask_bytes(shape, 4) * n * c
     terms["activations: final LayerNorm"] = (4 + a) * n * c + 8 * n  # its fp32 input and the head's input
-    stored = sum(value for name, value in terms.items() if name.startswith("activations"))
-    loss_name = "logits and z-loss (N x V, peak of its backward)" if shape.z_loss else \
-        "logits and loss (N x V, peak of its backward)"
-    terms[loss_name] = n * v * logits_bytes_per_element(shape)
-    embedding_copy = 2 * v * c if shape.autocast else 0
-    if embedding_copy:
-        terms[f"{shape.mixed_precision} copy of the tied embedding"] = embedding_copy
-    gathered = 0
-    if shape.sharded:
-        dtype = 2 if shape.autocast else 4
-        if shape.reshard_after_forward:
-            gathered = dtype * (2 * shape.block_parameters + (v + (shape.n_positions or shape.seq_len)) * c)
-            terms["FSDP2: gathered blocks (computing + prefetched) and embeddings"] = gathered
-        else:
-            gathered = dtype * p
-            terms["FSDP: all parameters gathered (no resharding after the forward)"] = gathered
-    earlier = gradients if shape.grad_accum > 1 else 0
-    if earlier:
-        terms["gradients of earlier micro-steps"] = earlier
-    recomputed = block if shape.checkpointing else 0
-    if recomputed:
-        terms["one block recomputed in the backward (checkpointing)"] = recomputed
-    temporaries = attention_backward_bytes(shape)
-    if temporaries:
-        terms["attention backward temporaries (one block)"] = temporaries
-    cpu_adamw = 2 * 4 * v * c // shard if shape.device != "cuda" else 0  # the unfused AdamW: per-parameter temps
-    if cpu_adamw:
-        terms["AdamW step temporaries (CPU, unfused)"] = cpu_adamw
-    snapshots = shape.weight_copies * 4 * shape.matrix_parameters  # gathered whole under FSDP: not divided
-    if snapshots:
-        terms["diagnostics: float32 weight copies across a measured step"] = snapshots
-    phases = {
-        LOSS_PHASE: persistent + stored + terms[loss_name] + embedding_copy + gathered + earlier,
-        BLOCK_PHASE: persistent + stored + recomputed + temporaries + n * v * a + gathered +
-        (earlier or 4 * v * c // shard),  # the tied embedding's gradient exists once the head's backward ran
-        STEP_PHASE: persistent + gradients + cpu_adamw + snapshots,
-    }
-    phase = max(phases, key=phases.get)
-    return Plan(shape=asdict(shape), terms=terms, peak_bytes=phases[phase], peak_phase=phase, phases=phases,
-                attention=describe_kernel(shape), notes=shape_notes(shape))
+    return block
+
+
+def _gathered_term(shape: Shape, terms: dict) -> int:
+    """Under FSDP, the parameters gathered at once: two blocks and the embeddings (resharding after the forward),
+    else all of them."""
+    if not shape.sharded:
+        return 0
+    dtype, c = (2 if shape.autocast else 4), shape.n_embd
+    if shape.reshard_after_forward:
+        gathered = dtype * (2 * shape.block_parameters + (shape.vocab_size + (shape.n_positions or shape.seq_len)) * c)
+        terms["FSDP2: gathered blocks (computing + prefetched) and embeddings"] = gathered
+    else:
+        gathered = dtype * shape.parameters
+        terms["FSDP: all parameters gathered (no resharding after the forward)"] = gathered
+    return gathered
 
 
 def shape_notes(shape: Shape) -> list[str]:
@@ -452,14 +473,14 @@ def plan_run(shape: Shape, total_memory: int | None = None, card: str | None = N
     """``estimate`` plus, for a card, whether it fits and the largest micro-batch that does (with the accumulation
     that keeps ``total_batch_tokens``), and the tokens/s at ``mfu`` of ``peak_flops`` per process."""
     if isinstance(mfu, bool) or not isinstance(mfu, (int, float)) or not math.isfinite(mfu) or not 0 < mfu <= 1:
-        raise ValueError(f"MFU must be a fraction in (0, 1] (got {mfu!r}; 0.40 means 40%).")
+        raise UserError(f"MFU must be a fraction in (0, 1] (got {mfu!r}; 0.40 means 40%).")
     if total_memory is not None and total_memory <= CONTEXT_BYTES:
-        raise ValueError(f"the card's memory ({format_bytes(total_memory)}) must be more than the 1 GiB the planner "
+        raise UserError(f"the card's memory ({format_bytes(total_memory)}) must be more than the 1 GiB the planner "
                          "keeps for the CUDA context.")
     if peak_flops is not None and (not math.isfinite(peak_flops) or peak_flops <= 0):
-        raise ValueError(f"peak FLOP/s must be positive (got {peak_flops!r}).")
+        raise UserError(f"peak FLOP/s must be positive (got {peak_flops!r}).")
     if total_batch_tokens is not None and total_batch_tokens < 1:
-        raise ValueError(f"total_batch_tokens must be positive (got {total_batch_tokens!r}).")
+        raise UserError(f"total_batch_tokens must be positive (got {total_batch_tokens!r}).")
     plan = estimate(shape)
     plan.card, plan.mfu = card, mfu
     if total_memory is not None:

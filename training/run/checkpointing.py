@@ -58,6 +58,8 @@ RESUME_FIXED = ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm", 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written (e.g. the disk is full); the message names the path and what to do."""
 
+    user_error = True  # scripts report it as "error: ..." (training/errors.py)
+
 
 class _SharedTensorNotice(logging.Filter):
     """Accelerate warns "Removed shared tensor {'lm_head.weight'}" at every save: that is the tied head, saved

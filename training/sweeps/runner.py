@@ -26,6 +26,7 @@ from ..guards.policies import RunStopped
 from ..layout import TRAINING_STATE_FILE, RunLayout, Tags
 from ..run.checkpointing import CheckpointManager, write_json
 from ..run.resumption import setting_changes
+from ..trainer.summary import end_summary
 from ..trainer.trainer import Trainer
 from .config import SweepConfig
 
@@ -125,6 +126,7 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print, callbacks
         trainer = Trainer(run_config_from_values(values), callbacks=list(callbacks or []))
         try:
             trainer.train()
+            say(end_summary(trainer))
             outcome.append((variant, seed, "resumed" if resuming else "trained"))
         except RunStopped as error:
             record = _record_divergence(trainer, variant, seed, error)

@@ -37,7 +37,21 @@ def build_accelerator(config: RunConfig) -> Accelerator:
     accum = train.grad_accum_steps(state.num_processes)
     project = ProjectConfiguration(project_dir=train.output_dir, logging_dir=train.output_dir)
     return Accelerator(cpu=train.cpu, mixed_precision=train.mixed_precision, gradient_accumulation_steps=accum,
-                       log_with=TRACKER, project_config=project)
+                       log_with=trackers(config.logging.report_to), project_config=project)
+
+
+def trackers(report_to: list[str]) -> list[str]:
+    """TensorBoard (always: the analysis reads its event files) and the other trackers of ``--report_to``, each
+    installed (Accelerate would otherwise drop a missing one silently)."""
+    from accelerate.tracking import get_available_trackers
+
+    wanted = list(dict.fromkeys([TRACKER, *report_to]))
+    available = {str(kind) for kind in get_available_trackers()}
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ConfigError(f"--report_to {' '.join(missing)}: not installed here (pip install {' '.join(missing)}), "
+                          "or drop it from --report_to.")
+    return wanted
 
 
 def enable_tf32(device: torch.device) -> None:

@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
-import yaml
 from transformers import TrainerCallback, TrainerControl, TrainerState  # noqa: F401  (re-exported)
 from transformers.trainer_callback import CallbackHandler, ExportableState
+
+from ..callback_spec import parse_callback_spec
+from ..errors import ConfigError
 
 # The events the loop fires, in the order of one run; ``RunCallbackHandler.fire`` refuses any other name.
 EVENTS = (
@@ -74,7 +76,16 @@ class GPTTrainerControl(TrainerControl):
 
 class RunCallbackHandler(CallbackHandler):
     """``CallbackHandler`` whose events forward extra keyword arguments (``logger``, ``grad_norm``...) and that
-    fires only the events in ``EVENTS``."""
+    fires only the events in ``EVENTS``. The cadences HF's ``DefaultFlowCallback`` would set are the components'
+    own (trainer.py's ``after_step``), so its absence is not warned about."""
+
+    def __init__(self, callbacks, model, processing_class, optimizer, lr_scheduler):
+        self.callbacks = []
+        for callback in callbacks:
+            self.add_callback(callback)
+        self.model, self.processing_class = model, processing_class
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.train_dataloader = self.eval_dataloader = None
 
     def fire(self, event: str, args, state, control, **kwargs):
         if event not in EVENTS:
@@ -131,28 +142,13 @@ def resolve_callback_class(name: str) -> type:
     """A registered name or an import path ``package.module.ClassName`` -> the class."""
     path = REGISTRY.get(name, name)
     if "." not in path:
-        raise ValueError(f"Unknown callback {name!r}; built in: {', '.join(sorted(REGISTRY))}, or give an import "
+        raise ConfigError(f"Unknown callback {name!r}; built in: {', '.join(sorted(REGISTRY))}, or give an import "
                          "path such as mypackage.callbacks.MyCallback.")
     module, _, attribute = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), attribute)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"Callback {name!r}: cannot import {path} ({error}).") from error
-
-
-def parse_callback_spec(spec) -> tuple[str, dict]:
-    """``"name"`` / ``"name:key=value,key=value"`` / ``{"name": ..., key: value}`` -> (name, kwargs)."""
-    if isinstance(spec, dict):
-        spec = dict(spec)
-        return spec.pop("name"), spec
-    name, _, rest = str(spec).partition(":")
-    kwargs = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"Callback option {item!r} in {spec!r} must look like key=value.")
-        kwargs[key.strip()] = yaml.safe_load(value)
-    return name.strip(), kwargs
+        raise ConfigError(f"Callback {name!r}: cannot import {path} ({error}).") from error
 
 
 def build_callback(spec, defaults: dict | None = None) -> TrainerCallback:
@@ -168,7 +164,7 @@ def build_callback(spec, defaults: dict | None = None) -> TrainerCallback:
     try:
         return cls(**kwargs)
     except TypeError as error:
-        raise ValueError(f"Callback {name!r} does not accept {kwargs}: {error}") from error
+        raise ConfigError(f"Callback {name!r} does not accept {kwargs}: {error}") from error
 
 
 def _check_argument_types(name: str, cls: type, kwargs: dict) -> None:
@@ -184,7 +180,7 @@ def _check_argument_types(name: str, cls: type, kwargs: dict) -> None:
         if key in hints and hints[key] in (int, float, bool, str):
             coerced, problem = coerce_value(key, value, hints[key])
             if problem:
-                raise ValueError(f"Callback {name!r}: {problem}.")
+                raise ConfigError(f"Callback {name!r}: {problem}.")
             kwargs[key] = coerced
 
 

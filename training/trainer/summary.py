@@ -36,6 +36,15 @@ def time_shares(trainer) -> str:
     return ", ".join(parts) or "n/a"
 
 
+def sample_lines(trainer, width: int = 100) -> list[str]:
+    """The first of the last samples (one line, cut to ``width``), so the run's text is seen without TensorBoard."""
+    step, texts = trainer.last_samples
+    if not texts:
+        return []
+    text = " ".join(texts[0].split())
+    return [f"  sample at step {step}: {text[:width] + ('...' if len(text) > width else '')}"]
+
+
 def end_summary(trainer) -> str:
     """What the run achieved and where its outputs are, the link that opens TensorBoard on the loss, the learning
     rate and the reference, and the next commands."""
@@ -52,6 +61,7 @@ def end_summary(trainer) -> str:
         + (f"   validation loss: {val:.4f} (best {state.best_metric:.4f} at step {state.best_global_step})"
            if val is not None else "   (no validation: --eval_every 0)"),
         f"  time: {time_shares(trainer)}",
+        *sample_lines(trainer),
         f"  model: {final}   checkpoints: {trainer.layout.checkpoints_dir}   logs: {trainer.layout.tensorboard_dir}",
         f"  TensorBoard: tensorboard --logdir {run.parent}  then open "
         f"http://localhost:{TENSORBOARD_PORT}/#custom_scalars (the loss with the reference, and the learning rate)",

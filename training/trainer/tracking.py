@@ -11,9 +11,14 @@ def start_tracking(trainer) -> None:
     accelerator, config, layout, log = trainer.accelerator, trainer.config, trainer.layout, trainer.log
     run_name = config.logging.run_name or trainer.output_dir.name
     init_kwargs = {TRACKER: {"purge_step": trainer.resumed_step + 1}} if trainer.resumed_step is not None else {}
+    if "wandb" in config.logging.report_to:
+        init_kwargs["wandb"] = {"name": run_name}
     accelerator.init_trackers(TENSORBOARD_PROJECT, init_kwargs=init_kwargs)  # events in the run folder
     log.log_layout()
     log.log_hparams(config.flat())
+    for tracker in accelerator.trackers:  # the other trackers of --report_to get the settings as their config
+        if tracker.name != TRACKER and accelerator.is_main_process:
+            tracker.store_init_configuration(config.flat())
     if not accelerator.is_main_process:
         return
     trainer.effective_config().save(layout.config_file)

@@ -68,6 +68,7 @@ from .builders import (
 from .callbacks import GPTTrainerControl, RunCallbackHandler
 from .progress_display import ProgressDisplay
 from .run_log import RunLog
+from .summary import start_banner
 from .tracking import start_tracking
 
 # Callback events inside a step: their time is the step's "callbacks" share (diagnostics, policies).
@@ -212,6 +213,7 @@ class Trainer:
         self.resume_plan: ResumePlan | None = None
         self.resumed_step: int | None = None
         self.elapsed_seconds, self.steps_this_session = 0.0, 0  # of the last train() call, for the summary
+        self.last_samples: tuple[int, list[str]] = (0, [])
 
     def _loss_scale(self) -> float:
         """fp16's GradScaler multiplies the loss by its scale before the backward; 1 under any other precision."""
@@ -249,6 +251,7 @@ class Trainer:
         self._init_tracking()
         if self.resume_plan is not None:
             self.resume_plan.log(self.log, self.layout, self.accelerator.is_main_process)
+        self.accelerator.print(start_banner(self))
         self._fire("on_train_begin")
         started, first_step = time.perf_counter(), self.state.global_step
         self.session_started = started
@@ -441,6 +444,7 @@ class Trainer:
 
     def sample(self) -> list[str]:
         texts = self.evaluation.samples(self.raw_model, self.state.global_step, self.accelerator.is_main_process)
+        self.last_samples = (self.state.global_step, texts or [])  # the end-of-run summary shows one
         if texts and self.accelerator.is_main_process:
             self.log.log_text(Tags.SAMPLES, "\n\n".join(f"{i}. {t}" for i, t in enumerate(texts)),
                               self.state.global_step)

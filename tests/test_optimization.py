@@ -90,3 +90,22 @@ def test_flops_per_token_is_6n_plus_attention(model):
     n = sum(p.numel() for p in model.parameters()) - config.n_positions * config.n_embd
     assert model_flops_per_token(model, 16) == 6 * n + 12 * config.n_layer * config.n_embd * 16
     assert device_peak_flops(torch.device("cpu")) is None
+
+
+def test_linear_schedule_matches_transformers_linear_warmup_with_a_floor():
+    """``linear`` is transformers' get_linear_schedule_with_warmup lifted to a floor: warmup to the peak, then a
+    straight line to min_lr at max_steps; a registry entry is all it takes (the option's choices and help read it)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from training.cli import run_config_from_values
+    from training.optim.schedules import SCHEDULES
+
+    warmup, steps, floor = 10, 100, 0.1
+    schedule = Schedule("linear", warmup, steps, floor)
+    reference = get_linear_schedule_with_warmup(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                                                warmup, steps).lr_lambdas[0]
+    for step in range(steps + 5):  # the warmup is the project's (build-nanogpt's (step + 1) / warmup), not HF's
+        expected = (step + 1) / warmup if step < warmup else floor + (1 - floor) * reference(step)
+        assert schedule.factor(step) == pytest.approx(expected, abs=1e-12), step
+    assert schedule.factors(steps)[warmup:].tolist() == pytest.approx([schedule.factor(s) for s in range(warmup, steps)])
+    assert "linear" in SCHEDULES and run_config_from_values({"lr_schedule": "linear"}).args.lr_schedule == "linear"

@@ -7,6 +7,7 @@ which shape (``ScheduleKind.plan``); the registry ``SCHEDULES`` is the one list 
 is one entry here. ``DECAY_SHAPES`` is the same for the decay's shape.
 
 - ``cosine``: build-nanogpt's ``get_lr``: warmup, then half a cosine from the peak to ``min_lr`` at ``max_steps``.
+- ``linear``: warmup, then a straight line from the peak to ``min_lr`` at ``max_steps``.
 - ``wsd``: warmup-stable-decay (Hägele et al. 2024, arXiv 2405.18392): warmup, the peak held, then a cool-down over
   the last ``decay_steps`` (``1-sqrt`` by default, their best). A stable-phase checkpoint can be extended (the
   stable phase just goes on) or cooled down at once (``scripts/cooldown.py``), which lets one run serve several
@@ -60,6 +61,9 @@ SCHEDULES: dict[str, ScheduleKind] = {
                         "--decay_fraction of the steps (or --decay_steps) in --decay_shape; a stable-phase checkpoint "
                         "can be extended or cooled down with scripts/cooldown.py",
                         lambda s: (s.max_steps - s.decay_steps, s.decay_steps, s.decay_shape), uses_decay_steps=True),
+    "linear": ScheduleKind("warmup, then a straight line from max_lr to min_lr at max_steps (BERT's and "
+                           "transformers' get_linear_schedule_with_warmup, with a floor)",
+                           lambda s: (s.warmup_steps, s.max_steps - s.warmup_steps, "linear")),
 }
 
 

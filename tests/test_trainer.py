@@ -1,4 +1,6 @@
+import importlib.util
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -46,6 +48,12 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     assert sorted(scalars["train/loss"]) == [1, 2, 3, 4, 5, 6]
     assert sorted(scalars["val/loss"]) == [3, 6]
     assert scalars["train/tokens_seen"][6] == 6 * 128
+    if importlib.util.find_spec("resource") is not None:  # CPU: the process's peak resident size so far
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 2 ** 30
+        memory = [scalars["train/peak_memory_gb"][step] for step in range(1, 7)]
+        assert 0.05 < memory[0] <= memory[-1] <= peak and memory == sorted(memory)
     assert not any(tag.startswith(("grad_ratio/module.", "grad_ratio/_orig_mod", "grad_ratio/transformer"))
                    for tag in scalars)
     assert "update_ratio/lm_head.weight" not in scalars  # tied to wte, counted once

@@ -224,6 +224,7 @@ class Tags:
     TRAIN_EPOCH = "train/epoch"
     TRAIN_SKIPPED_UPDATES = "train/skipped_updates"
     TRAIN_MFU = "train/mfu"
+    TRAIN_PEAK_MEMORY_GB = "train/peak_memory_gb"
     TRAIN_CLIPPED = "train/clipped"
     TRAIN_CLIPPED_FRACTION = "train/clipped_fraction"
     TRAIN_GRAD_CLIP = "train/grad_clip"  # the clip threshold beside the norm (TensorBoard's gradient-norm chart)

@@ -16,6 +16,7 @@ logger; never the trainer.
 
 import contextlib
 import json
+import sys
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -70,6 +71,11 @@ from .progress_display import ProgressDisplay
 from .run_log import RunLog
 from .summary import start_banner
 from .tracking import start_tracking
+
+try:
+    import resource  # the CPU's peak-memory metric (not on Windows)
+except ImportError:
+    resource = None
 
 # Callback events inside a step: their time is the step's "callbacks" share (diagnostics, policies).
 STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end")
@@ -391,6 +397,12 @@ class Trainer:
         if self.peak_flops:
             metrics[Tags.TRAIN_MFU] = self.flops_per_token * tokens_per_sec / (self.peak_flops *
                                                                                self.accelerator.num_processes)
+        if self.device.type == "cuda":  # the allocator's peak during this step, then reset for the next one
+            metrics[Tags.TRAIN_PEAK_MEMORY_GB] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif resource is not None:  # the process's peak resident size so far: KiB on Linux, bytes on macOS
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            metrics[Tags.TRAIN_PEAK_MEMORY_GB] = peak * (1 if sys.platform == "darwin" else 1024) / 2 ** 30
         return metrics
 
     # ------------------------------------------------------------------------------------------- after the step

@@ -250,12 +250,12 @@ def test_early_phase_and_depth_plots_show_what_the_rules_read(planted):
     steps, trace = median_ratio_trace(run)
     assert np.array_equal(ratio_line.get_xdata(), steps) and np.allclose(ratio_line.get_ydata(), trace)
     jumps = next(c for c in figure.axes[1].collections if c.get_label() == "loss jump, early phase")
-    assert [int(x) for x, _ in jumps.get_offsets()] == early_phase_summary(run)["early_jumps"]
+    assert [int(x) for x, _ in jumps.get_offsets()] == early_phase_summary(run).early_jumps
 
     run = load_run(root / "depth")
     figure = plot_depth(run)
     learning = next(line for line in figure.axes[0].lines if line.get_label() == "update/weight (learning)")
-    per_block = depth_summary(ratio_summary(run, "update_ratio_grad/")["per_parameter_median"])["per_block"]
+    per_block = depth_summary(ratio_summary(run, "update_ratio_grad/").per_parameter_median).per_block
     assert list(learning.get_xdata()) == sorted(per_block)
     assert np.allclose(learning.get_ydata(), [per_block[b] for b in sorted(per_block)])
 
@@ -332,14 +332,14 @@ def test_depth_trend_is_measured_per_block():
         return {f"h.{i}.{kind}.weight": v for i, v in enumerate(values) for kind in ("attn.c_attn", "mlp.c_fc")}
 
     flat = depth_summary(blocks([1e-3, 1.1e-3, 0.9e-3, 1e-3]) | {"wte.weight": 1e-5})
-    assert flat["flat"] and flat["starved"] is None and abs(flat["trend_decades"]) < 0.1
+    assert flat.flat and flat.starved is None and abs(flat.trend_decades) < 0.1
     starved_input = depth_summary(blocks([1e-6, 1e-5, 1e-4, 1e-3]))
-    assert starved_input["starved"] == "first" and starved_input["trend_decades"] == pytest.approx(3.0)
+    assert starved_input.starved == "first" and starved_input.trend_decades == pytest.approx(3.0)
     starved_output = depth_summary(blocks([1e-3, 1e-4, 1e-5]))
-    assert starved_output["starved"] == "last" and starved_output["trend_decades"] == pytest.approx(-2.0)
+    assert starved_output.starved == "last" and starved_output.trend_decades == pytest.approx(-2.0)
     mild = depth_summary(blocks([1e-3, 2e-3, 4e-3]))
-    assert not mild["flat"] and mild["starved"] is None
-    assert depth_summary(blocks([1e-3, 1e-6])) == {"blocks": 2}  # two blocks: no trend can be told
+    assert not mild.flat and mild.starved is None
+    assert depth_summary(blocks([1e-3, 1e-6])).to_dict() == {"blocks": 2}  # two blocks: no trend can be told
 
 
 # ----------------------------------------------------------------------------------------------- right at 124M

@@ -179,12 +179,12 @@ def test_a_noisy_gradient_norm_is_not_a_spike_but_an_outlier_in_a_quiet_stretch_
     noisy = 0.97 * np.exp(0.3 * rng.standard_normal(400))
     noisy[249] = 1.87  # 1.93x the median, inside the run's own noise
     found = robust_outliers(steps, noisy, 1.0, log=True)
-    assert 250 not in found["steps"] and not found["steps"]
+    assert 250 not in found.steps and not found.steps
     quiet = 0.97 * np.exp(0.02 * rng.standard_normal(400))
     quiet[249] = 1.87  # the same value where the norm hardly moves: z ~ 30, but under 2x its level
-    assert robust_outliers(steps, quiet, 1.0, log=True)["steps"] == []
+    assert robust_outliers(steps, quiet, 1.0, log=True).steps == []
     quiet[249] = 4.0  # 4x the level where the norm hardly moves
-    assert robust_outliers(steps, quiet, 1.0, log=True)["steps"] == [250]
+    assert robust_outliers(steps, quiet, 1.0, log=True).steps == [250]
     report = report_of(tmp_path, PLANTS["noisy_grad_norm"]())
     assert report["grad_spikes"]["after_warmup"] == [] and "grad_norm_spikes" not in ids(report)
 
@@ -194,18 +194,18 @@ def test_a_falling_trend_and_the_early_phase_neither_make_nor_hide_spikes():
     steps = np.arange(1, 501, dtype=float)
     # a fast exponential fall with 1% noise: no spike anywhere, the steep start included
     loss = 3 + 8 * np.exp(-steps / 25) + 0.03 * rng.standard_normal(500)
-    assert robust_outliers(steps, loss, 0.05)["steps"] == []
+    assert robust_outliers(steps, loss, 0.05).steps == []
     # a very noisy early phase (0.5 nats) and a quiet later one (0.02): a 0.4-nat spike at step 400 is found
     # (a global noise estimate from the whole run would hide it), and the early noise flags nothing
     noise = np.where(steps < 100, 0.5, 0.02) * rng.standard_normal(500)
     loss = 3 + 8 * np.exp(-steps / 25) + noise
     loss[399] += 0.4
-    assert robust_outliers(steps, loss, 0.05)["steps"] == [400]
+    assert robust_outliers(steps, loss, 0.05).steps == [400]
     # a flat, noiseless curve: only the minimum relative size decides (MAD 0), so a 1% bump is not a spike
     flat = np.full(200, 3.0)
     flat[100] = 3.03
     flat[150] = 4.0
-    assert robust_outliers(np.arange(1, 201, dtype=float), flat, 0.05)["steps"] == [151]
+    assert robust_outliers(np.arange(1, 201, dtype=float), flat, 0.05).steps == [151]
 
 
 # ----------------------------------------------------------------------------------------------- 4. update ratios
@@ -322,7 +322,7 @@ def test_records_of_abandoned_steps_are_not_the_runs(reports, tmp_path):
     plant.extra = {"run/settings_changed": {120: 1.0}}
     summary = summarize(plant.build(tmp_path))
     assert [c["step"] for c in summary.changes] == [120] and summary.explained(125)
-    assert [c["step"] for c in summary.abandoned["changes"]] == [102]
+    assert [c["step"] for c in summary.abandoned.changes] == [102]
 
 
 def test_a_second_rollback_to_an_earlier_step_abandons_the_first(tmp_path):
@@ -334,7 +334,7 @@ def test_a_second_rollback_to_an_earlier_step_abandons_the_first(tmp_path):
                              {"step": 45, "action": "skip"}])
     summary = summarize(run)
     assert [(r["action"], r["step"]) for r in summary.interventions] == [("rollback", 59), ("skip", 45)]
-    assert len(summary.abandoned["interventions"]) == 3
+    assert len(summary.abandoned.interventions) == 3
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -370,3 +370,27 @@ def test_records_already_moved_out_by_the_writer_read_the_same(tmp_path):
     assert "not counted" not in guard
     assert finding(report, "settings_changed")["evidence"].startswith(
         "at step 100 (a spike-guard rollback to a checkpoint written under other settings): train.max_lr")
+
+
+# ----------------------------------------------------------------------------------------------- 7. a new finding
+def test_a_new_finding_is_one_rule_function(tmp_path, monkeypatch):
+    """A rule is one function reading the summary's typed fields (and the findings before it); put in the rules'
+    list, its finding is in report.json and report.md, and the verdict and the healthy finding take it into account."""
+    from training.analysis import report as report_module
+    from training.analysis.report import Finding, FindingId
+
+    def tokens_per_step_rule(s, found):
+        if s.tokens.tokens_per_step is None or found.has(FindingId.LR_TOO_HIGH):
+            return None
+        return Finding("tokens_per_step_noted", "warning", "Tokens per step noted",
+                       f"{s.tokens.tokens_per_step:g} tokens per step over {s.loss.steps} steps.")
+
+    rules = report_module.RULES
+    monkeypatch.setattr(report_module, "RULES", [*rules[:-1], tokens_per_step_rule, rules[-1]])  # before healthy
+    report = report_of(tmp_path, tiny_cpu())
+    assert finding(report, "tokens_per_step_noted")["evidence"] == "512 tokens per step over 400 steps."
+    assert report["verdict"] == "learning, with warnings: tokens per step noted" and "healthy" not in ids(report)
+    assert ("- **Tokens per step noted** (warning, `tokens_per_step_noted`): 512 tokens per step over 400 steps."
+            in render_markdown(report, []))
+    monkeypatch.undo()
+    assert "tokens_per_step_noted" not in ids(report_of(tmp_path, tiny_cpu()))

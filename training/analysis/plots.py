@@ -135,8 +135,8 @@ def plot_early_phase(run: Run):
     ax.plot(steps, trace, color="tab:purple", marker="o", markersize=3, linewidth=1.4,
             label="median update/weight ratio")
     ax.axhline(RATIO_UNSTABLE, color="tab:purple", linestyle="--", linewidth=1, label=f"{RATIO_UNSTABLE:g}")
-    if early.get("settle_step") is not None:
-        ax.axvline(early["settle_step"], color="gray", linestyle=":", label=f"settled: step {early['settle_step']}")
+    if early is not None and early.settle_step is not None:
+        ax.axvline(early.settle_step, color="gray", linestyle=":", label=f"settled: step {early.settle_step}")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("update / weight (median over matrices)")
@@ -144,9 +144,8 @@ def plot_early_phase(run: Run):
     loss_steps, loss = run.series(Tags.TRAIN_LOSS)
     loss_ax.plot(loss_steps, loss, color="goldenrod", alpha=0.5, linewidth=0.8, label="train loss")
     at = dict(zip(loss_steps.astype(int).tolist(), loss.tolist()))
-    for key, color, name in (("early_jumps", "red", "loss jump, early phase"), ("late_jumps", "black",
-                                                                                 "loss jump, later")):
-        jumps = early.get(key, [])
+    for jumps, color, name in ((early.early_jumps if early else [], "red", "loss jump, early phase"),
+                               (early.late_jumps if early else [], "black", "loss jump, later")):
         if jumps:
             loss_ax.scatter(jumps, [at[j] for j in jumps], color=color, zorder=3, s=25, label=name)
     loss_ax.set_ylabel("train loss (nats)")
@@ -167,13 +166,13 @@ def plot_depth(run: Run):
               ("std(grad)/std(weight) (raw)", ratio_summary(run, Tags.GRAD_RATIO), "tab:blue"))
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, summary, color in series:
-        depth = depth_summary(summary.get("per_parameter_median", {})) if summary else {}
-        if "per_block" not in depth:
+        depth = depth_summary(summary.per_parameter_median) if summary else None
+        if depth is None or depth.per_block is None:
             continue
-        blocks = sorted(depth["per_block"])
-        ax.plot(blocks, [depth["per_block"][b] for b in blocks], color=color, marker="o", linewidth=1.4, label=name)
-        ax.plot(blocks, [depth["fitted"][b] for b in blocks], color=color, linestyle="--", linewidth=1,
-                label=f"trend: {depth['trend_decades']:+.2f} decades")
+        blocks = sorted(depth.per_block)
+        ax.plot(blocks, [depth.per_block[b] for b in blocks], color=color, marker="o", linewidth=1.4, label=name)
+        ax.plot(blocks, [depth.fitted[b] for b in blocks], color=color, linestyle="--", linewidth=1,
+                label=f"trend: {depth.trend_decades:+.2f} decades")
     if not ax.lines:
         ax.text(0.5, 0.5, f"fewer than {MIN_BLOCKS_FOR_DEPTH} transformer blocks with logged ratios:\nno trend with "
                 "depth can be told", transform=ax.transAxes, ha="center", va="center", fontsize=11)

@@ -4,81 +4,107 @@ import json
 from pathlib import Path
 
 from .formatting import fmt, listed
+from .ids import VerdictId
+from .summaries import RunSummary
 from .thresholds import RATIO_UNSTABLE
 
 
 def render_markdown(report: dict, plots: list[str]) -> str:
-    loss, tokens, ref = report["loss"], report["tokens"], report["reference"]
+    """report.md from a report (``report.build_report``, the dict report.json holds): the verdict, the findings, a
+    table of the numbers (read from the summary's typed sections), the forecast and the plots."""
     lines = [f"# Run report: {report['run']}", ""]
     if report.get("verdict"):
         lines += [f"**Verdict: {report['verdict']}.**", ""]
-    lines += ["## Findings", ""]
+    lines += finding_lines(report)
+    summary = RunSummary.from_report(report)
+    lines += ["", "## Numbers", "", "| quantity | value |", "| --- | --- |"]
+    lines += curve_rows(summary) + step_rows(summary) + phase_rows(summary)
+    lines += forecast_lines(report)
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def finding_lines(report: dict) -> list[str]:
+    """Each finding with its evidence and recommendation; the advice priority when some advice turns a setting."""
+    lines = ["## Findings", ""]
     for f in report["findings"]:
         lines.append(f"- **{f['title']}** ({f['severity']}, `{f['id']}`): {f['evidence']}")
         if f["recommendation"]:
             lines.append(f"  - Recommendation: {f['recommendation']}")
     if report.get("advice_priority") and any(f.get("actions") for f in report["findings"]):
         lines += ["", f"_{report['advice_priority']}_"]
-    lines += ["", "## Numbers", "",
-              "| quantity | value |", "| --- | --- |",
-              f"| initial train loss / ln(vocab) | {fmt(loss['initial_train_loss'])} / {fmt(loss['uniform_loss'])} |",
-              f"| final train loss (smoothed) | {fmt(loss['final_train_loss_smoothed'])} |",
-              f"| final / best validation loss | {fmt(loss.get('final_val_loss'))} / {fmt(loss.get('min_val_loss'))}"
-              f" (step {loss.get('min_val_step', 'n/a')}) |",
-              f"| steps, tokens per step | {fmt(loss['steps'])}, {fmt(tokens['tokens_per_step'])} |",
-              f"| total tokens | {fmt(tokens['total_tokens'])} |",
-              f"| dataset tokens, fraction used, steps per epoch | {fmt(tokens['dataset_tokens'])}, "
-              f"{fmt(tokens.get('fraction_of_dataset'))}, {fmt(tokens.get('steps_per_epoch'))} |",
-              f"| reference loss | {fmt(ref['reference_loss'])} ({ref['reference_source'] or 'none given'}) |",
-              f"| reference reached (val / train) at step | {fmt(ref.get('val_crossing_step'), 5)} / "
-              f"{fmt(ref.get('train_crossing_step'), 5)} |",
-              f"| ... at tokens | {fmt(ref.get('val_crossing_tokens'))} / {fmt(ref.get('train_crossing_tokens'))} |"]
-    grad = report["grad_norm"]
+    return lines
+
+
+def curve_rows(s: RunSummary) -> list[str]:
+    """The table's rows of the loss curves, the tokens and the reference loss (every run has them)."""
+    loss, tokens, ref = s.loss, s.tokens, s.reference
+    return [f"| initial train loss / ln(vocab) | {fmt(loss.initial_train_loss)} / {fmt(loss.uniform_loss)} |",
+            f"| final train loss (smoothed) | {fmt(loss.final_train_loss_smoothed)} |",
+            f"| final / best validation loss | {fmt(loss.final_val_loss)} / {fmt(loss.min_val_loss)}"
+            f" (step {loss.min_val_step if loss.min_val_step is not None else 'n/a'}) |",
+            f"| steps, tokens per step | {fmt(loss.steps)}, {fmt(tokens.tokens_per_step)} |",
+            f"| total tokens | {fmt(tokens.total_tokens)} |",
+            f"| dataset tokens, fraction used, steps per epoch | {fmt(tokens.dataset_tokens)}, "
+            f"{fmt(tokens.fraction_of_dataset)}, {fmt(tokens.steps_per_epoch)} |",
+            f"| reference loss | {fmt(ref.reference_loss)} ({ref.reference_source or 'none given'}) |",
+            f"| reference reached (val / train) at step | {fmt(ref.val_crossing_step, 5)} / "
+            f"{fmt(ref.train_crossing_step, 5)} |",
+            f"| ... at tokens | {fmt(ref.val_crossing_tokens)} / {fmt(ref.train_crossing_tokens)} |"]
+
+
+def step_rows(s: RunSummary) -> list[str]:
+    """The rows of the optimizer's steps: gradient norm, ratios, update ratios against their expected scale, spikes
+    (each only when logged)."""
+    lines = []
+    grad = s.grad_norm
     if grad:
-        lines.append(f"| grad norm: initial peak, median after warmup, clipped | {fmt(grad['initial_peak'])}, "
-                     f"{fmt(grad['median_after_warmup'])}, {fmt(100 * grad['clipped_fraction'], 3)}% |")
-    for key, title in (("update_ratio", "update/weight ratio"), ("grad_ratio", "std(grad)/std(w)")):
-        if report[key]:
-            lines.append(f"| {title}: median (min-max over parameters) | {fmt(report[key]['overall_median'])} "
-                         f"({fmt(report[key]['min'])}-{fmt(report[key]['max'])}) |")
-    for group, g in ((report.get("expectation") or {}).get("groups") or {}).items():
+        lines.append(f"| grad norm: initial peak, median after warmup, clipped | {fmt(grad.initial_peak)}, "
+                     f"{fmt(grad.median_after_warmup)}, {fmt(100 * grad.clipped_fraction, 3)}% |")
+    for ratio, title in ((s.update_ratio, "update/weight ratio"), (s.grad_ratio, "std(grad)/std(w)")):
+        if ratio:
+            lines.append(f"| {title}: median (min-max over parameters) | {fmt(ratio.overall_median)} "
+                         f"({fmt(ratio.min)}-{fmt(ratio.max)}) |")
+    for group, g in (s.expectation.groups if s.expectation else {}).items():
         lines.append(f"| {group}: median update ratio / expected scale ({'0.2 x ' if group == 'muon' else ''}lr/rms(w))"
-                     f", consistency (range) | {fmt(g['median_ratio'])} / {fmt(g['median_expected'])}, "
-                     f"{fmt(g['median_consistency'], 2)} ({fmt(g['band'][0], 2)}-{fmt(g['band'][1], 3)}) |")
-    lines.append(f"| loss spikes | {len(report['spikes']['spike_steps'])} |")
-    regime = report.get("regime") or {}
-    if regime:
+                     f", consistency (range) | {fmt(g.median_ratio)} / {fmt(g.median_expected)}, "
+                     f"{fmt(g.median_consistency, 2)} ({fmt(g.band[0], 2)}-{fmt(g.band[1], 3)}) |")
+    lines.append(f"| loss spikes | {len(s.spikes.spike_steps)} |")
+    return lines
+
+
+def phase_rows(s: RunSummary) -> list[str]:
+    """The rows of the run's course: its regime, the peak learning rate held, the early phase, learning by depth and
+    the gradient noise scale (each only when known)."""
+    lines = []
+    if regime := s.regime:
         lines.append(f"| epochs started / data read more than once / train, validation trend (later half) | "
-                     f"{fmt(regime.get('epochs_started'))} / {'yes' if regime.get('repeated_data') else 'no'} / "
-                     f"{regime.get('train_trend')}, {regime.get('val_trend', 'n/a')} |")
-    hold = report.get("peak_hold") or {}
-    if hold:
+                     f"{fmt(regime.epochs_started)} / {'yes' if regime.repeated_data else 'no'} / "
+                     f"{regime.train_trend}, {regime.val_trend if regime.val_trend is not None else 'n/a'} |")
+    if hold := s.peak_hold:
         lines.append(f"| peak learning rate reached at step, steps held before the first trouble (step), held stably |"
-                     f" {hold['reached_step']}, {hold['held_steps']} ({fmt(hold['first_trouble_step'])}), "
-                     f"{'yes' if hold['held_stably'] else 'no'} |")
-    early = report["early_phase"]
-    if early:
+                     f" {hold.reached_step}, {hold.held_steps} ({fmt(hold.first_trouble_step)}), "
+                     f"{'yes' if hold.held_stably else 'no'} |")
+    if early := s.early_phase:
         lines.append(f"| early phase: peak median update ratio (step), settled below {fmt(RATIO_UNSTABLE)} at step, "
-                     f"loss jumps before / after | {fmt(early['peak_ratio'])} ({early['peak_ratio_step']}), "
-                     f"{fmt(early['settle_step'])}, {listed([str(x) for x in early['early_jumps']]) or 'none'} / "
-                     f"{listed([str(x) for x in early['late_jumps']]) or 'none'} |")
-    depth = report["depth"]["learning"]
-    if "trend_decades" in depth:
-        lines.append(f"| learning ratio by depth: block {depth['first_block']} / block {depth['last_block']}, trend "
-                     f"| {fmt(depth['per_block'][depth['first_block']])} / {fmt(depth['per_block'][depth['last_block']])}"
-                     f", {fmt(depth['trend_decades'], 2)} decades |")
-    noise = report.get("noise_scale") or {}
-    if noise.get("undefined"):
-        lines.append(f"| gradient noise scale B_simple | undefined at all {noise['measurements']} measurements "
+                     f"loss jumps before / after | {fmt(early.peak_ratio)} ({early.peak_ratio_step}), "
+                     f"{fmt(early.settle_step)}, {listed([str(x) for x in early.early_jumps]) or 'none'} / "
+                     f"{listed([str(x) for x in early.late_jumps]) or 'none'} |")
+    depth = s.depth.learning
+    if depth.trend_decades is not None:
+        lines.append(f"| learning ratio by depth: block {depth.first_block} / block {depth.last_block}, trend "
+                     f"| {fmt(depth.per_block[depth.first_block])} / {fmt(depth.per_block[depth.last_block])}"
+                     f", {fmt(depth.trend_decades, 2)} decades |")
+    noise = s.noise_scale
+    if noise and noise.undefined:
+        lines.append(f"| gradient noise scale B_simple | undefined at all {noise.measurements} measurements "
                      "(|G|^2 estimate <= 0) |")
     elif noise:
         lines.append(f"| gradient noise scale B_simple (later half, median) / tokens per step | "
-                     f"{fmt(noise['median_later'])} / {fmt(noise['tokens_per_step'])} "
-                     f"({fmt(noise['batch_over_noise'], 3)}x) |")
-    lines += forecast_lines(report)
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
-    return "\n".join(lines) + "\n"
+                     f"{fmt(noise.median_later)} / {fmt(noise.tokens_per_step)} "
+                     f"({fmt(noise.batch_over_noise, 3)}x) |")
+    return lines
 
 
 def forecast_lines(report: dict) -> list[str]:
@@ -106,7 +132,7 @@ def forecast_lines(report: dict) -> list[str]:
                                                                               else "") + ".")]
     if forecast.get("advice"):
         lines += ["", f"To make it trustworthy: {forecast['advice']}"]
-    if report.get("verdict_id") == "memorising":
+    if report.get("verdict_id") == VerdictId.MEMORISING:
         lines += ["", "Caution: the run memorises its data (see the verdict). The law fitted here assumes fresh data; "
                   "forecasts of longer runs over the same data describe the training curve, not validation."]
     rows = [own, *forecast.get("horizons", [])]

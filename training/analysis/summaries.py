@@ -1,16 +1,47 @@
 """The numbers the report and plots rest on, computed from a ``Run``'s scalars, and ``RunSummary``, the data model
-the report's rules read (one section per signal)."""
+the report's rules read: one typed section per signal (``summary_types.py``, which states the convention: a section
+the run did not log is None, a field it did not log is None)."""
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
+from typing import Any, get_type_hints
 
 import numpy as np
 
 from ..config_fields import flatten
 from ..layout import Tags
 from .runs import Run
+from .summary_types import (
+    Abandoned,
+    Depth,
+    DepthTrend,
+    EarlyPhase,
+    Expectation,
+    ExpectedRatio,
+    GapSummary,
+    GradNormSummary,
+    GradSpikes,
+    GroupExpectation,
+    Guard,
+    LossSpikes,
+    LossSummary,
+    Movement,
+    NoiseScale,
+    Outliers,
+    PeakHold,
+    RatioSummary,
+    ReferenceSummary,
+    Regime,
+    Scenario,
+    SpikeDetail,
+    TokenSummary,
+    Trend,
+    WeightSummary,
+    plain,
+    typed,
+)
 from .thresholds import (
     BARELY_MOVES,
     CHANGE_SETTLE_STEPS,
@@ -97,39 +128,38 @@ def finite_smoothed(loss: np.ndarray) -> np.ndarray:
     return ema(np.where(finite, loss, loss[finite].max() if finite.any() else 0.0))
 
 
-def loss_summary(run: Run) -> dict:
+def loss_summary(run: Run) -> LossSummary:
     steps, loss = run.series(Tags.TRAIN_LOSS)
     finite = np.isfinite(loss)
     uniform, expected, standard = expected_initial_loss(run)
     initial = float(loss[0]) if len(loss) else None
     smooth = finite_smoothed(loss)
-    summary = {"initial_train_loss": initial, "uniform_loss": uniform, "expected_initial_loss": expected,
-               "standard_initial_loss": standard,
-               "initial_minus_uniform": None if initial is None else initial - uniform,
-               "initial_minus_expected": None if initial is None else initial - expected,
-               "final_train_loss_smoothed": float(smooth[-1]) if len(smooth) else None,
-               "min_train_loss_smoothed": float(np.nanmin(smooth)) if len(smooth) else None,
-               "steps": int(steps[-1]) if len(steps) else 0, "nonfinite_steps": int((~finite).sum()),
-               "first_nonfinite_step": int(steps[~finite][0]) if (~finite).any() else None,
-               **divergence_onset(steps, smooth)}
     val_steps, val = run.series(Tags.VAL_LOSS)
-    if len(val):
-        best = int(np.argmin(val))
-        summary.update({"initial_val_loss": float(val[0]), "final_val_loss": float(val[-1]),
-                        "min_val_loss": float(val[best]), "min_val_step": int(val_steps[best]),
-                        "last_val_step": int(val_steps[-1]), "val_evaluations": int(len(val))})
-    return summary
+    best = int(np.argmin(val)) if len(val) else None
+    low_step, onset = divergence_onset(steps, smooth)
+    return LossSummary(
+        initial_train_loss=initial, uniform_loss=uniform, expected_initial_loss=expected,
+        standard_initial_loss=standard, initial_minus_uniform=None if initial is None else initial - uniform,
+        initial_minus_expected=None if initial is None else initial - expected,
+        final_train_loss_smoothed=float(smooth[-1]) if len(smooth) else None,
+        min_train_loss_smoothed=float(np.nanmin(smooth)) if len(smooth) else None,
+        steps=int(steps[-1]) if len(steps) else 0, nonfinite_steps=int((~finite).sum()),
+        first_nonfinite_step=int(steps[~finite][0]) if (~finite).any() else None,
+        min_train_loss_step=low_step, divergence_onset_step=onset,
+        **({} if best is None else dict(
+            initial_val_loss=float(val[0]), final_val_loss=float(val[-1]), min_val_loss=float(val[best]),
+            min_val_step=int(val_steps[best]), last_val_step=int(val_steps[-1]), val_evaluations=int(len(val)))))
 
 
-def divergence_onset(steps: np.ndarray, smooth: np.ndarray) -> dict:
+def divergence_onset(steps: np.ndarray, smooth: np.ndarray) -> tuple[int | None, int | None]:
     """Where the smoothed loss reached its minimum and the first step after it at which it stood DIVERGENCE_RISE / 2
-    above (the onset of a climb), with the length of the stable stretch before the minimum."""
+    above (the onset of a climb, None if none); (None, None) without a loss."""
     if not len(smooth):
-        return {}
+        return None, None
     low = int(np.nanargmin(smooth))
     above = np.flatnonzero(smooth[low:] > smooth[low] + DIVERGENCE_RISE / 2)
     onset = int(steps[low + above[0]]) if len(above) else None
-    return {"min_train_loss_step": int(steps[low]), "divergence_onset_step": onset}
+    return int(steps[low]), onset
 
 
 def tokens_at(run: Run, step: float | None) -> float | None:
@@ -138,10 +168,9 @@ def tokens_at(run: Run, step: float | None) -> float | None:
     return float(step * run.tokens_per_step)
 
 
-def reference_summary(run: Run) -> dict:
-    out = {"reference_loss": run.reference_loss, "reference_source": run.reference_source}
+def reference_summary(run: Run) -> ReferenceSummary:
     if run.reference_loss is None:
-        return out
+        return ReferenceSummary(reference_loss=None, reference_source=run.reference_source)
     steps, loss = run.series(Tags.TRAIN_LOSS)
     val_steps, val = run.series(Tags.VAL_LOSS)
     # Within REFERENCE_TOLERANCE counts as reached: the same model measured twice agrees to about that much.
@@ -152,63 +181,63 @@ def reference_summary(run: Run) -> dict:
         return found if found is not None else first_crossing(x, y, run.reference_loss + REFERENCE_TOLERANCE)
 
     train_cross, val_cross = crossing(steps, ema(loss)), crossing(val_steps, val)
-    out.update({"train_crossing_step": train_cross, "train_crossing_tokens": tokens_at(run, train_cross),
-                "val_crossing_step": val_cross, "val_crossing_tokens": tokens_at(run, val_cross)})
-    return out
+    return ReferenceSummary(reference_loss=run.reference_loss, reference_source=run.reference_source,
+                            train_crossing_step=train_cross, train_crossing_tokens=tokens_at(run, train_cross),
+                            val_crossing_step=val_cross, val_crossing_tokens=tokens_at(run, val_cross))
 
 
-def token_summary(run: Run) -> dict:
+def token_summary(run: Run) -> TokenSummary:
     steps, tokens = run.series(Tags.TRAIN_TOKENS_SEEN)
     total = float(tokens[-1]) if len(tokens) else None
-    out = {"tokens_per_step": run.tokens_per_step, "total_tokens": total, "dataset_tokens": run.dataset_tokens}
-    if run.dataset_tokens and total:
-        out["fraction_of_dataset"] = total / run.dataset_tokens
-        out["steps_per_epoch"] = run.dataset_tokens / run.tokens_per_step
+    known = bool(run.dataset_tokens and total)
     _, epoch = run.series(Tags.TRAIN_EPOCH)
-    out["epochs_started"] = int(epoch[-1]) + 1 if len(epoch) else None
-    return out
+    return TokenSummary(tokens_per_step=run.tokens_per_step, total_tokens=total, dataset_tokens=run.dataset_tokens,
+                        fraction_of_dataset=total / run.dataset_tokens if known else None,
+                        steps_per_epoch=run.dataset_tokens / run.tokens_per_step if known else None,
+                        epochs_started=int(epoch[-1]) + 1 if len(epoch) else None)
 
 
-def gap_summary(run: Run) -> dict:
+def gap_summary(run: Run) -> GapSummary:
     """Validation minus smoothed training loss at every evaluation, and its trend over the second half."""
     steps, loss = run.series(Tags.TRAIN_LOSS)
     val_steps, val = run.series(Tags.VAL_LOSS)
     if len(val) < 2 or len(loss) == 0:
-        return {"evaluations": int(len(val))}
+        return GapSummary(evaluations=int(len(val)))
     smooth = ema(loss)
     train_at = np.interp(val_steps, steps, smooth)
     gap = val - train_at
     half = len(gap) // 2
-    return {"evaluations": int(len(val)), "gap_steps": val_steps.tolist(), "gap": gap.tolist(),
-            "gap_final": float(gap[-1]), "gap_mid": float(gap[half]), "gap_change_second_half":
-            float(gap[-1] - gap[half]), "val_rise_from_min": float(val[-1] - val.min()),
-            "train_change_after_val_min": float(train_at[-1] - train_at[int(np.argmin(val))])}
+    return GapSummary(evaluations=int(len(val)), gap_steps=val_steps.tolist(), gap=gap.tolist(),
+                      gap_final=float(gap[-1]), gap_mid=float(gap[half]),
+                      gap_change_second_half=float(gap[-1] - gap[half]), val_rise_from_min=float(val[-1] - val.min()),
+                      train_change_after_val_min=float(train_at[-1] - train_at[int(np.argmin(val))]))
 
 
-def grad_norm_summary(run: Run) -> dict:
+def grad_norm_summary(run: Run) -> GradNormSummary | None:
     steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
     finite = np.isfinite(norm)
     if not finite.any():
-        return {}
+        return None
     steps, norm = steps[finite], norm[finite]
     early = max(1, len(norm) // EARLY_FRACTION)
     warmup = int(run.settings.get("warmup_steps", 0) or 0)
     after_mask = steps > warmup
     after = norm[after_mask] if after_mask.any() else norm  # percentiles of all steps when none is after warmup
     clip = run.grad_clip
-    return {"initial_peak": float(norm[:early].max()), "initial_peak_step": int(steps[int(np.argmax(norm[:early]))]),
-            "median": float(np.median(norm)), "p10_after_warmup": float(np.percentile(after, 10)),
-            "p90_after_warmup": float(np.percentile(after, 90)), "median_after_warmup": float(np.median(after)),
-            "clip": clip, "clipped_fraction": float((norm > clip).mean()) if clip else 0.0,
-            "clipped_fraction_after_warmup": float((after > clip).mean()) if clip else 0.0,
-            "steps_after_warmup": int(after_mask.sum())}
+    return GradNormSummary(
+        initial_peak=float(norm[:early].max()), initial_peak_step=int(steps[int(np.argmax(norm[:early]))]),
+        median=float(np.median(norm)), p10_after_warmup=float(np.percentile(after, 10)),
+        p90_after_warmup=float(np.percentile(after, 90)), median_after_warmup=float(np.median(after)),
+        clip=clip, clipped_fraction=float((norm > clip).mean()) if clip else 0.0,
+        clipped_fraction_after_warmup=float((after > clip).mean()) if clip else 0.0,
+        steps_after_warmup=int(after_mask.sum()))
 
 
-def ratio_summary(run: Run, prefix: str) -> dict:
+def ratio_summary(run: Run, prefix: str) -> RatioSummary | None:
     """Per parameter: median ratio over the measurements after the first 10% of steps, and where it sits."""
     tags = run.tags(prefix)
     if not tags:
-        return {}
+        return None
     last_step = max(max(run.scalars[t]) for t in tags)
     per_param = {}
     for tag in tags:
@@ -219,17 +248,17 @@ def ratio_summary(run: Run, prefix: str) -> dict:
         if len(values):
             per_param[tag[len(prefix):]] = float(np.median(values))
     if not per_param:
-        return {}
+        return None
     medians = np.array(list(per_param.values()))
-    return {"per_parameter_median": per_param, "overall_median": float(np.median(medians)),
-            "zero": sorted(n for n, v in per_param.items() if v == 0),
-            "far_below": sorted(n for n, v in per_param.items() if v < FAR_BELOW),
-            "far_above": sorted(n for n, v in per_param.items() if v > FAR_ABOVE),
-            "min": float(medians.min()), "max": float(medians.max())}
+    return RatioSummary(per_parameter_median=per_param, overall_median=float(np.median(medians)),
+                        zero=sorted(n for n, v in per_param.items() if v == 0),
+                        far_below=sorted(n for n, v in per_param.items() if v < FAR_BELOW),
+                        far_above=sorted(n for n, v in per_param.items() if v > FAR_ABOVE),
+                        min=float(medians.min()), max=float(medians.max()))
 
 
 def robust_outliers(steps: np.ndarray, values: np.ndarray, min_relative: float, log: bool = False,
-                    z_threshold: float = SPIKE_Z) -> dict:
+                    z_threshold: float = SPIKE_Z) -> Outliers:
     """Steps whose value is an outlier against the run's own batch-to-batch noise (thresholds.py, "spikes"): more
     than ``z_threshold`` robust standard deviations of the local detrended residuals above the larger of the medians
     of the steps before and after it, and at least ``min_relative`` above that level. ``log``: judge the logarithm
@@ -240,7 +269,7 @@ def robust_outliers(steps: np.ndarray, values: np.ndarray, min_relative: float, 
     y = np.log(raw) if log else raw
     k, n = SPIKE_NEIGHBOURS, len(y)
     if n < k + SPIKE_MIN_RESIDUALS:
-        return {"steps": [], "detail": {}}
+        return Outliers(steps=[], detail={})
     level, residual = np.full(n, np.nan), np.full(n, np.nan)
     for i in range(n):
         before, after = y[max(0, i - k):i], y[i + 1:i + 1 + k]
@@ -265,28 +294,29 @@ def robust_outliers(steps: np.ndarray, values: np.ndarray, min_relative: float, 
         z = excess / sigma if sigma > 0 else (math.inf if excess > 0 else 0.0)
         if z > z_threshold and size >= min_relative:
             out.append(int(steps[i]))
-            detail[int(steps[i])] = {"value": float(raw[i]), "level": float(math.exp(level[i]) if log else level[i]),
-                                     "above": float(size), "z": float(min(z, 1e9))}
-    return {"steps": out, "detail": detail}
+            detail[int(steps[i])] = SpikeDetail(value=float(raw[i]),
+                                                level=float(math.exp(level[i]) if log else level[i]),
+                                                above=float(size), z=float(min(z, 1e9)))
+    return Outliers(steps=out, detail=detail)
 
 
-def grad_spike_summary(run: Run) -> dict:
+def grad_spike_summary(run: Run) -> GradSpikes:
     """Gradient-norm outliers after warmup (the early, large norms of warmup are expected and not counted), by the
     robust rule on the norm's logarithm (at least GRAD_SPIKE_MIN_RELATIVE above the local level)."""
     steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
     warmup = int(run.settings.get("warmup_steps", 0) or 0)
     found = robust_outliers(steps, norm, GRAD_SPIKE_MIN_RELATIVE, log=True)
-    spikes = [s for s in found["steps"] if s > warmup]
-    return {"after_warmup": spikes, "values": {s: found["detail"][s]["value"] for s in spikes},
-            "detail": {s: found["detail"][s] for s in spikes}}
+    spikes = [s for s in found.steps if s > warmup]
+    return GradSpikes(after_warmup=spikes, values={s: found.detail[s].value for s in spikes},
+                      detail={s: found.detail[s] for s in spikes})
 
 
-def weight_summary(run: Run) -> dict:
+def weight_summary(run: Run) -> WeightSummary | None:
     """How the weights' size evolves (RMS per matrix, first vs last measurement) and how much of each matrix's
     update is AdamW's decoupled weight decay (lr * wd, logged exactly) rather than gradient-driven."""
     rms_tags = run.tags(Tags.WEIGHT_RMS)
     if not rms_tags:
-        return {}
+        return None
     change = {}
     for tag in rms_tags:
         _, values = run.series(tag)
@@ -307,29 +337,39 @@ def weight_summary(run: Run) -> dict:
     def median(values: dict) -> float | None:
         return float(np.median(list(values.values()))) if values else None
 
-    return {"rms_change": change, "median_rms_change": median(change), "decay_share": decay_share,
-            "median_decay_share": median(decay_share), "decay_vs_gradient": decay_vs_gradient,
-            "median_decay_vs_gradient": median(decay_vs_gradient)}
+    return WeightSummary(rms_change=change, median_rms_change=median(change), decay_share=decay_share,
+                         median_decay_share=median(decay_share), decay_vs_gradient=decay_vs_gradient,
+                         median_decay_vs_gradient=median(decay_vs_gradient))
 
 
-def spike_summary(run: Run) -> dict:
+def spike_summary(run: Run) -> LossSpikes:
     """Loss spikes by the robust rule (thresholds.py, "spikes"), always computed here from the logged loss; where
     the spike_detector callback ran, the steps it flagged by its own mean/std rule are listed beside them."""
     steps, loss = run.series(Tags.TRAIN_LOSS)
     found = robust_outliers(steps, loss, LOSS_SPIKE_MIN_RELATIVE)
-    out = {"source": f"loss more than {fmt_plain(SPIKE_Z)} robust standard deviations of its local batch-to-batch "
-                     f"noise and at least {fmt_plain(100 * LOSS_SPIKE_MIN_RELATIVE)}% above the median of the steps "
-                     "around it", "spike_steps": found["steps"], "detail": found["detail"]}
-    if run.has(Tags.SPIKE_IS_SPIKE):
-        out["detector_steps"] = [int(s) for s, v in run.scalars[Tags.SPIKE_IS_SPIKE].items() if v > 0]
-    return out
+    detector = ([int(s) for s, v in run.scalars[Tags.SPIKE_IS_SPIKE].items() if v > 0]
+                if run.has(Tags.SPIKE_IS_SPIKE) else None)
+    return LossSpikes(source=f"loss more than {fmt_plain(SPIKE_Z)} robust standard deviations of its local "
+                             f"batch-to-batch noise and at least {fmt_plain(100 * LOSS_SPIKE_MIN_RELATIVE)}% above the "
+                             "median of the steps around it",
+                      spike_steps=found.steps, detail=found.detail, detector_steps=detector)
 
 
 def fmt_plain(value: float) -> str:
     return f"{value:g}"
 
 
-def loss_jumps(run: Run) -> dict:
+@dataclass(frozen=True)
+class LossJumps:
+    """``loss_jumps``' result: the steps, the limit, and each jump's size and gradient norm."""
+
+    steps: list[int]  # the jumps' steps
+    threshold: float | None  # the limit in nats (None: too few steps)
+    excess: dict[int, float] = field(default_factory=dict)  # step -> nats above the steps around it
+    grad_norm: dict[int, float] = field(default_factory=dict)  # step -> the gradient norm there
+
+
+def loss_jumps(run: Run) -> LossJumps:
     """Steps where the optimizer pushed the weights somewhere worse: the loss stands out above the medians of the
     steps on both sides (so a falling trend does not count) and the gradient norm is large at the same step (so a
     hard batch, which raises the loss alone, does not count). Thresholds in ``thresholds.py``."""
@@ -337,7 +377,7 @@ def loss_jumps(run: Run) -> dict:
     grad_steps, norm = run.series(Tags.TRAIN_GRAD_NORM)
     k = JUMP_NEIGHBOURS
     if len(loss) < 2 * k + 1 or not len(norm):
-        return {"steps": [], "threshold": None}
+        return LossJumps(steps=[], threshold=None)
     loss = np.where(np.isfinite(loss), loss, np.nanmax(loss[np.isfinite(loss)], initial=0) + 10 * JUMP_MIN_NATS)
     excess = np.full(len(loss), np.nan)
     for i in range(len(loss)):
@@ -351,9 +391,9 @@ def loss_jumps(run: Run) -> dict:
     grad_limit = JUMP_GRAD_FACTOR * float(np.median(norm[np.isfinite(norm)]))
     jumps = [int(s) for s, e in zip(steps, excess)
              if e >= threshold and not grad_at.get(int(s), math.inf) < grad_limit]
-    return {"steps": jumps, "threshold": threshold,
-            "excess": {int(s): float(e) for s, e in zip(steps, excess) if int(s) in jumps},
-            "grad_norm": {s: grad_at.get(s, math.nan) for s in jumps}}
+    return LossJumps(steps=jumps, threshold=threshold,
+                     excess={int(s): float(e) for s, e in zip(steps, excess) if int(s) in jumps},
+                     grad_norm={s: grad_at.get(s, math.nan) for s in jumps})
 
 
 def median_ratio_trace(run: Run, prefix: str = Tags.UPDATE_RATIO) -> tuple[np.ndarray, np.ndarray]:
@@ -366,14 +406,14 @@ def median_ratio_trace(run: Run, prefix: str = Tags.UPDATE_RATIO) -> tuple[np.nd
     return np.array(steps), np.array(medians, dtype=float)
 
 
-def early_phase_summary(run: Run) -> dict:
+def early_phase_summary(run: Run) -> EarlyPhase | None:
     """The phase at the start in which Adam's steps are large relative to the weights (early gradients agree from
     step to step, so Adam's normalised step is close to the full learning rate) and whether the run was damaged
     in it: where the median update ratio was above RATIO_UNSTABLE, when it settled below for good, and the loss
     jumps before and after that."""
     steps, trace = median_ratio_trace(run)
     if not len(trace):
-        return {}
+        return None
     peak = int(np.nanargmax(trace))
     above = np.flatnonzero(trace > RATIO_UNSTABLE)
     settle = None
@@ -381,16 +421,16 @@ def early_phase_summary(run: Run) -> dict:
         settle = int(steps[above[-1] + 1])
     jumps = loss_jumps(run)
     boundary = settle if settle is not None else (math.inf if len(above) else 0)
-    out = {"peak_ratio": float(trace[peak]), "peak_ratio_step": int(steps[peak]), "settle_step": settle,
-           "overshoot": bool(len(above)), "jump_threshold": jumps["threshold"],
-           "early_jumps": [s for s in jumps["steps"] if s <= boundary],
-           "late_jumps": [s for s in jumps["steps"] if s > boundary],
-           "jump_excess": jumps.get("excess", {}), "jump_grad_norm": jumps.get("grad_norm", {})}
     lr_steps, lr = run.series(Tags.TRAIN_LR)
+    peak_lr = max_after = None  # without a settle step or a logged learning rate: not known
     if settle is not None and len(lr):
         later = lr[lr_steps >= settle]
-        out["peak_lr"], out["max_lr_after_settle"] = float(lr.max()), float(later.max()) if len(later) else None
-    return out
+        peak_lr, max_after = float(lr.max()), float(later.max()) if len(later) else None
+    return EarlyPhase(peak_ratio=float(trace[peak]), peak_ratio_step=int(steps[peak]), settle_step=settle,
+                      overshoot=bool(len(above)), jump_threshold=jumps.threshold,
+                      early_jumps=[s for s in jumps.steps if s <= boundary],
+                      late_jumps=[s for s in jumps.steps if s > boundary], jump_excess=jumps.excess,
+                      jump_grad_norm=jumps.grad_norm, peak_lr=peak_lr, max_lr_after_settle=max_after)
 
 
 _MATRIX = re.compile(r"^h\.(\d+)\.(.+)\.weight$")
@@ -402,7 +442,7 @@ def block_and_kind(name: str) -> tuple[int | None, str]:
     return (int(match[1]), match[2]) if match else (None, "embeddings")
 
 
-def depth_summary(per_parameter: dict[str, float]) -> dict:
+def depth_summary(per_parameter: dict[str, float]) -> DepthTrend:
     """How a per-matrix ratio depends on depth: the median of each transformer block's matrices, and the change
     from the first to the last block of a least-squares line through log10 of those medians (in decades)."""
     blocks: dict[int, list[float]] = {}
@@ -411,16 +451,16 @@ def depth_summary(per_parameter: dict[str, float]) -> dict:
         if block is not None and value > 0:
             blocks.setdefault(block, []).append(value)
     if len(blocks) < MIN_BLOCKS_FOR_DEPTH:
-        return {"blocks": len(blocks)}
+        return DepthTrend(blocks=len(blocks))
     index = np.array(sorted(blocks), dtype=float)
     medians = np.array([np.median(blocks[int(i)]) for i in index])
     slope, intercept = np.polyfit(index, np.log10(medians), 1)
     decades = float(slope * (index[-1] - index[0]))
-    return {"blocks": len(blocks), "per_block": {int(i): float(m) for i, m in zip(index, medians)},
-            "fitted": {int(i): float(10 ** (intercept + slope * i)) for i in index},
-            "trend_decades": decades, "first_block": int(index[0]), "last_block": int(index[-1]),
-            "starved": "first" if decades >= DEPTH_TREND else "last" if decades <= -DEPTH_TREND else None,
-            "flat": abs(decades) < DEPTH_FLAT}
+    return DepthTrend(blocks=len(blocks), per_block={int(i): float(m) for i, m in zip(index, medians)},
+                      fitted={int(i): float(10 ** (intercept + slope * i)) for i in index},
+                      trend_decades=decades, first_block=int(index[0]), last_block=int(index[-1]),
+                      starved="first" if decades >= DEPTH_TREND else "last" if decades <= -DEPTH_TREND else None,
+                      flat=abs(decades) < DEPTH_FLAT)
 
 
 # ----------------------------------------------------------------------------------------------- expectations
@@ -444,11 +484,11 @@ def is_muon_matrix(name: str) -> bool:
     return block_and_kind(name)[0] is not None
 
 
-def expectation_summary(run: Run) -> dict:
+def expectation_summary(run: Run) -> Expectation | None:
     """Each weight matrix's update/weight ratio against what the run's own learning rate, optimizer and weights
     imply (thresholds.py, "update ratios"): the expected scale lr_t / rms(w) (Adam; 0.2 x lr_t / rms(w) for a Muon
     matrix) at every measurement, and the measured ratio divided by it, the consistency e. Measurements in the first
-    RATIO_SKIP_FRACTION of the run are left out, like ``ratio_summary``'s. Empty without weight RMS or learning
+    RATIO_SKIP_FRACTION of the run are left out, like ``ratio_summary``'s. None without weight RMS or learning
     rates."""
     train = run.settings
     optimizer = train.get("optimizer") or "adamw"
@@ -456,59 +496,71 @@ def expectation_summary(run: Run) -> dict:
     prefix = Tags.UPDATE_RATIO_GRAD if run.tags(Tags.UPDATE_RATIO_GRAD) else Tags.UPDATE_RATIO
     tags = run.tags(prefix)
     if not tags or not run.tags(Tags.WEIGHT_RMS):
-        return {}
+        return None
     lr_adam, lr_muon = _step_lookup(run, Tags.TRAIN_LR), _step_lookup(run, Tags.TRAIN_LR_MUON)
-    weight_decay = float(train.get("weight_decay", 0.0) or 0.0)
+    lr_of = {"adamw": lr_adam, "muon": lr_muon or lr_adam}  # each group's logged learning rate (or None)
     last_step = max(max(run.scalars[t]) for t in tags)
-    per_param, traces = {}, {}
+    per_param = {}
     for tag in tags:
         name = tag[len(prefix):]
         group = "muon" if optimizer == "muon" and is_muon_matrix(name) else "adamw"
-        lr_at = (lr_muon or lr_adam) if group == "muon" else lr_adam
-        decay = run.scalars.get(Tags.UPDATE_RATIO_DECAY + name, {})
-        rms = run.scalars.get(Tags.WEIGHT_RMS + name, {})
-        scale = MUON_RMS_SCALE if group == "muon" else 1.0
-        rows = []
-        for step, ratio in run.scalars[tag].items():
-            if step < RATIO_SKIP_FRACTION * last_step or not rms.get(step) or not np.isfinite(ratio):
-                continue
-            lr = lr_at(step) if lr_at else (decay[step] / weight_decay if weight_decay and step in decay else None)
-            if not lr:
-                continue
-            expected = scale * lr / rms[step]
-            rows.append((step, ratio, expected, ratio / expected))
-        if not rows:
-            continue
-        steps, ratios, expected, consistency = (np.array(column, dtype=float) for column in zip(*rows))
-        later = consistency[steps >= steps[0] + (steps[-1] - steps[0]) / 2]
-        per_param[name] = {"group": group, "ratio": float(np.median(ratios)), "expected": float(np.median(expected)),
-                           "consistency": float(np.median(consistency)),
-                           "consistency_later": float(np.median(later)) if len(later) else None}
-        traces[name] = (steps, consistency)
+        if (matrix := _expected_ratio(run, tag, name, group, lr_of[group], last_step)) is not None:
+            per_param[name] = matrix
     if not per_param:
-        return {}
+        return None
     bands = {"adamw": adam_band(beta1, beta2), "muon": MUON_CONSISTENCY_BAND}
     groups = {}
     for group in ("adamw", "muon"):
-        members = {n: p for n, p in per_param.items() if p["group"] == group}
-        if not members:
+        members = {n: p for n, p in per_param.items() if p.group == group}
+        if members:
+            groups[group] = _group_expectation(members, bands[group])
+    return Expectation(optimizer=optimizer, betas=[beta1, beta2], source=prefix.rstrip("/"),
+                       per_parameter=per_param, groups=groups)
+
+
+def _expected_ratio(run: Run, tag: str, name: str, group: str, lr_at, last_step: float) -> ExpectedRatio | None:
+    """One matrix's measured ratios against its expected scale, at each measurement after the first
+    RATIO_SKIP_FRACTION of the run that has a weight RMS and a learning rate (``lr_at``, its group's logged rate;
+    without one, lr x wd / wd from the logged decay step); None when no measurement has both."""
+    weight_decay = float(run.settings.get("weight_decay", 0.0) or 0.0)
+    decay = run.scalars.get(Tags.UPDATE_RATIO_DECAY + name, {})
+    rms = run.scalars.get(Tags.WEIGHT_RMS + name, {})
+    scale = MUON_RMS_SCALE if group == "muon" else 1.0
+    rows = []
+    for step, ratio in run.scalars[tag].items():
+        if step < RATIO_SKIP_FRACTION * last_step or not rms.get(step) or not np.isfinite(ratio):
             continue
-        low, high = bands[group]
-        moving = {n: p for n, p in members.items() if p["ratio"] > 0}
-        later = [p["consistency_later"] for p in moving.values() if p["consistency_later"] is not None]
-        groups[group] = {
-            "matrices": len(members), "band": [low, high],
-            "median_ratio": float(np.median([p["ratio"] for p in members.values()])),
-            "median_expected": float(np.median([p["expected"] for p in members.values()])),
-            "median_consistency": float(np.median([p["consistency"] for p in moving.values()])) if moving else 0.0,
-            "median_consistency_later": float(np.median(later)) if later else None,
-            "barely": sorted(n for n, p in moving.items() if p["consistency"] < BARELY_MOVES * low),
-            "outpacing": sorted(n for n, p in moving.items() if p["consistency"] > OUTPACES * high)}
-    return {"optimizer": optimizer, "betas": [beta1, beta2], "source": prefix.rstrip("/"),
-            "per_parameter": per_param, "groups": groups}
+        lr = lr_at(step) if lr_at else (decay[step] / weight_decay if weight_decay and step in decay else None)
+        if not lr:
+            continue
+        expected = scale * lr / rms[step]
+        rows.append((step, ratio, expected, ratio / expected))
+    if not rows:
+        return None
+    steps, ratios, expected, consistency = (np.array(column, dtype=float) for column in zip(*rows))
+    later = consistency[steps >= steps[0] + (steps[-1] - steps[0]) / 2]
+    return ExpectedRatio(group=group, ratio=float(np.median(ratios)), expected=float(np.median(expected)),
+                         consistency=float(np.median(consistency)),
+                         consistency_later=float(np.median(later)) if len(later) else None)
 
 
-def movement_ceiling(run: Run) -> dict:
+def _group_expectation(members: dict[str, ExpectedRatio], band: tuple[float, float]) -> GroupExpectation:
+    """An optimizer group's medians, and its matrices that barely move or outpace their band (matrices whose ratio is
+    exactly 0 are frozen: the consistencies are taken over the ones that move)."""
+    low, high = band
+    moving = {n: p for n, p in members.items() if p.ratio > 0}
+    later = [p.consistency_later for p in moving.values() if p.consistency_later is not None]
+    return GroupExpectation(
+        matrices=len(members), band=[low, high],
+        median_ratio=float(np.median([p.ratio for p in members.values()])),
+        median_expected=float(np.median([p.expected for p in members.values()])),
+        median_consistency=float(np.median([p.consistency for p in moving.values()])) if moving else 0.0,
+        median_consistency_later=float(np.median(later)) if later else None,
+        barely=sorted(n for n, p in moving.items() if p.consistency < BARELY_MOVES * low),
+        outpacing=sorted(n for n, p in moving.items() if p.consistency > OUTPACES * high))
+
+
+def movement_ceiling(run: Run) -> Movement | None:
     """How far the weights could have moved over the whole run, relative to their size, had every step agreed:
     the sum over steps of lr_t / rms(w) (Adam's bound), with rms(w) the median logged weight RMS or, when not
     logged, the init's standard deviation. A cheap test of "the learning rate is too low to learn" that needs no
@@ -517,34 +569,34 @@ def movement_ceiling(run: Run) -> dict:
     train, model = run.settings, run.settings
     loss_steps, _ = run.series(Tags.TRAIN_LOSS)
     if not len(loss_steps):
-        return {}
+        return None
     if len(lr):
         keep = np.isfinite(lr)
         steps, lr = steps[keep], lr[keep]
         if not len(lr):
-            return {}
+            return None
         # every step's rate (the logged steps' rates carried over unlogged ones)
         total = float(np.sum(np.interp(np.arange(1, loss_steps[-1] + 1), steps, lr)))
         source = "the logged learning rate"
     elif train.get("max_lr"):
         total, source = float(train["max_lr"]) * float(loss_steps[-1]), "--max_lr (no learning rate was logged)"
     else:
-        return {}
+        return None
     rms_values = [np.median(list(run.scalars[t].values())) for t in run.tags(Tags.WEIGHT_RMS)]
     rms = float(np.median(rms_values)) if rms_values else float(model.get("init_std") or STANDARD_INIT_STD)
-    return {"sum_lr": total, "weight_rms": rms, "ceiling": total / rms, "lr_source": source,
-            "rms_source": "the logged weight RMS" if rms_values else "the init's standard deviation"}
+    return Movement(sum_lr=total, weight_rms=rms, ceiling=total / rms, lr_source=source,
+                    rms_source="the logged weight RMS" if rms_values else "the init's standard deviation")
 
 
 # ----------------------------------------------------------------------------------------------- peak and trouble
-def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> dict:
+def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> PeakHold | None:
     """Whether the run held its peak learning rate stably before its first trouble (thresholds.py,
     HELD_PEAK_FRACTION): where the rate first reached HELD_PEAK_FRACTION of its peak (from train/lr, else from the
     configured linear warmup), the first troubled step (``troubles``: spikes, jumps, non-finite losses, the start of a
     climb), the steps trained at the peak before it, and whether the smoothed loss reached new lows there."""
     steps, loss = run.series(Tags.TRAIN_LOSS)
     if not len(steps):
-        return {}
+        return None
     lr_steps, lr = run.series(Tags.TRAIN_LR)
     keep = np.isfinite(lr)
     lr_steps, lr = lr_steps[keep], lr[keep]
@@ -567,14 +619,14 @@ def peak_hold_summary(run: Run, troubles: dict[str, list[int]]) -> dict:
     held = int((stretch & at_peak).sum())
     smooth = finite_smoothed(loss)[stretch]
     fell = bool(len(smooth) >= 2 and smooth.min() < smooth[0] and int(np.argmin(smooth)) > 0)
-    return {"peak_lr": peak, "reached_step": reached, "source": source, "first_trouble_step": first,
-            "first_trouble": kinds, "held_steps": held, "loss_fell_while_held": fell,
-            "held_stably": held >= HELD_PEAK_MIN_STEPS and fell,
-            "trouble_before_peak": first is not None and first < reached}
+    return PeakHold(peak_lr=peak, reached_step=reached, source=source, first_trouble_step=first,
+                    first_trouble=kinds, held_steps=held, loss_fell_while_held=fell,
+                    held_stably=held >= HELD_PEAK_MIN_STEPS and fell,
+                    trouble_before_peak=first is not None and first < reached)
 
 
 # ----------------------------------------------------------------------------------------------- learning regime
-def _trend(change: float, limit: float) -> str:
+def _trend(change: float, limit: float) -> Trend:
     return "falling" if change < -limit else "rising" if change > limit else "flat"
 
 
@@ -589,13 +641,13 @@ def batch_noise(values: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
 
 
-def regime_summary(run: Run, loss: dict, gap: dict, tokens: dict) -> dict:
+def regime_summary(run: Run, loss: LossSummary, gap: GapSummary, tokens: TokenSummary) -> Regime | None:
     """The seed's table of train/validation behaviours: how far each curve fell from its start, its trend over
     the later half (falling, flat, rising: thresholds.py TREND_*), and whether the data was read more than once;
     ``scenario`` names the row (report.py words it)."""
     steps, raw = run.series(Tags.TRAIN_LOSS)
     if not len(steps):
-        return {}
+        return None
     smooth = finite_smoothed(raw)
     noise = batch_noise(raw)
     half = int(np.searchsorted(steps, steps[0] + (steps[-1] - steps[0]) / 2))
@@ -603,75 +655,97 @@ def regime_summary(run: Run, loss: dict, gap: dict, tokens: dict) -> dict:
     first = raw[:5][np.isfinite(raw[:5])]
     start = float(np.median(first)) if len(first) else math.nan
     train_drop = float(start - smooth[-1]) if math.isfinite(start) else 0.0
-    epochs, fraction = tokens.get("epochs_started"), tokens.get("fraction_of_dataset")
-    repeated = bool((epochs or 0) > 1 or (fraction or 0) > 1)
+    epochs, fraction = tokens.epochs_started, tokens.fraction_of_dataset
     flat_limit = max(LOSS_FLAT, LOSS_FLAT_NOISE * noise)
-    out = {"train_start": start, "train_drop": train_drop, "train_noise": noise, "train_flat_limit": flat_limit,
-           "train_change_later_half": train_change, "train_trend": _trend(train_change, trend_limit(noise)),
-           "train_high": train_drop < flat_limit, "repeated_data": repeated, "epochs_started": epochs,
-           "fraction_of_dataset": fraction}
+    regime = Regime(train_start=start, train_drop=train_drop, train_noise=noise, train_flat_limit=flat_limit,
+                    train_change_later_half=train_change, train_trend=_trend(train_change, trend_limit(noise)),
+                    train_high=train_drop < flat_limit, repeated_data=bool((epochs or 0) > 1 or (fraction or 0) > 1),
+                    epochs_started=epochs, fraction_of_dataset=fraction,
+                    **_validation_regime(run, float(steps[half]), start, train_change, noise, gap),
+                    climbed_back=_climbed_back(loss), ended_above_start=_ended_above_start(loss))
+    # the row is read from all of the above, so it is filled in last
+    return replace(regime, scenario=_scenario(regime, gap))
+
+
+def _validation_regime(run: Run, middle: float, start: float, train_change: float, noise: float,
+                       gap: GapSummary) -> dict:
+    """The validation half of the regime (its ``val_*`` fields), with at least MIN_EVALUATIONS evaluations; the
+    same window as the train trend: from the run's middle step (interpolated) to the last evaluation."""
     val_steps, val = run.series(Tags.VAL_LOSS)
-    if len(val) >= MIN_EVALUATIONS:
-        # the same window as the train trend: from the run's middle step (interpolated) to the last evaluation
-        middle = float(steps[half])
-        val_mid = float(np.interp(middle, val_steps, val)) if val_steps[0] <= middle else float(val[0])
-        val_change = float(val[-1] - val_mid)
-        best = float(val.min())
-        rise = float(val[-1] - best)
-        limit = trend_limit()  # a fixed validation set: its changes are the model's, not sampling noise
-        if rise > max(OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_RELATIVE * best):
-            val_trend = "rising"
-        elif val_change < -limit or (len(val) < MIN_EVALUATIONS_FOR_TREND and val[-1] < val[0] - limit):
-            val_trend = "falling"
-        else:
-            val_trend = "flat"
-        val_start = max(float(val[0]), start if math.isfinite(start) else float(val[0]))
-        both = max(limit, trend_limit(noise))
-        out.update({"val_trend": val_trend, "val_change_later_half": val_change,
-                    "val_lags_train": val_change - train_change > both,  # validation fell clearly less
-                    "val_drop": val_start - best, "val_high": val_start - best < LOSS_FLAT,
-                    "val_below_train": float(gap.get("gap_final", 0.0)) < -both,
-                    "val_evaluations": int(len(val)), "val_rise_from_min": rise,
-                    # the first evaluation within a trend's size of the best: where validation stopped improving
-                    "val_settled_step": int(val_steps[np.flatnonzero(val <= best + limit)[0]])})
-    # the report's divergence: the smoothed train loss climbed back, and validation (if any) agrees
-    val_agrees = "final_val_loss" not in loss or loss["final_val_loss"] - loss["min_val_loss"] > VAL_AGREES_RISE
-    out["climbed_back"] = bool(loss.get("final_train_loss_smoothed") is not None and val_agrees and
-                               loss["final_train_loss_smoothed"] - loss["min_train_loss_smoothed"] > DIVERGENCE_RISE)
-    # ... or, as the report's instability rule says, it ended above its start, or went non-finite
-    out["ended_above_start"] = bool(loss.get("final_train_loss_smoothed") is not None and
-                                    loss["final_train_loss_smoothed"] > (loss["initial_train_loss"] or math.inf) +
-                                    DIVERGENCE_RISE) or bool(loss.get("nonfinite_steps"))
-    out["scenario"] = _scenario(out, gap)
-    return out
+    if len(val) < MIN_EVALUATIONS:
+        return {}
+    val_mid = float(np.interp(middle, val_steps, val)) if val_steps[0] <= middle else float(val[0])
+    val_change = float(val[-1] - val_mid)
+    best = float(val.min())
+    rise = float(val[-1] - best)
+    limit = trend_limit()  # a fixed validation set: its changes are the model's, not sampling noise
+    if rise > max(OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_RELATIVE * best):
+        val_trend = "rising"
+    elif val_change < -limit or (len(val) < MIN_EVALUATIONS_FOR_TREND and val[-1] < val[0] - limit):
+        val_trend = "falling"
+    else:
+        val_trend = "flat"
+    val_start = max(float(val[0]), start if math.isfinite(start) else float(val[0]))
+    both = max(limit, trend_limit(noise))
+    return dict(val_trend=val_trend, val_change_later_half=val_change,
+                val_lags_train=val_change - train_change > both,  # validation fell clearly less
+                val_drop=val_start - best, val_high=val_start - best < LOSS_FLAT,
+                val_below_train=float(gap.gap_final if gap.gap_final is not None else 0.0) < -both,
+                val_evaluations=int(len(val)), val_rise_from_min=rise,
+                # the first evaluation within a trend's size of the best: where validation stopped improving
+                val_settled_step=int(val_steps[np.flatnonzero(val <= best + limit)[0]]))
 
 
-def _scenario(r: dict, gap: dict) -> str:
-    val = r.get("val_trend")
-    if r["climbed_back"] or r["ended_above_start"] or r["train_drop"] < -DIVERGENCE_RISE:
-        return "diverging"  # the instability findings speak for it (validation rises with it)
-    if r["train_high"] and (val is None or r["val_high"]):
-        return "not_learning"
+def _climbed_back(loss: LossSummary) -> bool:
+    """The report's divergence: the smoothed train loss climbed back, and validation (if any) agrees."""
+    val_agrees = loss.final_val_loss is None or loss.final_val_loss - loss.min_val_loss > VAL_AGREES_RISE
+    return bool(loss.final_train_loss_smoothed is not None and val_agrees and
+                loss.final_train_loss_smoothed - loss.min_train_loss_smoothed > DIVERGENCE_RISE)
+
+
+def _ended_above_start(loss: LossSummary) -> bool:
+    """... or, as the report's instability rule says, it ended above its start, or went non-finite."""
+    return bool(loss.final_train_loss_smoothed is not None and
+                loss.final_train_loss_smoothed > (loss.initial_train_loss or math.inf) + DIVERGENCE_RISE) or \
+        bool(loss.nonfinite_steps)
+
+
+def _scenario(r: Regime, gap: GapSummary) -> Scenario:
+    val = r.val_trend
+    if r.climbed_back or r.ended_above_start or r.train_drop < -DIVERGENCE_RISE:
+        return Scenario.DIVERGING  # the instability findings speak for it (validation rises with it)
+    if r.train_high and (val is None or r.val_high):
+        return Scenario.NOT_LEARNING
     if val is None:
-        return "learning_no_validation" if r["train_trend"] == "falling" else "plateau_no_validation"
-    if val == "falling" and r["train_trend"] != "falling" and (r["train_high"] or r["val_below_train"]):
-        return "val_falls_train_high"
+        return Scenario.LEARNING_NO_VALIDATION if r.train_trend == "falling" else Scenario.PLATEAU_NO_VALIDATION
+    if val == "falling" and r.train_trend != "falling" and (r.train_high or r.val_below_train):
+        return Scenario.VAL_FALLS_TRAIN_HIGH
     if val == "falling":
-        return "learning"
-    train_fell_after_best = gap.get("train_change_after_val_min", 0.0) < OVERFIT_TRAIN_FALL
-    if val == "rising" and (train_fell_after_best or r["train_trend"] != "rising"):
-        return "memorising" if r["repeated_data"] else "val_not_following"
-    if val == "flat" and r["train_trend"] == "falling":
-        if not r["val_lags_train"]:
-            return "learning"  # both moved about as much: within the noise of the trend
-        return "memorising" if r["repeated_data"] else "val_not_following"
-    if val == "flat" and r["train_trend"] == "flat":
-        return "plateau"
-    return "mixed"
+        return Scenario.LEARNING
+    after_best = gap.train_change_after_val_min
+    train_fell_after_best = (after_best if after_best is not None else 0.0) < OVERFIT_TRAIN_FALL
+    if val == "rising" and (train_fell_after_best or r.train_trend != "rising"):
+        return Scenario.MEMORISING if r.repeated_data else Scenario.VAL_NOT_FOLLOWING
+    if val == "flat" and r.train_trend == "falling":
+        if not r.val_lags_train:
+            return Scenario.LEARNING  # both moved about as much: within the noise of the trend
+        return Scenario.MEMORISING if r.repeated_data else Scenario.VAL_NOT_FOLLOWING
+    if val == "flat" and r.train_trend == "flat":
+        return Scenario.PLATEAU
+    return Scenario.MIXED
 
 
 # ----------------------------------------------------------------------------------------------- records
-def surviving_records(run: Run) -> dict:
+@dataclass(frozen=True)
+class Records:
+    """``surviving_records``' result: the run's records (rows as the record files hold them), split in two."""
+
+    changes: list[dict]  # settings changed on resume that survived
+    interventions: list[dict]  # spike-guard records that survived
+    abandoned: Abandoned  # those of steps a later rollback abandoned, with "abandoned_by"
+
+
+def surviving_records(run: Run) -> Records:
     """The run's records of what was done to it, less those that belong to steps a later rollback abandoned.
 
     Spike-guard interventions (``interventions.jsonl``, in the order they happened): a rollback to step T abandons
@@ -708,8 +782,8 @@ def surviving_records(run: Run) -> dict:
             changes.append(change)
         else:
             dropped.append({**change, "abandoned_by": why})
-    return {"changes": changes, "interventions": kept, "abandoned_changes": dropped,
-            "abandoned_interventions": abandoned}
+    return Records(changes=changes, interventions=kept,
+                   abandoned=Abandoned(changes=dropped, interventions=abandoned))
 
 
 def _position(record: dict) -> int:
@@ -718,41 +792,75 @@ def _position(record: dict) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- the data model
+def _optional(**default) -> Any:
+    """A RunSummary field holding a section the run may not have logged: None then, written to report.json as {}."""
+    return field(metadata={"optional": True}, **default)
+
+
 @dataclass
 class RunSummary:
-    """What the report's rules read: one section per signal (the dicts above; empty when not logged), and the
-    run's records of what was done to it (changes on resume, spike-guard interventions, its branch origin)."""
+    """What the report's rules read: one typed section per signal (``summary_types.py``; None when the run did not
+    log it), and the run's records of what was done to it (changes on resume, spike-guard interventions, its branch
+    origin: rows as their files hold them). ``to_dict`` is its report.json form."""
 
-    run: str
-    config: dict
-    loss: dict
-    reference: dict
-    tokens: dict
-    gap: dict
-    grad_norm: dict
-    grad_spikes: dict
-    update_ratio: dict
-    update_ratio_grad: dict
-    grad_ratio: dict
-    weights: dict
-    spikes: dict
-    early_phase: dict
-    noise_scale: dict
-    changes: list  # settings changed by hand on resume that survived (see ``surviving_records``)
-    interventions: list  # spike-guard records that survived
-    branch: dict | None
-    expectation: dict = field(default_factory=dict)  # update ratios against the run's own lr and weights
-    movement: dict = field(default_factory=dict)  # how far the learning rate let the weights move in the whole run
-    peak_hold: dict = field(default_factory=dict)  # whether the peak learning rate was held stably before trouble
-    regime: dict = field(default_factory=dict)  # the seed's train/validation table: which row the run is in
-    abandoned: dict = field(default_factory=dict)  # records of steps a later rollback abandoned (not the run's)
-    guard: dict = field(default_factory=dict)  # --spike_guard: whether and when it armed
+    run: str  # the run's name
+    config: dict  # its saved configuration (not written to report.json)
+    loss: LossSummary  # the train and validation loss curves
+    reference: ReferenceSummary  # where it reached a reference loss
+    tokens: TokenSummary  # tokens trained on, against the dataset
+    gap: GapSummary  # validation minus smoothed train loss
+    grad_norm: GradNormSummary | None = _optional()  # the gradient norm against the clip threshold
+    grad_spikes: GradSpikes = field()  # gradient-norm outliers after warmup
+    update_ratio: RatioSummary | None = _optional()  # the whole update / weight
+    update_ratio_grad: RatioSummary | None = _optional()  # its gradient-driven part (weight decay removed)
+    grad_ratio: RatioSummary | None = _optional()  # std(grad)/std(w)
+    weights: WeightSummary | None = _optional()  # the weights' size and the weight decay's share
+    spikes: LossSpikes = field()  # loss spikes
+    early_phase: EarlyPhase | None = _optional()  # the phase of large update ratios at the start
+    noise_scale: NoiseScale | None = _optional()  # the gradient noise scale against the batch
+    changes: list[dict] = field()  # settings changed by hand on resume that survived (changes.jsonl rows)
+    interventions: list[dict] = field()  # spike-guard records that survived (interventions.jsonl rows)
+    branch: dict | None = field()  # branch.json: where a branched run came from
+    expectation: Expectation | None = _optional(default=None)  # update ratios against the run's own lr and weights
+    movement: Movement | None = _optional(default=None)  # how far the learning rate let the weights move
+    peak_hold: PeakHold | None = _optional(default=None)  # whether the peak learning rate was held stably
+    regime: Regime | None = _optional(default=None)  # the seed's train/validation table: which row the run is in
+    abandoned: Abandoned = field(default_factory=Abandoned)  # records of steps a later rollback abandoned
+    guard: Guard | None = _optional(default=None)  # --spike_guard: whether and when it armed
 
-    @cached_property  # read by several rules and the report; not a field, so asdict leaves it out
-    def depth(self) -> dict:
+    @cached_property  # read by several rules and the report; not a field
+    def depth(self) -> Depth:
         """The learning ratio and the raw gradient ratio per transformer block, with their trend over depth."""
-        return {"learning": depth_summary(self.learning_ratio.get("per_parameter_median", {})),
-                "gradient": depth_summary(self.grad_ratio.get("per_parameter_median", {}))}
+        def per_parameter(ratio: RatioSummary | None) -> dict[str, float]:
+            return ratio.per_parameter_median if ratio else {}
+
+        return Depth(learning=depth_summary(per_parameter(self.learning_ratio)),
+                     gradient=depth_summary(per_parameter(self.grad_ratio)))
+
+    def to_dict(self) -> dict:
+        """The report.json form: the fields in order (an absent section as {}), less the configuration, then
+        ``depth``: the same keys and values as when the sections were dicts."""
+        out = {}
+        for f in fields(self):
+            if f.name == "config":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = {} if value is None and f.metadata.get("optional") else plain(value)
+        out["depth"] = self.depth.to_dict()
+        return out
+
+    @classmethod
+    def from_report(cls, report: dict) -> "RunSummary":
+        """The summary back from its report.json form (``to_dict``), for what reads a report (its Markdown)."""
+        hints = get_type_hints(cls)
+        values = {f.name: typed(hints[f.name], report.get(f.name) or None) for f in fields(cls)
+                  if f.name not in ("config", "changes", "interventions", "abandoned")}
+        summary = cls(config={}, changes=list(report.get("changes", [])),
+                      interventions=list(report.get("interventions", [])),
+                      abandoned=Abandoned.from_dict(report.get("abandoned") or {}), **values)
+        if report.get("depth"):
+            summary.__dict__["depth"] = Depth.from_dict(report["depth"])  # the report's own, not recomputed
+        return summary
 
     def explained(self, step: int) -> bool:
         """Whether a spike at ``step`` is explained by something done to the run: settings changed by hand up to
@@ -769,7 +877,7 @@ class RunSummary:
         return flatten(self.config).get(name, default)
 
     @property
-    def learning_ratio(self) -> dict:
+    def learning_ratio(self) -> RatioSummary | None:
         """The gradient-driven update ratios when logged (weight decay removed), else the whole update ratios."""
         return self.update_ratio_grad or self.update_ratio
 
@@ -777,8 +885,13 @@ class RunSummary:
     def learning_ratio_name(self) -> str:
         return "gradient-driven update/weight ratio" if self.update_ratio_grad else "update/weight ratio"
 
+    @property
+    def scenario(self) -> Scenario | None:
+        """The regime's row (None without a train loss)."""
+        return self.regime.scenario if self.regime else None
 
-def noise_scale_summary(run: Run) -> dict:
+
+def noise_scale_summary(run: Run) -> NoiseScale | None:
     """The gradient noise scale B_simple logged by the loop (in tokens), against the run's tokens per step, over
     the second half of the measurements (the first half is the fast early phase)."""
     steps, noise = run.series(Tags.NOISE_SCALE_TOKENS)
@@ -788,50 +901,55 @@ def noise_scale_summary(run: Run) -> dict:
     if measured and not len(noise):
         # Measured, but never defined: the |G|^2 estimate stayed at or below 0 (gradient noise drowns the signal at
         # this batch, or a spike), so there is no B_simple to compare the batch with; said, not dropped.
-        return {"undefined": True, "measurements": measured}
+        return NoiseScale(undefined=True, measurements=measured)
     if not len(noise) or not run.tokens_per_step:
-        return {}
+        return None
     later = noise[len(noise) // 2:]
     median = float(np.median(later))
-    return {"steps": steps.tolist(), "values": noise.tolist(), "median_later": median,
-            "first": float(noise[0]), "last": float(noise[-1]), "tokens_per_step": float(run.tokens_per_step),
-            "batch_over_noise": float(run.tokens_per_step / median)}
+    return NoiseScale(steps=steps.tolist(), values=noise.tolist(), median_later=median, first=float(noise[0]),
+                      last=float(noise[-1]), tokens_per_step=float(run.tokens_per_step),
+                      batch_over_noise=float(run.tokens_per_step / median))
 
 
-def guard_summary(run: Run) -> dict:
+def guard_summary(run: Run) -> Guard | None:
     """With --spike_guard: the step it armed at (its band had enough accepted steps), or None if the run ended first
     (only a divergence far above the first loss was watched for)."""
     armed = run.scalars.get(Tags.SPIKE_GUARD_ARMED, {})
     if not armed:
-        return {}
+        return None
     steps, _ = run.series(Tags.TRAIN_LOSS)
-    return {"armed_at": next((step for step, value in sorted(armed.items()) if value >= 1), None),
-            "last_step": int(steps[-1]) if len(steps) else None}
+    return Guard(armed_at=next((step for step, value in sorted(armed.items()) if value >= 1), None),
+                 last_step=int(steps[-1]) if len(steps) else None)
 
 
 def summarize(run: Run) -> RunSummary:
     records = surviving_records(run)
     loss, tokens, gap = loss_summary(run), token_summary(run), gap_summary(run)
-    spikes, early = spike_summary(run), early_phase_summary(run)
     summary = RunSummary(run=run.name, config=run.config, loss=loss, reference=reference_summary(run),
                          tokens=tokens, gap=gap, grad_norm=grad_norm_summary(run),
                          grad_spikes=grad_spike_summary(run), update_ratio=ratio_summary(run, Tags.UPDATE_RATIO),
                          update_ratio_grad=ratio_summary(run, Tags.UPDATE_RATIO_GRAD),
                          grad_ratio=ratio_summary(run, Tags.GRAD_RATIO), weights=weight_summary(run),
-                         spikes=spikes, early_phase=early, noise_scale=noise_scale_summary(run),
-                         changes=records["changes"], interventions=records["interventions"], branch=run.branch,
+                         spikes=spike_summary(run), early_phase=early_phase_summary(run),
+                         noise_scale=noise_scale_summary(run), changes=records.changes,
+                         interventions=records.interventions, branch=run.branch,
                          expectation=expectation_summary(run), movement=movement_ceiling(run),
-                         regime=regime_summary(run, loss, gap, tokens),
-                         abandoned={"changes": records["abandoned_changes"],
-                                    "interventions": records["abandoned_interventions"]},
+                         regime=regime_summary(run, loss, gap, tokens), abandoned=records.abandoned,
                          guard=guard_summary(run))
-    steps, raw = run.series(Tags.TRAIN_LOSS)
-    troubles = {"loss spike": summary.unexplained(spikes["spike_steps"]),
-                "loss jump": summary.unexplained((early or {}).get("early_jumps", []) +
-                                                 (early or {}).get("late_jumps", [])),
-                "non-finite loss": [int(s) for s, v in zip(steps, raw) if not math.isfinite(v)]}
-    if loss.get("final_train_loss_smoothed") is not None and \
-            loss["final_train_loss_smoothed"] - loss["min_train_loss_smoothed"] > DIVERGENCE_RISE:
-        troubles["climb"] = [loss["min_train_loss_step"]]
-    summary.peak_hold = peak_hold_summary(run, troubles)
+    # the peak hold needs the troubles, and which of them are explained needs the summary's records
+    summary.peak_hold = peak_hold_summary(run, troubles(run, summary))
     return summary
+
+
+def troubles(run: Run, summary: RunSummary) -> dict[str, list[int]]:
+    """The run's troubled steps by kind (for ``peak_hold_summary``): unexplained loss spikes and jumps, non-finite
+    losses, and the start of a climb of the smoothed loss."""
+    steps, raw = run.series(Tags.TRAIN_LOSS)
+    early, loss = summary.early_phase, summary.loss
+    found = {"loss spike": summary.unexplained(summary.spikes.spike_steps),
+             "loss jump": summary.unexplained(early.early_jumps + early.late_jumps if early else []),
+             "non-finite loss": [int(s) for s, v in zip(steps, raw) if not math.isfinite(v)]}
+    if loss.final_train_loss_smoothed is not None and \
+            loss.final_train_loss_smoothed - loss.min_train_loss_smoothed > DIVERGENCE_RISE:
+        found["climb"] = [loss.min_train_loss_step]
+    return found

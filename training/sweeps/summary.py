@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.ids import VerdictId
 from ..analysis.plots import plot_comparison
 from ..analysis.report import SEVERE, build_report
 from ..analysis.runs import Run, RunReadError, load_run
@@ -21,9 +22,11 @@ from ..layout import RunLayout, Tags
 from .config import SweepConfig
 from .runner import diverged_record
 
-VERDICT_WORDS = {"too_short": "too short to judge", "diverged": "diverged", "stopped": "stopped by the spike guard",
-                 "unstable": "unstable", "unstable_early": "unstable early (warmup too short)",
-                 "not_learning": "not learning", "memorising": "memorising its data", "healthy": "healthy"}
+VERDICT_WORDS = {VerdictId.TOO_SHORT: "too short to judge", VerdictId.DIVERGED: "diverged",
+                 VerdictId.STOPPED: "stopped by the spike guard", VerdictId.UNSTABLE: "unstable",
+                 VerdictId.UNSTABLE_EARLY: "unstable early (warmup too short)",
+                 VerdictId.NOT_LEARNING: "not learning", VerdictId.MEMORISING: "memorising its data",
+                 VerdictId.HEALTHY: "healthy"}
 
 
 @dataclass
@@ -65,7 +68,7 @@ def run_result(variant: str, seed: int, run: Run, target: float | None, diverged
     report = build_report(run)
     severe = sorted(f["id"] for f in report["findings"] if f["severity"] in SEVERE)
     # The report's own verdict, in a word that does not vary from seed to seed (the table lists distinct ones).
-    verdict = (", ".join(severe) or "learning, with warnings") if report["verdict_id"] == "warnings" else \
+    verdict = (", ".join(severe) or "learning, with warnings") if report["verdict_id"] == VerdictId.WARNINGS else \
         VERDICT_WORDS.get(report["verdict_id"], report["verdict"])
     return RunResult(variant=variant, seed=seed, run_dir=str(run.run_dir), tokens_to_target=crossing,
                      final_val_loss=float(val[-1]) if len(val) else None,

@@ -1,5 +1,7 @@
 """Configuration of the GPT-2 architecture trained by this project (config only, no model code)."""
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -32,6 +34,16 @@ class GPTConfig(PreTrainedConfig):
         qk_norm: LayerNorm on each head's queries and keys before attention (Wortsman et al. 2023, arXiv
             2309.14322: it keeps attention logits from growing without bound, which lets models train at learning
             rates that otherwise diverge). Off (the default) is GPT-2 exactly.
+        parametrization: ``"sp"`` (the default: GPT-2's standard parametrization, exactly as before) or ``"mup"``,
+            the maximal-update parametrization (Yang et al. 2022, "Tensor Programs V", arXiv 2203.03466) relative to
+            a base model of width ``mup_base_width``. With m = n_embd / mup_base_width, the model changes in three
+            places: hidden matrices (attention and MLP projections) are initialised with std / sqrt(m); attention
+            logits are scaled by sqrt(base_head_dim) / head_dim instead of 1 / sqrt(head_dim); the output logits
+            are multiplied by 1 / m. At m = 1 a mup model is the sp model exactly. The optimizer's share (learning
+            rate 1 / m for hidden matrices under AdamW) lives in training/optim/optimizers.py; docs/mup.md has the
+            conventions and their sources.
+        mup_base_width: with ``parametrization="mup"``: the width (n_embd) at which the hyperparameters were tuned.
+            The base keeps this model's n_head, so its head size is mup_base_width / n_head (it must divide).
     """
 
     model_type = "nanogpt"
@@ -60,10 +72,13 @@ class GPTConfig(PreTrainedConfig):
     pad_token_id: int | None = None
     tie_word_embeddings: bool = True
     qk_norm: bool = False
+    parametrization: str = "sp"
+    mup_base_width: int | None = None
 
     def __post_init__(self, **kwargs):
         # Checked here rather than in a ``@strict`` validator so callers get a plain ValueError.
         self._check_shapes()
+        self._check_parametrization()
         super().__post_init__(**kwargs)
 
     def _check_shapes(self):
@@ -82,6 +97,19 @@ class GPTConfig(PreTrainedConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ModelSettingError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}.")
 
+    def _check_parametrization(self):
+        if self.parametrization not in ("sp", "mup"):
+            raise ValueError(f"GPTConfig.parametrization must be 'sp' or 'mup', got {self.parametrization!r}.")
+        if self.parametrization != "mup":
+            return
+        base = self.mup_base_width
+        if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
+            raise ValueError("GPTConfig.parametrization='mup' needs mup_base_width, the positive width the "
+                             f"hyperparameters were tuned at (got {base!r}).")
+        if base % self.n_head:
+            raise ValueError(f"GPTConfig.mup_base_width ({base}) must be divisible by n_head ({self.n_head}): the "
+                             "base model keeps this model's heads, each of mup_base_width / n_head dimensions.")
+
     def _nearest_divisor(self) -> int:
         divisors = [d for d in range(1, self.n_embd + 1) if self.n_embd % d == 0]
         return min(divisors, key=lambda d: abs(d - self.n_head))
@@ -93,6 +121,26 @@ class GPTConfig(PreTrainedConfig):
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def mup_width_mult(self) -> float:
+        """m = n_embd / mup_base_width under mup; 1.0 under sp (nothing is scaled)."""
+        return self.n_embd / self.mup_base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def attention_scaling(self) -> float:
+        """The factor on q.k: 1/sqrt(head_dim) under sp; sqrt(base_head_dim)/head_dim under mup. μP needs 1/head_dim
+        (after training q and k are correlated, so q.k grows like head_dim, not its square root: TP5's attention rule);
+        the constant sqrt(base_head_dim) makes it equal sp's at the base width, as Microsoft's ``mup`` README does
+        with 8/d (equal to 1/sqrt(d) at d=64), so the base model's tuned hyperparameters apply unchanged."""
+        if self.parametrization != "mup":
+            return self.head_dim**-0.5
+        return math.sqrt(self.mup_base_width // self.n_head) / self.head_dim
+
+    @property
+    def output_multiplier(self) -> float:
+        """The factor on the logits: 1 / m under mup (TP5 Table 8's output multiplier), 1.0 under sp."""
+        return 1.0 / self.mup_width_mult
 
 
 __all__ = ["GPTConfig"]

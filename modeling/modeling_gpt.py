@@ -102,7 +102,7 @@ class GPTAttention(nn.Module):
         self.layer_idx = layer_idx
         self.n_head = config.n_head
         self.head_dim = config.n_embd // config.n_head
-        self.scaling = self.head_dim**-0.5
+        self.scaling = config.attention_scaling  # 1/sqrt(head_dim); μP: sqrt(base_head_dim)/head_dim
         self.is_causal = True  # read by transformers' attention integrations
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -175,7 +175,8 @@ class GPTBlock(GradientCheckpointingLayer):
 
 
 class GPTPreTrainedModel(PreTrainedModel):
-    """Owns initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer), zero biases."""
+    """Owns initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer), zero biases; under μP the
+    hidden matrices' std is further divided by sqrt(n_embd / mup_base_width)."""
 
     config_class = GPTConfig
     config: GPTConfig
@@ -192,6 +193,10 @@ class GPTPreTrainedModel(PreTrainedModel):
                 # GPT-2 paper: two residual additions per block, so their output projections are scaled by
                 # 1/sqrt(2 * n_layer) to keep the residual stream's variance from growing with depth.
                 std = std / math.sqrt(2 * self.config.n_layer)
+            if self.config.parametrization == "mup" and not getattr(module, "is_readout", False):
+                # μP: a hidden matrix's init variance goes as 1/fan_in (TP5, Table 3). Anchored at the base width,
+                # whose std is the tuned one: std / sqrt(m). The readout keeps its std (its 1/m is a multiplier).
+                std = std / math.sqrt(self.config.mup_width_mult)
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -293,6 +298,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.transformer = GPTModel(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.is_readout = True  # not a hidden matrix: μP leaves its init alone (see _init_weights)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -329,6 +335,12 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:]  # generation needs only the last position
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden_states = hidden_states[:, logits_to_keep]
+        if self.config.parametrization == "mup":
+            # μP's output multiplier 1/m (TP5 Table 8; Microsoft mup's MuSharedReadout), not a zero or 1/m-std
+            # readout: lm_head shares its matrix with wte, which must keep its O(1) init and unscaled learning rate
+            # as an input embedding; a multiplier in the forward leaves the shared matrix alone. Applied to the
+            # (B, T, C) hidden states rather than the (B, T, V) logits: the same product, V / C times cheaper.
+            hidden_states = hidden_states * self.config.output_multiplier
         logits = self.lm_head(hidden_states)  # (B, T, V)
 
         loss = z_term = None

@@ -85,14 +85,26 @@ def from_gpt2(model_or_id: GPT2LMHeadModel | str | os.PathLike, vocab_size: int 
     return model.to(next(source.parameters()).dtype)
 
 
+def gpt2_export_problem(config: GPTConfig) -> str | None:
+    """Why a model of this config has no plain ``GPT2LMHeadModel`` equivalent, or None when it has one."""
+    if not config.bias:
+        return "GPT2LMHeadModel always has biases; a model trained with bias=False cannot be exported."
+    if getattr(config, "qk_norm", False):
+        return ("GPT2LMHeadModel has no query/key LayerNorm; a model trained with qk_norm cannot be exported (load it "
+                "with trust_remote_code=True instead).")
+    if getattr(config, "parametrization", "sp") == "mup":
+        # The weights alone are not the function: μP's 1/m logit multiplier and its attention scale live in the
+        # forward pass, and GPT2LMHeadModel has neither.
+        return ("GPT2LMHeadModel has no μP output multiplier or attention scale; a model trained with "
+                "parametrization='mup' cannot be exported (load it with trust_remote_code=True instead).")
+    return None
+
+
 def to_gpt2(model: GPTForCausalLM, vocab_size: int | None = GPT2_VOCAB_SIZE) -> GPT2LMHeadModel:
     """A plain transformers ``GPT2LMHeadModel`` with our weights; ``vocab_size`` unpads (None keeps all rows)."""
     config = model.config
-    if not config.bias:
-        raise ModelSettingError("GPT2LMHeadModel always has biases; a model trained with bias=False cannot be exported.")
-    if getattr(config, "qk_norm", False):
-        raise ModelSettingError("GPT2LMHeadModel has no query/key LayerNorm; a model trained with qk_norm cannot be exported "
-                         "(load it with trust_remote_code=True instead).")
+    if problem := gpt2_export_problem(config):
+        raise ModelSettingError(problem)
     vocab = min(vocab_size or config.vocab_size, config.vocab_size)
     gpt2_config = GPT2Config(
         vocab_size=vocab,
@@ -128,4 +140,4 @@ def export_gpt2(model: GPTForCausalLM, folder: str | os.PathLike, vocab_size: in
     return gpt2
 
 
-__all__ = ["config_from_gpt2", "export_gpt2", "from_gpt2", "to_gpt2"]
+__all__ = ["config_from_gpt2", "export_gpt2", "from_gpt2", "gpt2_export_problem", "to_gpt2"]

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import yaml
 
-from .config_fields import check_types, described, non_negative, positive, raise_problems
+from .config_fields import (
+    check_types,
+    described,
+    non_negative,
+    positive,
+    raise_problems,
+)
 from .data.config import DataArguments
 from .errors import ConfigError
 from .evaluation.config import EvaluationArguments
@@ -36,6 +42,7 @@ from .run.config import CheckpointArguments
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 # Accelerate's trackers (log_with=); TensorBoard's is the one the analysis reads back.
+PARAMETRIZATIONS = ("sp", "mup")
 TRACKERS = (TRACKER, "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
@@ -62,12 +69,21 @@ class ModelArguments:
     qk_norm: bool = described("LayerNorm on each head's queries and keys (Wortsman et al. 2023): attention logits "
                               "stay bounded, so higher learning rates hold. Off is GPT-2 exactly; cannot change on "
                               "resume.", default=False)
+    parametrization: str = described(
+        "sp (GPT-2's standard parametrization) or mup (maximal-update parametrization, relative to "
+        "--mup_base_width: hidden-matrix init std / sqrt(m), attention scale sqrt(base head dim) / head dim, logits "
+        "x 1/m, hidden-matrix learning rate x 1/m under AdamW and x 1/sqrt(m) under Muon, m = n_embd / "
+        "mup_base_width). See docs/mup.md. Cannot change on resume.", default="sp")
+    mup_base_width: int | None = described(
+        "With --parametrization mup: the width (n_embd) the hyperparameters were tuned at, with the same n_head "
+        "(it must divide). Cannot change on resume.", default=None)
 
     def __post_init__(self):
         raise_problems("model arguments", check_types(self))
         problems = positive(self, "n_layer", "n_head", "n_embd", "vocab_size", "init_std")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        problems += self._parametrization_problems()
         raise_problems("model arguments", problems)
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}).")
@@ -76,6 +92,23 @@ class ModelArguments:
             # with one would let every position see the future, silently.
             raise ConfigError(f"attn_implementation {self.attn_implementation!r} is for paged-cache generation and "
                               "applies no causal mask in training; use sdpa (default) or eager.")
+
+
+    def _parametrization_problems(self) -> list[str]:
+        if self.parametrization not in PARAMETRIZATIONS:
+            return [f"parametrization must be one of {', '.join(PARAMETRIZATIONS)} (got {self.parametrization!r})"]
+        base = self.mup_base_width
+        if self.parametrization == "sp":
+            return [] if base is None else [
+                (f"mup_base_width ({base}) is set but the parametrization is 'sp': it would have no effect; drop it "
+                 "or pass --parametrization mup")]
+        if base is None:
+            return [("parametrization 'mup' needs --mup_base_width, the width the hyperparameters were tuned at "
+                     f"(e.g. 256; --mup_base_width {self.n_embd} makes this model the base)")]
+        if base <= 0 or base % self.n_head:
+            return [(f"mup_base_width ({base}) must be a positive multiple of n_head ({self.n_head}): the base "
+                     "model keeps the heads, each mup_base_width / n_head wide")]
+        return []
 
 
 @dataclass

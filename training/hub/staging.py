@@ -113,8 +113,9 @@ def _which_folder(config: dict, folder: Path) -> list[str]:
                   "Both folders hold a GPT-2 tokenizer (identical ids to tiktoken's `gpt2`), so "
                   "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", ""]
     else:
-        why = ("its architecture (qk_norm, or no biases) is not GPT-2's, so there is no plain GPT2LMHeadModel export"
-               if config.get("qk_norm") or config.get("bias") is False else "no plain GPT2LMHeadModel export was staged")
+        not_gpt2 = config.get("qk_norm") or config.get("bias") is False or config.get("parametrization") == "mup"
+        why = ("its architecture (qk_norm, μP, or no biases) is not GPT-2's, so there is no plain GPT2LMHeadModel "
+               "export" if not_gpt2 else "no plain GPT2LMHeadModel export was staged")
         lines += [f"- Only the root: {why}.", "",
                   "The root holds a GPT-2 tokenizer (identical ids to tiktoken's `gpt2`), so "
                   "`pipeline(\"text-generation\", model=repo, trust_remote_code=True)` works.", ""]
@@ -244,8 +245,8 @@ def _copy_run_files(run_dir: Path, out: Path) -> None:
 
 def _export_gpt2(checkpoint: Path, folder: Path) -> None:
     from modeling import GPTForCausalLM
-    from modeling.weight_conversion import export_gpt2
+    from modeling.weight_conversion import export_gpt2, gpt2_export_problem
 
     model = GPTForCausalLM.from_pretrained(checkpoint)
-    if model.config.bias and not getattr(model.config, "qk_norm", False):  # GPT2LMHeadModel has neither
+    if gpt2_export_problem(model.config) is None:  # no biases, qk_norm and μP have no GPT2LMHeadModel equivalent
         export_gpt2(model, folder)

@@ -52,7 +52,11 @@ from ..ownership import describe_paths, foreign_in_checkpoint, foreign_in_model_
 from ..storage import file_crc32, out_of_space, space_reason
 
 # Settings a checkpoint cannot be resumed under when they change: the shapes of the weights and of the batches.
-RESUME_FIXED = ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm", "seq_len", "optimizer")
+RESUME_FIXED = ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "qk_norm", "parametrization", "mup_base_width",
+                "seq_len", "optimizer")
+# What a saved config that predates a fixed setting ran with: a checkpoint without ``parametrization`` was trained
+# under sp, so resuming it under mup is refused too.
+RESUME_FIXED_BEFORE = {"parametrization": "sp", "mup_base_width": None}
 
 
 class CheckpointSaveError(OSError):
@@ -194,6 +198,8 @@ def check_resume_compatible(checkpoint: Path, config: RunConfig) -> None:
     """Refuse, naming every difference, to resume a checkpoint under a different architecture or context length
     (its weights or positions would not fit); other settings (learning rate, steps, batch layout) may change."""
     saved, current = flatten(saved_run_config(checkpoint)), config.args
+    if saved:
+        saved = {**RESUME_FIXED_BEFORE, **saved}
     differences = [f"{SECTION_OF[name]}.{name}: checkpoint {saved[name]!r}, now {getattr(current, name)!r}"
                    for name in RESUME_FIXED if name in saved and saved[name] != getattr(current, name)]
     if differences:

@@ -63,7 +63,8 @@ def enable_tf32(device: torch.device) -> None:
 
 # The architecture fields of ModelArguments and the GPTConfig attribute each one sets.
 ARCHITECTURE = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "vocab_size": "vocab_size",
-                "bias": "bias", "qk_norm": "qk_norm"}
+                "bias": "bias", "qk_norm": "qk_norm", "parametrization": "parametrization",
+                "mup_base_width": "mup_base_width"}
 
 
 def build_model(config: RunConfig) -> GPTForCausalLM:
@@ -76,7 +77,8 @@ def build_model(config: RunConfig) -> GPTForCausalLM:
             vocab_size=model_args.vocab_size, n_positions=train.seq_len, n_embd=model_args.n_embd,
             n_layer=model_args.n_layer, n_head=model_args.n_head, bias=model_args.bias, dropout=model_args.dropout,
             initializer_range=model_args.init_std, attn_implementation=model_args.attn_implementation,
-            qk_norm=model_args.qk_norm))
+            qk_norm=model_args.qk_norm, parametrization=model_args.parametrization,
+            mup_base_width=model_args.mup_base_width))
     model.set_attn_implementation(model_args.attn_implementation)
     if model_args.gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -108,7 +110,8 @@ def check_initial_architecture(model: GPTForCausalLM, config: RunConfig) -> None
                    for name, attribute in ARCHITECTURE.items()
                    if getattr(model_args, name) != getattr(model.config, attribute)]
     if differences:
-        fix = " ".join(f"--{name} {getattr(model.config, attribute)}" for name, attribute in ARCHITECTURE.items())
+        fix = " ".join(f"--{name} {getattr(model.config, attribute)}" for name, attribute in ARCHITECTURE.items()
+                       if getattr(model.config, attribute) is not None)
         raise ConfigError(f"--init_from {source}: the model settings differ from the weights: {'; '.join(differences)}."
                           f" The weights define the architecture; pass their settings ({fix}), or drop --init_from to "
                           "train a new model of this shape.")

@@ -21,9 +21,11 @@ def start_banner(trainer) -> str:
     epochs = f" ({tokens / dataset_tokens:.2f} epochs)" if dataset_tokens else ""
     start = f" from step {state.global_step}" if state.global_step else ""
     device = trainer.device.type + (f" ({trainer.mfu_card})" if trainer.mfu_card else "")
+    mup = (f", μP at {model.mup_width_mult:g}x the base width {model.mup_base_width}"
+           if getattr(model, "parametrization", "sp") == "mup" else "")
     return (f"Training {trainer.num_parameters:,} parameters ({model.n_layer} layers x {model.n_embd} wide, "
-            f"{model.n_head} heads) on {source}{size}: {steps:,} steps{start} x {trainer.tokens_per_step:,} tokens = "
-            f"{tokens:,} tokens{epochs}; lr {args.max_lr:g} {trainer.schedule.describe()}; "
+            f"{model.n_head} heads{mup}) on {source}{size}: {steps:,} steps{start} x {trainer.tokens_per_step:,} "
+            f"tokens = {tokens:,} tokens{epochs}; lr {args.max_lr:g} {trainer.schedule.describe()}; "
             f"{trainer.accelerator.num_processes} process(es) on {device}, accumulation {trainer.grad_accum}.")
 
 

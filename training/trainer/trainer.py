@@ -46,6 +46,7 @@ from ..optim.optimizers import (
     build_optimizers,
     build_scheduler,
     peak_lrs,
+    schedule_lr,
     set_schedule,
 )
 from ..optim.schedules import Schedule
@@ -296,7 +297,7 @@ class Trainer:
         self.control._new_step()
         self._fire("on_step_begin")
         started, step = time.perf_counter(), self.state.global_step + 1
-        lrs = [o.param_groups[0]["lr"] for o in self.optimizers]
+        lrs = [schedule_lr(o) for o in self.optimizers]  # the schedule's, before μP's per-group scaling
         self.noise.start_step(is_due(step, self.config.logging.diagnostics_every, first=True))
         losses = self._forward_backward()
         with self.clock.measure("optimizer"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from training.cli import ConfigError, HelpFormatter, run_config_from_values
 from training.errors import UserError, script_main
-from training.layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, checkpoint_step
+from training.layout import CHECKPOINT_MODEL_SUBDIR, RUN_CONFIG_FILE, checkpoint_step, run_of_checkpoint
 
 DEFAULT_SUFFIX = "cooldown"
 
@@ -55,8 +55,9 @@ def branch_values(checkpoint: Path, steps: int, output_dir: str | None, override
         sections = parser.parse_args_into_dataclasses(args=overrides)[:len(SECTIONS)]
         values = {name: value for section in sections for name, value in vars(section).items()}
     step = checkpoint_step(checkpoint.name)
-    run = checkpoint.resolve().parent.parent
-    branch = Path(output_dir) if output_dir else run.with_name(f"{run.name}-{DEFAULT_SUFFIX}-{step}")
+    run, abandoned = run_of_checkpoint(checkpoint)  # a checkpoint of an abandoned branch: its run is further up
+    name = f"{run.name}-{abandoned}" if abandoned else run.name
+    branch = Path(output_dir) if output_dir else run.with_name(f"{name}-{DEFAULT_SUFFIX}-{step}")
     refuse_inside_the_run(branch, run)
     values.update(resume_from_checkpoint=str(checkpoint), cooldown_steps=steps, overwrite_output_dir=False,
                   output_dir=str(branch))

@@ -161,3 +161,13 @@ def test_run_layout_paths_agree_with_the_helpers(tmp_path):
     assert run.checkpoint_model_dir(7).parent == run.checkpoint_dir(7)
     assert run_of_model_folder(run.checkpoint_model_dir(7)) == (run, checkpoint_name(7))
     assert run_of_model_folder(run.final_dir) == (run, layout.FINAL_DIR)
+
+
+def test_a_checkpoint_of_an_abandoned_branch_belongs_to_the_run_above_it(tmp_path):
+    """A cool-down of such a checkpoint must land beside the run, never inside its checkpoints/ folder."""
+    from training.layout import run_of_checkpoint
+
+    run = tmp_path / "run"
+    assert run_of_checkpoint(run / "checkpoints" / "step_0000006") == (run, None)
+    assert run_of_checkpoint(run / "checkpoints" / "abandoned" / "after_step_0000002_x" / "step_0000006") == \
+        (run, "after_step_0000002_x")

@@ -238,3 +238,44 @@ def test_changed_settings_on_a_finished_run_are_refused_before_anything_is_writt
                           resume_from_checkpoint="latest"))
     change = json.loads(RunLayout(run).changes_file.read_text().splitlines()[-1])
     assert change["step"] == 4 and change["changes"]["optimizer.max_lr"] == [3e-3, 1e-3]
+
+
+def test_another_projects_event_files_are_not_the_runs(tmp_path):
+    """The file name pattern is everyone's: an event file is the run's when it holds a tag only our runs write (or
+    nothing but TensorBoard's header); another project's logs copied into the folder are the user's."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from training.layout import Tags
+    from training.ownership import foreign_in_run_folder, written_by_this_project
+
+    def events(folder, tag=None):
+        writer = SummaryWriter(str(folder))
+        if tag:
+            writer.add_scalar(tag, 1.0, 0)
+        writer.close()
+        return next(folder.glob("events.out.tfevents.*"))
+
+    ours, other = events(tmp_path / "ours", Tags.RUN_PARAMETERS), events(tmp_path / "other", "loss")
+    empty = events(tmp_path / "empty")
+    assert written_by_this_project(ours) and written_by_this_project(empty) and not written_by_this_project(other)
+    garbage = tmp_path / "events.out.tfevents.1700000000.otherhost.1.0"
+    garbage.write_bytes(b"not an event file")
+    assert not written_by_this_project(garbage)
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / ours.name).write_bytes(ours.read_bytes())
+    (run / "tensorboard" / other.name).write_bytes(other.read_bytes())
+    (run / garbage.name).write_bytes(garbage.read_bytes())
+    assert sorted(p.name for p in foreign_in_run_folder(run)) == sorted([other.name, garbage.name])
+
+
+def test_an_interrupted_save_is_cleared_but_not_the_users_tmp_folder(tmp_path):
+    from training.run.checkpointing import CheckpointManager
+
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "eval.tmp").mkdir(parents=True)
+    (checkpoints / "eval.tmp" / "results.md").write_text("mine\n")
+    (checkpoints / "step_0000004.tmp" / "model").mkdir(parents=True)
+    (checkpoints / "step_0000004.tmp" / "model" / "config.json").write_text("{}\n")
+    CheckpointManager(checkpoints).remove_incomplete()
+    assert (checkpoints / "eval.tmp" / "results.md").exists() and not (checkpoints / "step_0000004.tmp").exists()

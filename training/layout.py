@@ -208,6 +208,15 @@ def run_of_model_folder(model_folder: str | Path) -> tuple[RunLayout, str] | Non
     return None
 
 
+def run_of_checkpoint(checkpoint: str | Path) -> tuple[Path, str | None]:
+    """The run folder a checkpoint belongs to, and the abandoned branch it lies in (None on the run's own line):
+    ``<run>/checkpoints/step_N`` -> (run, None); ``<run>/checkpoints/abandoned/<branch>/step_N`` -> (run, branch)."""
+    path = Path(checkpoint).resolve()
+    if path.parent.parent.name == ABANDONED_DIR and path.parent.parent.parent.name == CHECKPOINTS_DIR:
+        return path.parent.parent.parent.parent, path.parent.name
+    return path.parent.parent, None
+
+
 # ----------------------------------------------------------------------------------------------- TensorBoard
 class Tags:
     """TensorBoard tag names. Families end with ``/`` and are followed by a parameter or block name."""

@@ -54,6 +54,7 @@ from .layout import (
     SWEEP_RUN_FILE,
     TRAINING_STATE_FILE,
     WRITTEN_FILE,
+    Tags,
     checkpoint_step,
     is_temporary,
     previous_name,
@@ -265,8 +266,36 @@ def _foreign_in_data(folder: Path) -> list[Path]:
     return foreign
 
 
+# Tags only this project's runs write, among the first records of every event file a run (or the reference's
+# measurement) opens: the run's facts at step 0, its config.yaml as text, the measured reference.
+OWN_EVENT_TAGS = (Tags.RUN_PARAMETERS, Tags.CONFIG_TEXT + "/text_summary", Tags.REFERENCE_VAL_LOSS)
+_FIRST_RECORDS = 64
+
+
+def written_by_this_project(path: Path) -> bool:
+    """Whether an event file is one of ours: a tag only our runs write among its first records, or nothing but
+    TensorBoard's header (a run that stopped at once: nothing in it to lose). Another project's logs copied into a
+    run folder share the file name pattern, not these tags; an unreadable file is not ours."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    try:
+        records = summaries = 0
+        for records, event in enumerate(EventFileLoader(str(path)).Load(), start=1):
+            if records > _FIRST_RECORDS:
+                break
+            tags = [value.tag for value in event.summary.value]
+            if any(tag in OWN_EVENT_TAGS for tag in tags):
+                return True
+            summaries += bool(tags)
+        return records > 0 and summaries == 0  # the header (file_version) alone
+    except Exception:  # noqa: BLE001 - a damaged or foreign file, whatever the reader's complaint
+        return False
+
+
 def _foreign_in_legacy_tensorboard(folder: Path) -> list[Path]:
-    return _foreign_files(folder, lambda name: Path(name).name.startswith(EVENT_FILE_PREFIX))
+    foreign = _foreign_files(folder, lambda name: Path(name).name.startswith(EVENT_FILE_PREFIX))
+    return foreign + [p for p in folder.rglob(EVENT_FILE_PREFIX + "*") if p.is_file() and p not in foreign
+                      and not written_by_this_project(p)]
 
 
 _FOLDER_RULES = {CHECKPOINTS_DIR: _foreign_in_checkpoints, FINAL_DIR: foreign_in_model_folder,
@@ -282,8 +311,10 @@ def foreign_in_run_folder(root: str | Path) -> list[Path]:
         name = child.name
         if child.is_dir() and not child.is_symlink() and name in _FOLDER_RULES:
             foreign += _FOLDER_RULES[name](child)
-        elif child.is_file() and (name in RUN_FILES or name.startswith(EVENT_FILE_PREFIX)
-                                  or name.startswith(PROBE_PREFIX) or name == MARKER_FILE + ".tmp"):
+        elif child.is_file() and name.startswith(EVENT_FILE_PREFIX):
+            if not written_by_this_project(child):
+                foreign.append(child)
+        elif child.is_file() and (name in RUN_FILES or name.startswith(PROBE_PREFIX) or name == MARKER_FILE + ".tmp"):
             continue
         else:
             foreign.append(child)

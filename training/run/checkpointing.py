@@ -123,11 +123,14 @@ class CheckpointManager:
         return older[-1] if older else None
 
     def remove_incomplete(self) -> None:
-        """Left-overs of a save that was interrupted."""
-        if self.directory.is_dir():
-            for path in self.directory.iterdir():
-                if path.is_dir() and is_temporary(path.name):
-                    shutil.rmtree(path, ignore_errors=True)
+        """Left-overs of a save that was interrupted: ``step_N.tmp`` folders (a ``.tmp`` folder of another name, such
+        as the user's ``checkpoints/eval.tmp/``, is not the run's and stays)."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            if path.is_dir() and is_temporary(path.name) and \
+                    checkpoint_step(path.name.removesuffix(temporary_name(""))) is not None:
+                shutil.rmtree(path, ignore_errors=True)
 
     def commit(self, step: int, say=print) -> Path:
         """Publish the finished temporary folder of ``step`` and prune old checkpoints (main process only). A

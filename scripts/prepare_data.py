@@ -14,6 +14,7 @@ from transformers import HfArgumentParser
 from training.cli import HelpFormatter
 from training.data.preparation import CorpusError, PrepareConfig, prepare
 from training.data.shards import ShardError
+from training.errors import UserError
 
 INTERRUPTED_EXIT_CODE = 130
 
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
         return 2
     try:
         meta = prepare(config)
-    except (CorpusError, ShardError) as error:
+    except (CorpusError, ShardError, UserError) as error:  # UserError: e.g. a folder of the user's files
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1396,7 +1396,7 @@ def _dataset_tokens(b: Bench, value: str) -> Result:
 # =============================================================================================== 26.4
 # Signals and odd environments.
 def _complete_checkpoints(run_dir: Path) -> str | None:
-    from training.loop.checkpointing import manifest_problems
+    from training.run.checkpointing import manifest_problems
 
     for checkpoint in sorted((run_dir / "checkpoints").glob("step_*")):
         problems = manifest_problems(checkpoint)

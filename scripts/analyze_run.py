@@ -23,7 +23,7 @@ from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
 from training.errors import UserError, script_main
 from training.layout import COMPARISON_DIR, RunLayout
-from training.ownership import record_written
+from training.ownership import record_written, recorded_names
 
 
 def parse(argv):
@@ -54,12 +54,27 @@ def write_forecast_plot(run, out: Path, predicted: dict) -> str:
     return str(out / "forecast.png")
 
 
+def refuse_clashes(out: Path) -> None:
+    """--out elsewhere than the run's analysis/: files of the names the analysis writes there that no analysis
+    recorded as its own are the user's, and are not overwritten."""
+    if not out.is_dir():
+        return
+    recorded = recorded_names(out) or set()
+    clash = [p.name for p in sorted(out.iterdir()) if p.is_file() and p.name not in recorded and
+             (p.suffix == ".png" or p.name in ("report.md", "report.json"))]
+    if clash:
+        raise UserError(f"--out {out} holds files this project did not write ({', '.join(clash)}), which the "
+                        "analysis would overwrite; pass a new or empty folder.")
+
+
 def output_dirs(args, runs) -> list[Path]:
     """Where each run's analysis goes, created and proven writable before any work (a read-only run folder)."""
     outs = []
     for run in runs:
         out = Path(args.out) / run.name if args.out and len(runs) > 1 else \
             Path(args.out or RunLayout(run.run_dir).analysis_dir)
+        if out != RunLayout(run.run_dir).analysis_dir:
+            refuse_clashes(out)
         try:
             make_writable_dir(out)
         except OSError as error:

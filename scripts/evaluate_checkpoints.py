@@ -21,7 +21,7 @@ from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
 from training.errors import UserError, script_main
 from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
-from training.layout import ANALYSIS_DIR, run_of_model_folder
+from training.layout import ANALYSIS_DIR, MARKER_FILE, RunLayout, run_of_model_folder
 from training.ownership import record_written
 
 
@@ -46,6 +46,17 @@ def check_writable(path: Path) -> None:
                          "path.") from error
 
 
+def check_reference_target(args) -> None:
+    """--log_reference_to must be a run folder of this project, and there must be a reference to record; checked
+    before any work, so a refusal leaves nothing behind."""
+    layout = RunLayout(args.log_reference_to)
+    if not (layout.root / MARKER_FILE).is_file() and not layout.config_file.is_file():
+        raise UserError(f"--log_reference_to {args.log_reference_to} is not a run folder of this project (no "
+                        f"{MARKER_FILE} or config.yaml): pass runs/<run>, the run whose plots get the reference.")
+    if not args.reference:
+        raise UserError("--log_reference_to records the reference's numbers: pass --reference too (e.g. gpt2).")
+
+
 def output_path(args) -> Path:
     """--output, else the first checkpoint's run folder (analysis/eval_<model>.json), else ./eval.json (a Hub id)."""
     if args.output:
@@ -60,6 +71,8 @@ def main(argv=None) -> int:
         args = parse(argv)
     except ValueError as error:  # unknown options (HfArgumentParser); values refused by EvalArguments are UserErrors
         raise UserError(f"{error} (see --help)") from error
+    if args.log_reference_to:
+        check_reference_target(args)
     accelerator = Accelerator()
     output = output_path(args)
     if accelerator.is_main_process:

@@ -362,3 +362,19 @@ def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(capsys):
     with pytest.raises(ValueError, match="internal invariant"):
         buggy([])
     assert refused([]) == 2 and capsys.readouterr().err == "error: --steps must be positive (got 0).\n"
+
+
+def test_analysis_out_into_a_folder_with_the_users_report_is_refused_untouched(finished_run, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own report\n")
+    code, err = run_main("analyze_run", [finished_run, "--out", out], capsys)
+    assert code == 2 and "report.md" in err and (out / "report.md").read_text() == "my own report\n"
+
+
+def test_log_reference_to_a_folder_that_is_not_a_run_leaves_nothing_behind(finished_run, tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    code, err = run_main("evaluate_checkpoints", [finished_run / "final", "--reference", finished_run / "final",
+                                                  "--log_reference_to", folder, "--skip_hellaswag"], capsys)
+    assert code == 2 and "not a run folder of this project" in err and not list(folder.iterdir())

@@ -304,3 +304,23 @@ def test_a_malformed_repo_id_is_refused_before_staging(trained_run, tmp_path, ca
     assert not (tmp_path / "t").exists()
     with pytest.raises(HubError, match="not a valid Hub repository id"):
         HubPushCallback("not a repo id!!", token=FAKE_TOKEN)
+
+
+def test_staging_keeps_out_the_users_notes_and_refuses_a_file_added_inside_it(tmp_path, trained_run):
+    """Only what the analysis wrote is staged (a private notes file beside it is not); a file the user later added
+    inside plots/ stops a re-staging, untouched."""
+    import shutil
+
+    from training.errors import FolderNotOwned
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0] / "run", run)
+    (run / "analysis").mkdir(exist_ok=True)
+    (run / "analysis" / "private_notes.md").write_text("not for the Hub\n")
+    staged = stage_upload(run / "final", tmp_path / "stage", "me/model", with_gpt2_export=False)
+    assert not list(staged.rglob("private_notes.md")) and list((staged / "plots").glob("*.png"))
+    mine = staged / "plots" / "my_annotated_loss.png"
+    mine.write_bytes(b"mine")
+    with pytest.raises(FolderNotOwned, match="my_annotated_loss.png"):
+        stage_upload(run / "final", tmp_path / "stage", "me/model", with_gpt2_export=False)
+    assert mine.read_bytes() == b"mine"

@@ -39,7 +39,7 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     config = tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, eval_every=3, sample_every=6,
                              sample_tokens=4, num_samples=1, callbacks=["grad_norm", "layer_ratios"],
                              diagnostics_every=3, peak_flops=1e12)
-    train(config)
+    trainer = train(config)
     scalars = read_scalars(tmp_path)
     for tag in ["train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "train/tokens_per_sec",
                 "train/step_time_ms", "train/mfu", "val/loss", "val/perplexity", "train/clipped_fraction",
@@ -62,6 +62,28 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     texts = read_run_texts(tmp_path)
     assert "samples" in texts and "config" in texts
     assert (tmp_path / "config.yaml").exists()
+    _the_first_screen_shows_the_loss_the_reference_and_the_learning_rate(tmp_path, trainer)
+
+
+def _the_first_screen_shows_the_loss_the_reference_and_the_learning_rate(run, trainer):
+    """The end-of-run summary's link opens TensorBoard's custom-scalars page; the layout that page loads (read back
+    with TensorBoard's own reader and the plugin's proto) starts with the loss, the measured reference and the
+    learning rate, before anything per layer."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    from training.trainer.summary import end_summary
+
+    assert "http://localhost:6006/#custom_scalars" in end_summary(trainer)
+    accumulator = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(accumulator.Tensors(metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto.string_val[0])
+    first = layout.category[0]
+    tags = [tag for chart in first.chart for tag in chart.multiline.tag]
+    assert any("train/loss" in t for t in tags) and any("val/loss" in t for t in tags)
+    assert any("reference/val_loss" in t for t in tags) and any("train/lr" in t for t in tags)
+    assert all("h\\." not in t for t in tags)  # nothing per layer on the first screen
 
 
 def test_logged_lr_and_tokens_follow_the_schedule(tmp_path, shakespeare_shards):
@@ -249,6 +271,7 @@ def test_pretrain_help_documents_every_field(capsys):
         for name in cls.__dataclass_fields__:
             assert f"--{name}" in out, name
     assert "--config" in out
+    assert len(out.splitlines()) < 220  # one or two lines per option (it was 369 lines before)
 
 
 def test_pretrain_script_reports_config_errors_cleanly(tmp_path, capsys):

@@ -26,11 +26,30 @@ __all__ = ["ConfigError", "HelpFormatter", "build_parser", "run_config_from_valu
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The scripts' docstrings as written (examples keep their lines), and every option's default shown."""
+    """The scripts' docstrings as written (examples keep their lines), and every option's default shown, on lines as
+    wide as the project's code (120 columns) so that each option takes one or two lines, not five."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=34, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width=width or 120)
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        name = action.option_strings[0]  # transformers adds --dashed-aliases of every --field_name: shown once
+        return name if action.nargs == 0 else f"{name} {self._format_args(action, action.dest.upper())}"
+
+    def _format_args(self, action, default_metavar):
+        return "N" if action.nargs is None and action.type in (int, float) else \
+            "X" if action.nargs in (None, "?") else super()._format_args(action, default_metavar)
+
+
+# Every option is listed below the usage line, by section: the usage line itself names the forms only.
+RUN_USAGE = "%(prog)s [--config PRESET.yaml] [--OPTION VALUE ...]   (options by section below; flags override the preset)"
 
 
 def build_parser(description: str | None = None) -> HfArgumentParser:
-    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description, formatter_class=HelpFormatter)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description, formatter_class=HelpFormatter,
+                              usage=RUN_USAGE)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML preset (configs/*.yaml); command-line flags override its values.")
     return parser

@@ -164,11 +164,18 @@ def recorded_names(folder: Path) -> set[str] | None:
         return None
 
 
+def _relative_name(path: Path, folder: Path) -> str:
+    if path.is_absolute():
+        return path.relative_to(folder).as_posix() if folder in path.parents else path.name
+    return path.as_posix()
+
+
 def record_written(folder: str | Path, names) -> None:
-    """Add ``names`` (files just written into ``folder``) to its ``.written.json``."""
+    """Add ``names`` (files just written into ``folder``: names, paths inside it, or paths relative to it such as
+    ``plots/lossGraph.png``) to its ``.written.json``."""
     folder = Path(folder)
     known = recorded_names(folder) or set()
-    known.update(Path(name).name for name in names)
+    known.update(_relative_name(Path(name), folder) for name in names)
     tmp = folder / (WRITTEN_FILE + ".tmp")
     tmp.write_text(json.dumps(sorted(known)) + "\n")
     os.replace(tmp, folder / WRITTEN_FILE)

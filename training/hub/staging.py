@@ -15,7 +15,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..config_fields import flatten
 from ..layout import RUN_CONFIG_FILE, TRAINING_STATE_FILE, WRITTEN_FILE, RunLayout, run_of_model_folder
-from ..ownership import record_written, recorded_names, refuse_dangerous, refuse_foreign, remove_path
+from ..ownership import (
+    foreign_in_analysis,
+    record_written,
+    recorded_names,
+    refuse_dangerous,
+    refuse_foreign,
+    remove_path,
+    written_by_this_project,
+)
 from .upload import HubError
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json", "modeling_gpt.py",
@@ -202,7 +210,8 @@ def stage_upload(checkpoint: str | Path, out_dir: str | Path, repo_id: str, run_
     if with_gpt2_export:
         _export_gpt2(checkpoint, out / GPT2_EXPORT_DIR)
     build_model_card(out, repo_id, evaluation).save(out / "README.md")
-    record_written(out, [p.name for p in out.iterdir()])
+    # Every file by its path: a file added later, even inside plots/, is the user's and stops a re-staging.
+    record_written(out, [p.relative_to(out).as_posix() for p in sorted(out.rglob("*")) if not p.is_dir()])
     return out
 
 
@@ -215,16 +224,21 @@ def clear_staging(out: Path) -> None:
         raise HubError(f"The staging folder {out} is a file; pass a new folder (--staging_dir).")
     refuse_dangerous(out, "The staging folder")
     recorded = recorded_names(out) or set()
-    children = sorted(out.iterdir())
-    foreign = [p for p in children if p.name not in recorded and p.name != WRITTEN_FILE]
+
+    def ours(path: Path) -> bool:  # recorded by its path; stagings of earlier versions recorded top-level names
+        relative = path.relative_to(out).as_posix()
+        return relative in recorded or relative.split("/")[0] in recorded or relative == WRITTEN_FILE
+
+    foreign = [p for p in sorted(out.rglob("*")) if not p.is_dir() and not ours(p)]
+    foreign += [p for p in sorted(out.iterdir()) if p.is_dir() and not any(p.iterdir()) and not ours(p)]
     refuse_foreign(foreign, out, "empty it to stage an upload", "Pass a new or empty --staging_dir.")
-    for path in children:
+    for path in sorted(out.iterdir()):
         remove_path(path)
 
 
 def _copy_run_files(run_dir: Path, out: Path) -> None:
     layout = RunLayout(run_dir)
-    events = layout.event_files()
+    events = [p for p in layout.event_files() if written_by_this_project(p)]  # not logs someone copied in
     for path in events:  # the event files only (not the checkpoints beside them), in the Hub's runs/ folder
         target = out / "runs" / path.relative_to(layout.root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -239,8 +253,13 @@ def _copy_run_files(run_dir: Path, out: Path) -> None:
         plots = write_plots(run, analysis)
         write_report(build_report(run), analysis, plots)
         record_written(analysis, [*plots, "report.md", "report.json"])
-    if analysis.is_dir():
-        shutil.copytree(analysis, out / "plots", dirs_exist_ok=True)
+    if analysis.is_dir():  # what the analysis wrote, never the user's own notes beside it
+        private = set(foreign_in_analysis(analysis))
+        for path in sorted(analysis.rglob("*")):
+            if path.is_file() and path not in private and path.name != WRITTEN_FILE:
+                target = out / "plots" / path.relative_to(analysis)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
 
 
 def _export_gpt2(checkpoint: Path, folder: Path) -> None:

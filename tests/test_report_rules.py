@@ -394,3 +394,28 @@ def test_a_new_finding_is_one_rule_function(tmp_path, monkeypatch):
             in render_markdown(report, []))
     monkeypatch.undo()
     assert "tokens_per_step_noted" not in ids(report_of(tmp_path, tiny_cpu()))
+
+
+def test_a_mup_runs_hidden_matrices_are_judged_at_the_rate_they_trained_at(tmp_path):
+    """Under μP the hidden matrices train at lr / m (AdamW) or lr / sqrt(m) (Muon); their expected update ratio
+    follows, so a μP run is not called slow for what μP does on purpose. Embeddings keep the logged rate."""
+    from training.analysis.runs import Run
+    from training.analysis.summaries import expectation_summary, mup_lr_scale
+    from training.layout import Tags
+
+    steps = range(10, 101, 10)
+    names = ["h.0.mlp.c_fc.weight", "wte.weight"]
+    scalars = {Tags.TRAIN_LR: {s: 1e-3 for s in range(1, 101)}}
+    for name in names:
+        scalars[Tags.WEIGHT_RMS + name] = {s: 0.02 for s in steps}
+        scalars[Tags.UPDATE_RATIO + name] = {s: 1e-3 / 0.02 / (4 if name.startswith("h.") else 1) for s in steps}
+
+    def run(**settings):
+        return Run(name="r", run_dir=tmp_path, scalars=scalars, config={"model": {"n_embd": 256, **settings}})
+
+    mup, sp = run(parametrization="mup", mup_base_width=64), run()
+    assert mup_lr_scale(mup, names[0], "adamw") == 0.25 and mup_lr_scale(mup, names[0], "muon") == 0.5
+    assert mup_lr_scale(mup, names[1], "adamw") == 1.0 and mup_lr_scale(sp, names[0], "adamw") == 1.0
+    judged = expectation_summary(mup).per_parameter
+    assert judged[names[0]].consistency == pytest.approx(1.0) and judged[names[1]].consistency == pytest.approx(1.0)
+    assert expectation_summary(sp).per_parameter[names[0]].consistency == pytest.approx(0.25)

@@ -518,6 +518,18 @@ def expectation_summary(run: Run) -> Expectation | None:
                        per_parameter=per_param, groups=groups)
 
 
+def mup_lr_scale(run: Run, name: str, group: str) -> float:
+    """The factor on the logged learning rate that a matrix actually trained at: under μP the hidden matrices (the
+    2-D weights inside the blocks) get x 1/m with AdamW and x 1/sqrt(m) with Muon, m = n_embd / mup_base_width
+    (training/optim/optimizers.py, docs/mup.md); 1 for every other matrix and under the standard parametrization.
+    Without it a μP run's hidden matrices would read m times slower than they are."""
+    settings = run.settings
+    if settings.get("parametrization") != "mup" or not settings.get("mup_base_width") or not is_muon_matrix(name):
+        return 1.0
+    m = float(settings.get("n_embd") or settings["mup_base_width"]) / float(settings["mup_base_width"])
+    return 1.0 / math.sqrt(m) if group == "muon" else 1.0 / m
+
+
 def _expected_ratio(run: Run, tag: str, name: str, group: str, lr_at, last_step: float) -> ExpectedRatio | None:
     """One matrix's measured ratios against its expected scale, at each measurement after the first
     RATIO_SKIP_FRACTION of the run that has a weight RMS and a learning rate (``lr_at``, its group's logged rate;
@@ -525,7 +537,7 @@ def _expected_ratio(run: Run, tag: str, name: str, group: str, lr_at, last_step:
     weight_decay = float(run.settings.get("weight_decay", 0.0) or 0.0)
     decay = run.scalars.get(Tags.UPDATE_RATIO_DECAY + name, {})
     rms = run.scalars.get(Tags.WEIGHT_RMS + name, {})
-    scale = MUON_RMS_SCALE if group == "muon" else 1.0
+    scale = (MUON_RMS_SCALE if group == "muon" else 1.0) * mup_lr_scale(run, name, group)
     rows = []
     for step, ratio in run.scalars[tag].items():
         if step < RATIO_SKIP_FRACTION * last_step or not rms.get(step) or not np.isfinite(ratio):

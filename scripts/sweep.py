@@ -12,6 +12,9 @@ Examples:
     python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml --summarize        # the tables only
     python scripts/sweep.py configs/sweeps/cpu-recommendations.yaml --rerun lr_x3      # train a variant again
     accelerate launch --config_file accelerate_config.yaml scripts/sweep.py configs/sweeps/seed-recommendations.yaml
+    # μP: tune at a small width, write the winner into a full-width preset, then train that (docs/mup.md)
+    python scripts/sweep.py configs/sweeps/mup-tune-cpu.yaml --transfer_to configs/cpu-wide-mup.yaml \
+        --write runs/tuned/cpu-wide.yaml
 """
 
 import argparse
@@ -22,7 +25,8 @@ from training.errors import script_main
 from training.run.preemption import Preempted
 from training.sweeps.config import load_sweep
 from training.sweeps.runner import run_sweep
-from training.sweeps.summary import write_summary
+from training.sweeps.summary import ranked, write_summary
+from training.sweeps.transfer import write_transferred
 
 
 def parse(argv):
@@ -32,7 +36,15 @@ def parse(argv):
     parser.add_argument("--rerun", nargs="+", default=[], metavar="VARIANT",
                         help="Train these variants again from scratch (their folders are replaced): after editing them "
                              "in the sweep file, or to retry a diverged one.")
-    return parser.parse_args(argv)
+    parser.add_argument("--transfer_to", default=None, metavar="PRESET",
+                        help="μP: a full-width preset to receive the winner's learning rates, init and weight decay "
+                             "(the sweep must run under --parametrization mup at its base width); needs --write.")
+    parser.add_argument("--write", default=None, metavar="PATH",
+                        help="Where --transfer_to writes the tuned full-width preset (a new file).")
+    args = parser.parse_args(argv)
+    if bool(args.transfer_to) != bool(args.write):
+        parser.error("--transfer_to and --write go together: the preset to widen to, and where to write it.")
+    return args
 
 
 @script_main
@@ -54,6 +66,10 @@ def main(argv=None) -> int:
         summary = write_summary(config)
         print(summary.read_text())
         print(f"wrote {summary}")
+        if args.transfer_to:
+            written = write_transferred(config, ranked(config), args.transfer_to, args.write)
+            print(f"wrote {written}: the winner transferred to full width; train it with\n"
+                  f"  accelerate launch scripts/pretrain.py --config {written}")
     return 0
 
 

@@ -247,3 +247,42 @@ def test_every_shipped_sweep_file_loads_and_every_run_is_valid(name):
     if name == "lr-sensitivity-124m.yaml":  # bench/lr_sensitivity.py --sweep reads arms and rates from it
         rates = {(bool(v.get("qk_norm")), v["max_lr"]) for v in config.variants.values()}
         assert len(rates) == 12 and max(r for _, r in rates) / min(r for _, r in rates) >= 30
+
+
+def test_tune_small_train_big_writes_the_winner_into_the_wide_preset(tmp_path, shakespeare_shards):
+    """μP's workflow: a sweep at width 32 under mup (base width = its own width), its winner's learning rates
+    written into a width-64 preset with mup_base_width 32; the target keeps its own depth, batch and length; a
+    standard-parametrization sweep and an existing file are refused, and the written preset trains."""
+    from training.cli import load_preset
+    from training.errors import UserError
+    from training.sweeps.summary import ranked
+    from training.sweeps.transfer import write_transferred
+
+    path = write_sweep(tmp_path, shakespeare_shards, seeds=[1],
+                       overrides={"parametrization": "mup", "mup_base_width": 32, "max_steps": 8})
+    config = load_sweep(path)
+    run_sweep(config, say=lambda line: None)
+    rows = ranked(config)
+    assert rows[0]["variant"] == "fast"
+    target = tmp_path / "wide.yaml"
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["model"]["n_embd"] = 64
+    base["train"].update(max_steps=3, output_dir=str(tmp_path / "wide_run"), total_batch_tokens=256)
+    target.write_text(yaml.safe_dump(base))
+    written = write_transferred(config, rows, target, tmp_path / "tuned.yaml")
+    values = load_preset(written, say=lambda line: None)
+    assert (values["max_lr"], values["min_lr"]) == (3e-3, 3e-4)
+    assert (values["parametrization"], values["mup_base_width"], values["n_embd"]) == ("mup", 32, 64)
+    assert values["total_batch_tokens"] == 256 and values["max_steps"] == 3  # the target's own, not the sweep's
+    with pytest.raises(UserError, match="exists"):
+        write_transferred(config, rows, target, written)
+    (tmp_path / "sp").mkdir()
+    standard = load_sweep(write_sweep(tmp_path / "sp", shakespeare_shards))
+    with pytest.raises(UserError, match="standard parametrization"):
+        write_transferred(standard, rows, target, tmp_path / "other.yaml")
+    from training.cli import run_config_from_values
+
+    from .helpers import train
+
+    trainer = train(run_config_from_values(values))
+    assert trainer.raw_model.config.parametrization == "mup" and trainer.raw_model.config.mup_width_mult == 2.0

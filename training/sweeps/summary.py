@@ -216,6 +216,11 @@ def render_markdown(config: SweepConfig, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ranked(config: SweepConfig) -> list[dict]:
+    """The sweep's variants, best first (as sweep.md ranks them)."""
+    return rank(config, collect(config)[0])
+
+
 def write_summary(config: SweepConfig) -> Path:
     """sweep.json, sweep.md and compare_loss.png in the sweep's output folder; returns sweep.md."""
     import matplotlib.pyplot as plt

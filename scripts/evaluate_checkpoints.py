@@ -22,7 +22,7 @@ from training.data.shards import make_writable_dir
 from training.errors import UserError, script_main
 from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
 from training.layout import ANALYSIS_DIR, MARKER_FILE, RunLayout, run_of_model_folder
-from training.ownership import record_written
+from training.ownership import record_written, written_by_this_project
 
 
 def parse(argv):
@@ -50,7 +50,8 @@ def check_reference_target(args) -> None:
     """--log_reference_to must be a run folder of this project, and there must be a reference to record; checked
     before any work, so a refusal leaves nothing behind."""
     layout = RunLayout(args.log_reference_to)
-    if not (layout.root / MARKER_FILE).is_file() and not layout.config_file.is_file():
+    # The marker every run writes first; a run of an older version has none, but event files only our runs write.
+    if not (layout.root / MARKER_FILE).is_file() and not any(written_by_this_project(p) for p in layout.event_files()):
         raise UserError(f"--log_reference_to {args.log_reference_to} is not a run folder of this project (no "
                         f"{MARKER_FILE} or config.yaml): pass runs/<run>, the run whose plots get the reference.")
     if not args.reference:

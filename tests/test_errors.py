@@ -378,3 +378,12 @@ def test_log_reference_to_a_folder_that_is_not_a_run_leaves_nothing_behind(finis
     code, err = run_main("evaluate_checkpoints", [finished_run / "final", "--reference", finished_run / "final",
                                                   "--log_reference_to", folder, "--skip_hellaswag"], capsys)
     assert code == 2 and "not a run folder of this project" in err and not list(folder.iterdir())
+
+
+def test_log_reference_to_a_folder_with_the_users_own_config_is_not_a_run(finished_run, tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("my: own settings\n")
+    code, err = run_main("evaluate_checkpoints", [finished_run / "final", "--reference", finished_run / "final",
+                                                  "--log_reference_to", folder, "--skip_hellaswag"], capsys)
+    assert code == 2 and "not a run folder of this project" in err and sorted(folder.iterdir()) == [folder / "config.yaml"]

@@ -50,7 +50,8 @@ def matches(tag: str, documented: str) -> bool:
 
 def written_tags(run_dir) -> set[str]:
     tags = set()
-    for path in RunLayout(run_dir).event_files():
+    layout = RunLayout(run_dir)
+    for path in layout.event_files() + sorted(layout.layers_dir.rglob("events.out.tfevents.*")):
         events = EventAccumulator(str(path), size_guidance={SCALARS: 0, TENSORS: 0, HISTOGRAMS: 0})
         events.Reload()
         found = events.Tags()

@@ -9,6 +9,7 @@ import torch
 from training.cli import ConfigError, parse_run_config
 from training.data.loaders import ValidationSet
 from training.data.shards import write_shard_atomic
+from training.layout import RunLayout
 from training.optim.schedules import warmup_cosine_factor
 from training.trainer.trainer import NonFiniteLossError, Trainer
 
@@ -63,6 +64,11 @@ def test_tensorboard_has_the_documented_tags(tmp_path, shakespeare_shards):
     assert "samples" in texts and "config" in texts
     assert (tmp_path / "config.yaml").exists()
     _the_first_screen_shows_the_loss_the_reference_and_the_learning_rate(tmp_path, trainer)
+    for block in (0, 1):  # each block's ratios in its own run, one tag per kind: told apart by colour
+        mine = read_scalars(RunLayout(tmp_path).block_run_dir(block))
+        assert mine["by_block/update_ratio/attn.c_attn"] == scalars[f"update_ratio/h.{block}.attn.c_attn.weight"]
+        own = scalars[f"grad_ratio/h.{block}.mlp.c_fc.weight"][3]
+        assert mine["by_block/grad_ratio/mlp.c_fc"][3] == pytest.approx(own)
 
 
 def _the_first_screen_shows_the_loss_the_reference_and_the_learning_rate(run, trainer):
@@ -390,7 +396,8 @@ def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
     train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=2))
     record_reference(tmp_path, {"name": "gpt2", "path": "gpt2", "val_loss": 3.29})
     folders = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
-    assert folders == {tmp_path}
+    blocks = {RunLayout(tmp_path).block_run_dir(block) for block in range(2)}  # each block's own run, if logged
+    assert tmp_path in folders and folders - {tmp_path} <= blocks
     plugins, layouts = set(), []
     for path in tmp_path.glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(path))
@@ -411,10 +418,10 @@ def test_one_run_is_one_tensorboard_entry(tmp_path, shakespeare_shards):
     assert charts["gradient norm (before clipping) and the clip threshold"] == ["train/grad_norm", "train/grad_clip"]
     import re
 
-    every_block = charts["update_ratio/attn.c_attn, every block"]  # one chart for every block's matrices
-    assert [t for t in ("update_ratio/h.0.attn.c_attn.weight", "update_ratio/h.11.attn.c_attn.weight",
-                        "update_ratio/h.0.mlp.c_fc.weight") if re.fullmatch(every_block[0], t)] == [
-        "update_ratio/h.0.attn.c_attn.weight", "update_ratio/h.11.attn.c_attn.weight"]
+    every_block = charts["update_ratio/attn.c_attn, every block"]  # one chart for every block's matrices, read
+    assert [t for t in ("by_block/update_ratio/attn.c_attn", "by_block/update_ratio/mlp.c_fc",  # from the blocks'
+                        "update_ratio/h.0.attn.c_attn.weight") if re.fullmatch(every_block[0], t)] == [  # own runs
+        "by_block/update_ratio/attn.c_attn"]
     (timing,) = charts["per step: data, forward+backward, callbacks, optimizer; and occasional work (ms)"]
     logged = [tag for tag in read_scalars(tmp_path) if tag.startswith("time/")]
     assert "time/forward_backward_ms" in logged and all(re.fullmatch(timing, tag) for tag in logged)

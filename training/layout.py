@@ -22,6 +22,7 @@ A run folder::
     <run>/data/shards/                    shards prepared on the fly from a corpus given as --data
     <run>/data/download/                  a corpus downloaded because no --data was given
     <run>/analysis/                       plots and report of analyze_run.py
+    <run>/layers/h.00/events.out.tfevents.*  one TensorBoard run per block: its per-layer ratios, one tag per kind
     <run>/analysis/eval_<model>.json      evaluate_checkpoints.py's results for <run>/final or a checkpoint
 """
 
@@ -45,6 +46,7 @@ DATA_DIR = "data"
 PREPARED_SHARDS_SUBDIR = "shards"
 DOWNLOAD_SUBDIR = "download"
 ANALYSIS_DIR = "analysis"
+LAYERS_DIR = "layers"  # <run>/layers/h.NN/: one TensorBoard run per transformer block (lines told apart by colour)
 EVAL_FILE = "eval_{model}.json"  # in analysis/: evaluate_checkpoints.py's results for one of the run's models
 CHANGES_FILE = "changes.jsonl"
 INTERVENTIONS_FILE = "interventions.jsonl"
@@ -156,6 +158,15 @@ class RunLayout:
         return self.root / ANALYSIS_DIR
 
     @property
+    def layers_dir(self) -> Path:
+        return self.root / LAYERS_DIR
+
+    def block_run_dir(self, block: int) -> Path:
+        """The TensorBoard run of transformer block ``block`` (``layers/h.03``): TensorBoard lists it as
+        ``<run>/layers/h.03`` and colours its lines apart from the other blocks'."""
+        return self.layers_dir / f"h.{block:02d}"
+
+    @property
     def changes_file(self) -> Path:
         return self.root / CHANGES_FILE
 
@@ -183,6 +194,7 @@ class RunLayout:
         """What a run wrote here that another run must not mix with (prepared data, a reusable cache, is not
         listed)."""
         candidates = [self.config_file, self.root / LEGACY_TENSORBOARD_DIR, self.final_dir, self.analysis_dir,
+                      self.layers_dir,
                       self.changes_file, self.interventions_file, self.branch_file, self.reference_eval_file,
                       self.sweep_run_file]
         found = [p for p in candidates if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
@@ -274,6 +286,9 @@ class Tags:
     GRAD_RATIO = "grad_ratio/"
     UPDATE_RATIO = "update_ratio/"
     UPDATE_RATIO_GRAD = "update_ratio_grad/"  # the update without AdamW's decoupled decay: what gradients moved
+    # In each block's own run (layers/h.NN): the block's ratios, one tag per kind of matrix, e.g.
+    # by_block/update_ratio/attn.c_attn; a chart of one kind draws every block, each in its run's colour.
+    BY_BLOCK = "by_block/"
     UPDATE_RATIO_DECAY = "update_ratio_decay/"  # lr * weight_decay: the decay's share, known exactly
     WEIGHT_RMS = "weight_rms/"
     SPIKE_LOSS_Z = "spikes/loss_z"

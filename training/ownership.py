@@ -22,6 +22,7 @@ A leaf below ``layout`` (imports nothing else of the project).
 import fnmatch
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -42,6 +43,7 @@ from .layout import (
     EVENT_FILE_PREFIX,
     FINAL_DIR,
     INTERVENTIONS_FILE,
+    LAYERS_DIR,
     LEGACY_TENSORBOARD_DIR,
     LOCK_FILE,
     MANIFEST_FILE,
@@ -68,7 +70,7 @@ PROBE_PREFIX = ".write_probe."  # make_writable_dir's transient probe files
 # Top-level files of a run folder, and the folders a run creates (each checked by its own rule below).
 RUN_FILES = (CONFIG_FILE, REFERENCE_EVAL_FILE, CHANGES_FILE, INTERVENTIONS_FILE, BRANCH_FILE, LOCK_FILE,
              SWEEP_RUN_FILE, MARKER_FILE)
-RUN_FOLDERS = (CHECKPOINTS_DIR, FINAL_DIR, ANALYSIS_DIR, DATA_DIR, LEGACY_TENSORBOARD_DIR)
+RUN_FOLDERS = (CHECKPOINTS_DIR, FINAL_DIR, ANALYSIS_DIR, DATA_DIR, LEGACY_TENSORBOARD_DIR, LAYERS_DIR)
 # What a model folder (final/, checkpoints/step_N/model/) holds: save_pretrained, the tokenizer and the run's files.
 MODEL_FOLDER_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors",
                       "config.json", "generation_config.json", "modeling_gpt.py", "configuration_gpt.py", "loss.py",
@@ -291,7 +293,7 @@ def written_by_this_project(path: Path) -> bool:
             if records > _FIRST_RECORDS:
                 break
             tags = [value.tag for value in event.summary.value]
-            if any(tag in OWN_EVENT_TAGS for tag in tags):
+            if any(tag in OWN_EVENT_TAGS or tag.startswith(Tags.BY_BLOCK) for tag in tags):
                 return True
             summaries += bool(tags)
         return records > 0 and summaries == 0  # the header (file_version) alone
@@ -305,10 +307,22 @@ def _foreign_in_legacy_tensorboard(folder: Path) -> list[Path]:
                       and not written_by_this_project(p)]
 
 
+def _foreign_in_layers(folder: Path) -> list[Path]:
+    """``layers/h.NN/``: the blocks' TensorBoard runs, holding only event files of ours."""
+    foreign = []
+    for child in _children(folder):
+        if child.is_dir() and re.fullmatch(r"h\.\d+", child.name):
+            foreign += [p for p in sorted(child.rglob("*")) if not p.is_dir() and
+                        not (p.name.startswith(EVENT_FILE_PREFIX) and written_by_this_project(p))]
+        else:
+            foreign.append(child)
+    return foreign
+
+
 _FOLDER_RULES = {CHECKPOINTS_DIR: _foreign_in_checkpoints, FINAL_DIR: foreign_in_model_folder,
                  previous_name(FINAL_DIR): foreign_in_model_folder, temporary_name(FINAL_DIR): lambda folder: [],
                  ANALYSIS_DIR: foreign_in_analysis, DATA_DIR: _foreign_in_data,
-                 LEGACY_TENSORBOARD_DIR: _foreign_in_legacy_tensorboard}
+                 LEGACY_TENSORBOARD_DIR: _foreign_in_legacy_tensorboard, LAYERS_DIR: _foreign_in_layers}
 
 
 def foreign_in_run_folder(root: str | Path) -> list[Path]:

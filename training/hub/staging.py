@@ -14,7 +14,14 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..config_fields import flatten
-from ..layout import RUN_CONFIG_FILE, TRAINING_STATE_FILE, WRITTEN_FILE, RunLayout, run_of_model_folder
+from ..layout import (
+    EVENT_FILE_PREFIX,
+    RUN_CONFIG_FILE,
+    TRAINING_STATE_FILE,
+    WRITTEN_FILE,
+    RunLayout,
+    run_of_model_folder,
+)
 from ..ownership import (
     foreign_in_analysis,
     record_written,
@@ -238,7 +245,8 @@ def clear_staging(out: Path) -> None:
 
 def _copy_run_files(run_dir: Path, out: Path) -> None:
     layout = RunLayout(run_dir)
-    events = [p for p in layout.event_files() if written_by_this_project(p)]  # not logs someone copied in
+    events = [p for p in layout.event_files() + sorted(layout.layers_dir.glob("h.*/" + EVENT_FILE_PREFIX + "*"))
+              if p.is_file() and written_by_this_project(p)]  # the run's and its blocks' runs; not logs copied in
     for path in events:  # the event files only (not the checkpoints beside them), in the Hub's runs/ folder
         target = out / "runs" / path.relative_to(layout.root)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from transformers import TrainerState
 
 from ..cadence import is_due
 from ..layout import TRACKER, Tags
+from .block_runs import BlockRuns, by_block_tag
 
 # ``state.log_history`` is pickled into every checkpoint: it keeps the loop's own scalars (train/, val/, hellaswag/,
 # reference/), never the per-matrix families, and only the newest entries. TensorBoard holds everything.
@@ -30,10 +31,13 @@ class RunLog:
     def __init__(self, accelerator, state: TrainerState, on_log, log_every: int = 1):
         self.accelerator, self.state, self._on_log, self.log_every = accelerator, state, on_log, log_every
         self._step_metrics: dict[str, float] = {}
+        self.block_runs = BlockRuns()  # the per-block TensorBoard runs (main process; opened by start_tracking)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         step = self.state.global_step if step is None else step
         self.accelerator.log(metrics, step=step)
+        if self.accelerator.is_main_process:
+            self.block_runs.log(metrics, step)
         if kept := headline(metrics):
             self.state.log_history.append({**kept, "step": step})
             del self.state.log_history[:-HISTORY_LIMIT]
@@ -99,17 +103,21 @@ class RunLog:
     def flush(self) -> None:
         if (writer := self.writer()) is not None:
             writer.flush()
+        self.block_runs.flush()
 
 
 MATRIX_KINDS = {"attn.c_attn": r"h\.\d+\.attn\.c_attn\.weight", "attn.c_proj": r"h\.\d+\.attn\.c_proj\.weight",
                 "mlp.c_fc": r"h\.\d+\.mlp\.c_fc\.weight", "mlp.c_proj": r"h\.\d+\.mlp\.c_proj\.weight",
                 "embeddings": r"(wte|wpe)\.weight"}
+BLOCK_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 def custom_scalars_layout() -> dict:
-    """Categories -> charts -> ["Multiline", tag regexes], in the order TensorBoard shows them."""
+    """Categories -> charts -> ["Multiline", tag regexes], in the order TensorBoard shows them. A chart of a block
+    matrix reads the blocks' own runs (block_runs.py): one line per block, each in its own colour."""
     def per_kind(prefix: str) -> dict:
-        return {f"{prefix}{kind}, every block": ["Multiline", [re.escape(prefix) + pattern]]
+        return {f"{prefix}{kind}, every block": ["Multiline", [re.escape(by_block_tag(prefix, kind))
+                                                               if kind in BLOCK_KINDS else re.escape(prefix) + pattern]]
                 for kind, pattern in MATRIX_KINDS.items()}
 
     return {

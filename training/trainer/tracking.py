@@ -14,6 +14,8 @@ def start_tracking(trainer) -> None:
     if "wandb" in config.logging.report_to:
         init_kwargs["wandb"] = {"name": run_name}
     accelerator.init_trackers(TENSORBOARD_PROJECT, init_kwargs=init_kwargs)  # events in the run folder
+    if accelerator.is_main_process:  # each block's own run, with the same purge after a resume
+        log.block_runs.open(layout, trainer.resumed_step + 1 if trainer.resumed_step is not None else None)
     log.log_layout()
     log.log_hparams(config.flat())
     for tracker in accelerator.trackers:  # the other trackers of --report_to get the settings as their config

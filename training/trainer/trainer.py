@@ -615,6 +615,7 @@ class Trainer:
         self.lock.release()
 
     def _finish_trackers(self) -> None:
+        self.log.block_runs.close()
         for tracker in self.accelerator.trackers:
             tracker.finish()
         self.accelerator.trackers = []

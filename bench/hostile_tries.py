@@ -691,7 +691,7 @@ def main() -> None:
     rows, counts = [], Counter()
     started = time.perf_counter()
     for number, attempt in enumerate(tries, start=1):
-        if number < args.start:
+        if number < args.start or (args.end is not None and number > args.end):
             continue
         t0 = time.perf_counter()
         try:

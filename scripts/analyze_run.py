@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.reference_loss is not None and not (math.isfinite(args.reference_loss) and args.reference_loss > 0):
         raise UserError(f"--reference_loss must be a positive number (got {args.reference_loss}).")
+    if args.dataset_tokens is not None and args.dataset_tokens <= 0:
+        raise UserError(f"--dataset_tokens must be positive (got {args.dataset_tokens}): the training tokens of "
+                        "one pass over the data.")
     with warnings.catch_warnings(record=True) as caught:  # damaged event files: say so, use the rest
         warnings.simplefilter("always")
         runs = [load_run(d, args.reference_loss, args.reference_eval, args.dataset_tokens) for d in args.run_dirs]

@@ -7,6 +7,7 @@ Example:
 """
 
 import argparse
+import math
 
 import torch
 
@@ -41,13 +42,19 @@ def check_device(device: str) -> None:
         raise UserError(f"--device {device}: {why}; use --device cpu.")
 
 
+MAX_SAMPLES = 1024  # one batch of samples in memory, printed: more is a loop of commands, not one
+
+
 def check_arguments(args, prompt_tokens: int | None = None, context: int | None = None) -> None:
     """Bad values are refused with the option's name, before (counts) or after (context) loading the model."""
     for name in ("num_samples", "max_new_tokens", "top_k"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive (got {getattr(args, name)}).")
-    if args.temperature <= 0:
-        raise UserError(f"--temperature must be positive (got {args.temperature}).")
+    if args.num_samples > MAX_SAMPLES:
+        raise UserError(f"--num_samples {args.num_samples}: at most {MAX_SAMPLES:,} (they are generated as one batch "
+                        "and printed); run the command again for more.")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UserError(f"--temperature must be a positive number (got {args.temperature}).")
     check_device(args.device)
     if prompt_tokens == 0:
         raise UserError("--prompt is empty; give some text to continue.")

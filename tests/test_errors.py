@@ -387,3 +387,37 @@ def test_log_reference_to_a_folder_with_the_users_own_config_is_not_a_run(finish
     code, err = run_main("evaluate_checkpoints", [finished_run / "final", "--reference", finished_run / "final",
                                                   "--log_reference_to", folder, "--skip_hellaswag"], capsys)
     assert code == 2 and "not a run folder of this project" in err and sorted(folder.iterdir()) == [folder / "config.yaml"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--temperature", "nan"], "--temperature must be a positive number"),
+    (["--temperature", "inf"], "--temperature must be a positive number"),
+    (["--num_samples", str(10 ** 9)], "--num_samples 1000000000: at most"),
+])
+def test_generate_refuses_values_that_cannot_sample(finished_run, capsys, argv, words):
+    code, err = run_main("generate", [finished_run / "final", "--device", "cpu", *argv], capsys)
+    assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_analysis_refuses_a_negative_dataset_size(finished_run, tmp_path, capsys):
+    code, err = run_main("analyze_run", [finished_run, "--dataset_tokens", "-5", "--out", tmp_path / "a"], capsys)
+    assert code == 2 and "--dataset_tokens must be positive" in err and not (tmp_path / "a").exists()
+
+
+def test_staging_a_read_only_run_without_analysis_writes_nothing_into_it(finished_run, tmp_path):
+    """The plots a run lacks are made into the staging folder: staging never writes into the run."""
+    import shutil
+    import stat
+
+    from training.hub.staging import stage_upload
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("analysis"))
+    for path in [run, *run.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        staged = stage_upload(run / "final", tmp_path / "stage", "me/model", with_gpt2_export=False)
+        assert (staged / "plots" / "lossGraph.png").exists() and not (run / "analysis").exists()
+    finally:
+        for path in [run, *run.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)

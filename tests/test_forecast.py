@@ -250,7 +250,14 @@ def test_a_diverged_run_is_not_forecast():
         climbing.scalars["train/loss"][step] += 0.02 * (step - 150)
         if step % 10 == 0:
             climbing.scalars["val/loss"][step] += 0.02 * (step - 150)
-    for run in (nan_run, climbing):
+    # Blown up at once and never back (--max_lr 5): a flat curve far above its start, whose first validation (at
+    # step 10) is already high; its start is its first logged loss, not its first validation.
+    blown = synthetic_run(max_steps=400, fitted_steps=200)
+    for step in range(2, 201):
+        blown.scalars["train/loss"][step] = 200.0 + (step % 7) * 0.1
+        if step % 10 == 0:
+            blown.scalars["val/loss"][step] = 199.0
+    for run in (nan_run, climbing, blown):
         result = forecast(run, bootstrap=0)
         assert result.current_schedule is None and not result.trusted and not result.horizons
         assert "diverged" in " ".join(result.warnings)

@@ -419,3 +419,15 @@ def test_a_mup_runs_hidden_matrices_are_judged_at_the_rate_they_trained_at(tmp_p
     judged = expectation_summary(mup).per_parameter
     assert judged[names[0]].consistency == pytest.approx(1.0) and judged[names[1]].consistency == pytest.approx(1.0)
     assert expectation_summary(sp).per_parameter[names[0]].consistency == pytest.approx(0.25)
+
+
+def test_a_learning_run_on_data_read_many_times_is_told_more_data_not_more_steps(tmp_path):
+    """Validation still at its lowest after about 6 passes over the data: more steps would repeat what it has seen
+    (past ~4 epochs a repeated token is worth much less than a fresh one): the advice is more data, not --max_steps."""
+    plant = VARIANTS["repeated data"](PLANTS["healthy_124m"]())
+    report = report_of(tmp_path, plant, "healthy-repeated")
+    assert report["regime"]["repeated_data"]
+    learning = finding(report, "learning")
+    assert "max_steps" not in directions(report)
+    assert "more data, not more steps" in learning["recommendation"] and "more tokens should help" not in \
+        learning["recommendation"].lower()

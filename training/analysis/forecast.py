@@ -477,13 +477,15 @@ def _epoch_steps(run: Run) -> float | None:
 
 
 def _initial_loss(run: Run) -> float | None:
-    values = []
+    """The loss the run started from: its earliest logged loss (training or validation, whichever was logged first;
+    the larger at a tie). Not the first validation: at step 25 of a diverging run that is already far above it."""
+    first = []
     for tag in (Tags.TRAIN_LOSS, Tags.VAL_LOSS):
-        _, loss = run.series(tag)
-        loss = loss[np.isfinite(loss)]
-        if len(loss):
-            values.append(float(loss[0]))
-    return max(values) if values else None
+        steps, loss = run.series(tag)
+        keep = np.isfinite(loss)
+        if keep.any():
+            first.append((float(steps[keep][0]), -float(loss[keep][0])))
+    return -min(first)[1] if first else None
 
 
 def diverged(run: Run) -> str | None:
@@ -502,6 +504,11 @@ def diverged(run: Run) -> str | None:
     if len(loss) < 3:
         return None
     smooth = finite_smoothed(loss)
+    start = _initial_loss(run)
+    ended = min(float(smooth[-1]), float(val[-1]) if len(val) else math.inf)
+    if start is not None and ended > start + DIVERGENCE_RISE:
+        return (f"the run diverged: its loss ended at {ended:.3f}, above where it started ({start:.3f}); the law "
+                "describes a converging run")
     low = int(np.argmin(smooth))
     rise = float(smooth[-1] - smooth[low])
     val_agrees = len(val) < 2 or float(val[-1] - val.min()) > VAL_AGREES_RISE

@@ -728,12 +728,23 @@ def _plateau(s: RunSummary) -> Finding:
                    f"same stretch (flat): the run has stopped improving at this learning rate and size; {more}.")
 
 
+# Passes over the same data after which more steps are not advised: Muennighoff et al. 2023 ("Scaling Data-Constrained
+# Language Models") found up to ~4 epochs of repeated data nearly as good as fresh, and fast-diminishing returns after.
+WORTHWHILE_EPOCHS = 4.0
+
+
 def _learning(s: RunSummary) -> Finding:
     """Learning and generalising; more tokens are advised only while validation is still at its lowest."""
     r, loss = s.regime, s.loss
     still = loss.min_val_step == loss.last_val_step and (loss.val_evaluations or 0) >= MIN_EVALUATIONS
     advice = []
-    if still:
+    passes = max(r.fraction_of_dataset or 0.0, (r.epochs_started or 1) - 1)  # complete passes, at least
+    if still and passes >= WORTHWHILE_EPOCHS:  # more steps would mostly repeat data already seen many times
+        advice.append(Advice(f"Validation loss was still at its lowest at the last evaluation, but the data has "
+                             f"been read {_data_read(r)}: past about {WORTHWHILE_EPOCHS:g} passes a repeated token "
+                             "is worth much less than a fresh one (Muennighoff et al. 2023), so more data, not more "
+                             "steps over this data, is what should help."))
+    elif still:
         advice.append(raise_("max_steps", "More tokens should help: validation loss was at its lowest at the last "
                                           "evaluation" + (f" (the data has been read more than once, {_data_read(r)}: "
                                                           "watch validation, it will turn)" if r.repeated_data

@@ -253,14 +253,15 @@ def _copy_run_files(run_dir: Path, out: Path) -> None:
         shutil.copy2(path, target)
     analysis = layout.analysis_dir
     if not (analysis / "lossGraph.png").exists() and events:
+        # Made into the staging folder, not the run's: staging never writes into the run (it may be read-only).
         from ..analysis.plots import write_plots  # matplotlib: only when plots must be made
         from ..analysis.report import build_report, write_report
         from ..analysis.runs import load_run
 
         run = load_run(run_dir)
-        plots = write_plots(run, analysis)
-        write_report(build_report(run), analysis, plots)
-        record_written(analysis, [*plots, "report.md", "report.json"])
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+        write_report(build_report(run), out / "plots", write_plots(run, out / "plots"))
+        return
     if analysis.is_dir():  # what the analysis wrote, never the user's own notes beside it
         private = set(foreign_in_analysis(analysis))
         for path in sorted(analysis.rglob("*")):

@@ -676,6 +676,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the work folder.")
     parser.add_argument("--start", type=int, default=1, help="Begin at this try's number (the [N/M] of an earlier "
                                                              "battery that stopped), to finish it in parts.")
+    parser.add_argument("--end", type=int, default=None, help="Stop after this try's number (with --start: one part "
+                                                              "of the battery).")
     parser.add_argument("--extra", action="store_true", help="Also the tries of bench/hostile_tries_more.py that "
                                                              "repeat another try or check a plain refusal.")
     args = parser.parse_args()

@@ -53,7 +53,8 @@ def check_reference_target(args) -> None:
     # The marker every run writes first; a run of an older version has none, but event files only our runs write.
     if not (layout.root / MARKER_FILE).is_file() and not any(written_by_this_project(p) for p in layout.event_files()):
         raise UserError(f"--log_reference_to {args.log_reference_to} is not a run folder of this project (no "
-                        f"{MARKER_FILE} or config.yaml): pass runs/<run>, the run whose plots get the reference.")
+                        f"{MARKER_FILE}, the marker every run writes first, and no event file of a run): pass "
+                        "runs/<run>, the run whose plots get the reference.")
     if not args.reference:
         raise UserError("--log_reference_to records the reference's numbers: pass --reference too (e.g. gpt2).")
 

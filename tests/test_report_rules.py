@@ -431,3 +431,33 @@ def test_a_learning_run_on_data_read_many_times_is_told_more_data_not_more_steps
     assert "max_steps" not in directions(report)
     assert "more data, not more steps" in learning["recommendation"] and "more tokens should help" not in \
         learning["recommendation"].lower()
+
+
+def test_the_start_loss_a_mup_run_is_expected_at_follows_its_logit_multiplier(tmp_path):
+    """ln V + n_embd std^2 / 2 under sp; under μP the logits are scaled by 1/m, so the excess by 1/m^2: what real
+    models show (the same weights' first loss, sp against μP with m = 4)."""
+    import math
+
+    import torch
+
+    from modeling import GPTConfig, GPTForCausalLM
+    from training.analysis.runs import Run
+    from training.analysis.summaries import expected_initial_loss
+
+    settings = {"n_embd": 256, "init_std": 0.1, "vocab_size": 50304, "n_layer": 2, "n_head": 4}
+    sp = Run(name="sp", run_dir=tmp_path, scalars={}, config={"model": settings})
+    mup = Run(name="mup", run_dir=tmp_path, scalars={},
+              config={"model": {**settings, "parametrization": "mup", "mup_base_width": 64}})
+    uniform, sp_expected, _ = expected_initial_loss(sp)
+    _, mup_expected, _ = expected_initial_loss(mup)
+    assert (mup_expected - uniform) == pytest.approx((sp_expected - uniform) / 16)
+
+    def first_loss(**kwargs) -> float:
+        torch.manual_seed(0)
+        model = GPTForCausalLM(GPTConfig(n_embd=256, n_head=4, n_layer=2, n_positions=64, **kwargs)).eval()
+        tokens = torch.randint(0, 50257, (16, 64), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            return float(model(tokens, labels=tokens).loss) - math.log(50304)
+
+    sp_excess, mup_excess = first_loss(), first_loss(parametrization="mup", mup_base_width=64)
+    assert sp_excess > 0.03 and mup_excess == pytest.approx(sp_excess / 16, abs=0.005)

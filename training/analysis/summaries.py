@@ -118,7 +118,12 @@ def expected_initial_loss(run: Run) -> tuple[float, float, float]:
     width, std = model.get("n_embd"), model.get("init_std")
     if not width or not std:
         return uniform, uniform, uniform
-    return uniform, uniform + width * std ** 2 / 2, uniform + width * STANDARD_INIT_STD ** 2 / 2
+    # Under μP the logits are multiplied by 1/m (docs/mup.md): their variance, and the excess, by 1/m^2.
+    multiplier = 1.0
+    if model.get("parametrization") == "mup" and model.get("mup_base_width"):
+        multiplier = (float(model["mup_base_width"]) / float(width)) ** 2
+    excess = width * std ** 2 / 2 * multiplier
+    return uniform, uniform + excess, uniform + width * STANDARD_INIT_STD ** 2 / 2 * multiplier
 
 
 def finite_smoothed(loss: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from training.cli import HelpFormatter
 from training.data.shards import make_writable_dir
 from training.errors import UserError, script_main
 from training.layout import COMPARISON_DIR, RunLayout
-from training.ownership import record_written, recorded_names
+from training.ownership import is_analysis_output, record_written, recorded_names
 
 
 def parse(argv):
@@ -60,8 +60,8 @@ def refuse_clashes(out: Path) -> None:
     if not out.is_dir():
         return
     recorded = recorded_names(out) or set()
-    clash = [p.name for p in sorted(out.iterdir()) if p.is_file() and p.name not in recorded and
-             (p.suffix == ".png" or p.name in ("report.md", "report.json"))]
+    clash = [p.name for p in sorted(out.iterdir())
+             if p.is_file() and p.name not in recorded and is_analysis_output(p.name)]
     if clash:
         raise UserError(f"--out {out} holds files this project did not write ({', '.join(clash)}), which the "
                         "analysis would overwrite; pass a new or empty folder.")

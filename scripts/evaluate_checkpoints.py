@@ -22,7 +22,8 @@ from training.data.shards import make_writable_dir
 from training.errors import UserError, script_main
 from training.evaluation.comparison import EvalArguments, compare, format_table, record_reference
 from training.layout import ANALYSIS_DIR, MARKER_FILE, RunLayout, run_of_model_folder
-from training.ownership import record_written, written_by_this_project
+from training.ownership import has_marker, record_written
+from training.run.run_folder import written_by_a_run
 
 
 def parse(argv):
@@ -50,10 +51,11 @@ def check_reference_target(args) -> None:
     """--log_reference_to must be a run folder of this project, and there must be a reference to record; checked
     before any work, so a refusal leaves nothing behind."""
     layout = RunLayout(args.log_reference_to)
-    # The marker every run writes first; a run of an older version has none, but event files only our runs write.
-    if not (layout.root / MARKER_FILE).is_file() and not any(written_by_this_project(p) for p in layout.event_files()):
+    # The project's one definition of a run folder (training/run/run_folder.py): its marker, or an older version's
+    # checkpoint or final model; a config.yaml or event files alone do not make one.
+    if not has_marker(layout.root) and not written_by_a_run(layout):
         raise UserError(f"--log_reference_to {args.log_reference_to} is not a run folder of this project (no "
-                        f"{MARKER_FILE}, the marker every run writes first, and no event file of a run): pass "
+                        f"{MARKER_FILE}, the marker every run writes first, and no checkpoint of a run): pass "
                         "runs/<run>, the run whose plots get the reference.")
     if not args.reference:
         raise UserError("--log_reference_to records the reference's numbers: pass --reference too (e.g. gpt2).")

@@ -248,11 +248,16 @@ def _foreign_in_branch(folder: Path) -> list[Path]:
     return foreign
 
 
+def is_analysis_output(name: str) -> bool:
+    """A name ``analyze_run.py`` writes into its output folder (a plot, the report, its record)."""
+    return _matches(name, LEGACY_ANALYSIS_FILES)
+
+
 def foreign_in_analysis(folder: Path) -> list[Path]:
     listed = recorded_names(folder)
     if listed is not None:
         return _foreign_files(folder, lambda name: name in listed or name == WRITTEN_FILE)
-    return _foreign_files(folder, lambda name: "/" not in name and _matches(name, LEGACY_ANALYSIS_FILES))
+    return _foreign_files(folder, lambda name: "/" not in name and is_analysis_output(name))
 
 
 def foreign_in_shards(folder: Path) -> list[Path]:

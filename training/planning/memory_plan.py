@@ -438,24 +438,27 @@ def _gathered_term(shape: Shape, terms: dict) -> int:
     return gathered
 
 
+def _eager_matrices_bytes(shape: Shape) -> int:
+    """What the attention matrices of every block would add if the kernel kept them as eager attention does."""
+    return shape.n_layer * attention_matrix_bytes(Shape(**{**asdict(shape), "attn_implementation": "eager"}))
+
+
 def shape_notes(shape: Shape) -> list[str]:
     """What the user should know about a shape that the numbers alone do not say."""
     notes = []
     name, kind = shape.attn_implementation, attention_kernel(shape)
     if kind == "fused" and name not in FUSED_KERNELS:
-        eager = Shape(**{**asdict(shape), "attn_implementation": "eager"})
         notes.append(f"attention {name!r} is not known to the planner: planned as a fused kernel (no T x T matrix); "
                      f"if it keeps the attention matrices as eager does, add about "
-                     f"{format_bytes(shape.n_layer * attention_matrix_bytes(eager))}.")
+                     f"{format_bytes(_eager_matrices_bytes(shape))}.")
     if name == "paged|eager":
         notes.append("paged|eager is meant for generation with a paged cache: in a training forward it applies no "
                      "causal mask and no attention dropout (the model would see the tokens it predicts). Train with "
                      "sdpa or eager.")
     if name == "sdpa" and shape.device == "cuda" and (shape.head_dim % 8 or shape.head_dim > 256):
-        math_shape = Shape(**{**asdict(shape), "attn_implementation": "eager"})
         notes.append(f"head size {shape.head_dim}: sdpa's fused CUDA kernels may not support it and fall back to the "
                      f"math kernel, which keeps the T x T matrices (about "
-                     f"{format_bytes(shape.n_layer * attention_matrix_bytes(math_shape))} more than planned).")
+                     f"{format_bytes(_eager_matrices_bytes(shape))} more than planned).")
     if kind == "math":
         notes.append("sdpa on CPU with dropout runs torch's math fallback (the CPU flash kernel has no dropout): "
                      "it keeps float32 T x T matrices like eager; on CUDA the fused kernels would not.")

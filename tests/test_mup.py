@@ -102,6 +102,26 @@ def test_adamw_groups_scale_hidden_matrices_only_and_keep_lr_times_wd():
     assert adamw.param_groups[2]["weight_decay"] == pytest.approx(0.05 * 4)
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", *(["muon"] if HAS_MUON else [])])
+def test_the_optimizer_alone_already_steps_hidden_matrices_at_their_scaled_rate(optimizer):
+    """Without a scheduler (a user's own loop, a benchmark that sets group["lr"] itself) the hidden matrices' group
+    already holds lr / m (AdamW) or lr / sqrt(m) (Muon): bench/mup_transfer.py once trained them at the full rate."""
+    model = model_of(n_embd=256, parametrization="mup", mup_base_width=64)
+    args = OptimizerArguments(optimizer=optimizer, max_lr=1e-2, min_lr=1e-3, weight_decay=0.1)
+    optimizers = build_optimizers(model, args)
+    hidden = optimizers[-1].param_groups[-1]
+    assert hidden["lr"] == pytest.approx(1e-2 * (0.25 if optimizer == "adamw" else 0.5))
+    assert optimizers[0].param_groups[0]["lr"] == 1e-2 and schedule_lr(optimizers[-1]) == pytest.approx(1e-2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.randint(0, 96, (2, 16)), labels=torch.randint(0, 96, (2, 16))).loss.backward()
+    for o in optimizers:
+        o.step()
+    name = "transformer.h.0.attn.c_attn.weight"
+    step = (dict(model.named_parameters())[name] - before[name]).abs().max()
+    if optimizer == "adamw":  # Adam's first step moves each entry by lr (its sign), plus the decay's lr * wd * w
+        assert float(step) == pytest.approx(1e-2 / 4, rel=0.05)
+
+
 @pytest.mark.skipif(not HAS_MUON, reason="torch.optim.Muon needs torch >= 2.9")
 def test_muon_lr_is_divided_by_sqrt_m_with_its_decay_kept():
     model = model_of(n_embd=256, parametrization="mup", mup_base_width=64)

@@ -52,8 +52,18 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, beta
                     device_type: str = "cpu") -> torch.optim.AdamW:
     """AdamW; the fused CUDA kernel when on a GPU (one launch for all parameters instead of a loop)."""
     fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps,
-                             **({"fused": True} if fused else {}))
+    return at_group_peaks(torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps,
+                                            **({"fused": True} if fused else {})), lr)
+
+
+def at_group_peaks(optimizer: torch.optim.Optimizer, peak_lr: float) -> torch.optim.Optimizer:
+    """Set each group's learning rate to its peak (``group_peak``: μP's hidden matrices at ``lr_scale`` times the
+    optimizer's), so that the optimizer is right on its own, not only once ``build_scheduler`` has run: a loop that
+    drives the rates itself from ``group["lr"]`` (a benchmark, a user's own loop) then trains μP's hidden matrices at
+    their scaled rate, not the embeddings' (bench/mup_transfer.py once did, and measured no transfer)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group_peak(group, peak_lr)
+    return optimizer
 
 
 def hidden_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -94,7 +104,7 @@ def build_optimizers(model: torch.nn.Module, args, device_type: str = "cpu") -> 
     group = matrices if width_mult is None else [scaled_group(matrices, args.weight_decay, width_mult**-0.5)]
     muon = torch.optim.Muon(group, lr=args.muon_lr or args.max_lr, weight_decay=args.weight_decay,
                             momentum=args.muon_momentum, nesterov=True, adjust_lr_fn="match_rms_adamw")
-    return [adamw, muon]
+    return [adamw, at_group_peaks(muon, args.muon_lr or args.max_lr)]
 
 
 class OptimizerView:

@@ -117,6 +117,34 @@ def test_rollback_starts_a_new_branch_and_keeps_the_old_one_aside(tmp_path, shak
     assert loss[6] != old_loss[6]
 
 
+def test_a_branch_of_an_abandoned_line_is_not_given_the_parents_new_history(tmp_path, shakespeare_shards):
+    """Branching from a checkpoint that a rollback set aside: the branch names its run (not checkpoints/abandoned),
+    its curves take the parent's steps only up to where the line was left (the parent's later steps are another
+    history), and the parent's forecast does not fit it as one of its cool-downs."""
+    from training.analysis.forecast import _load_branches, find_branches
+    from training.analysis.report import build_report
+    from training.analysis.runs import load_run
+
+    parent = tmp_path / "run"
+    train(tiny_run_config(parent, shakespeare_shards, max_steps=6, save_every=2))
+    train(tiny_run_config(parent, shakespeare_shards, max_steps=5, save_every=1, max_lr=1e-3,
+                          resume_from_checkpoint=str(RunLayout(parent).checkpoint_dir(2))))
+    (line,) = list((RunLayout(parent).checkpoints_dir / "abandoned").iterdir())
+    branch = tmp_path / "run-side"
+    train(tiny_run_config(branch, shakespeare_shards, max_steps=8, resume_from_checkpoint=str(line / "step_0000006")))
+
+    record = json.loads(RunLayout(branch).branch_file.read_text())
+    assert record["parent_run"] == str(parent.resolve()) and record["abandoned_branch"] == line.name
+    loss, parents = load_run(branch).scalars["train/loss"], read_scalars(parent)["train/loss"]
+    assert sorted(loss) == [1, 2, 7, 8]  # steps 3-6 of the abandoned line are nowhere: a gap, not the new line's
+    assert loss[1] == parents[1] and loss[2] == parents[2]
+    finding = next(f for f in build_report(load_run(branch))["findings"] if f["id"] == "branched_from")
+    assert "up to step 2 are the parent's; steps 3-6 were on a line" in finding["evidence"]
+    assert find_branches(load_run(parent)) == []
+    loaded, notes = _load_branches(load_run(parent), [branch])
+    assert loaded == [] and "abandoned" in notes[0]
+
+
 def test_resuming_from_the_newest_checkpoint_abandons_nothing(tmp_path, shakespeare_shards):
     train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=4, save_every=2))
     train(tiny_run_config(tmp_path, shakespeare_shards, max_steps=6, save_every=2, resume_from_checkpoint="latest"))

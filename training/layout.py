@@ -220,6 +220,29 @@ def run_of_model_folder(model_folder: str | Path) -> tuple[RunLayout, str] | Non
     return None
 
 
+_ABANDONED_LINE = re.compile(r"^after_step_(\d{7})_(\d{8}-\d{6})(?:\.(\d+))?$")
+
+
+def abandoned_line_origin(name: str) -> tuple[int, tuple] | None:
+    """``after_step_0000200_20261205-031500[.N]`` (``CheckpointManager.new_branch_dir``) -> (200, its order in time):
+    the step a return to an earlier checkpoint left this line at. None for any other name."""
+    match = _ABANDONED_LINE.match(name)
+    return (int(match[1]), (match[2], int(match[3] or 0))) if match else None
+
+
+def shared_history_step(run: Path, line: str) -> int | None:
+    """The last step that the abandoned ``line`` of ``run`` still shares with the run's history as it is now: the
+    step the line was left at, or an earlier step a later return went back to (each return rewrites the run's
+    history after its step). None if ``line`` is not an abandoned line's name."""
+    origin = abandoned_line_origin(line)
+    if origin is None:
+        return None
+    step, made = origin
+    folder = Path(run) / CHECKPOINTS_DIR / ABANDONED_DIR
+    later = [abandoned_line_origin(p.name) for p in folder.iterdir()] if folder.is_dir() else []
+    return min([step] + [other[0] for other in later if other and other[1] > made])
+
+
 def run_of_checkpoint(checkpoint: str | Path) -> tuple[Path, str | None]:
     """The run folder a checkpoint belongs to, and the abandoned branch it lies in (None on the run's own line):
     ``<run>/checkpoints/step_N`` -> (run, None); ``<run>/checkpoints/abandoned/<branch>/step_N`` -> (run, branch)."""

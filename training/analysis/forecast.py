@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..layout import RunLayout, Tags, checkpoint_step
+from ..layout import RunLayout, Tags, checkpoint_step, run_of_checkpoint
 from ..optim.schedules import Anchor, Schedule, decay_array
 from .runs import Run
 
@@ -560,11 +560,19 @@ def find_branches(run: Run) -> list[Path]:
         found = []
         for folder in sorted(here.parent.iterdir()):
             record = _branch_record(folder)
-            if folder != here and record and Path(record.get("parent_run", "")).resolve() == here:
+            if folder != here and record and Path(record.get("parent_run", "")).resolve() == here \
+                    and not _from_abandoned_line(record):
                 found.append(folder)
         return found
     except OSError:
         return []
+
+
+def _from_abandoned_line(record: dict) -> bool:
+    """A branch taken from a checkpoint of an abandoned line of its parent (``checkpoints/abandoned/<line>/``; its
+    history before the branch step is that line's, not the parent's): not the parent's cool-down. Records written
+    before branch.json named the line give the checkpoint's path instead."""
+    return bool(record.get("abandoned_branch")) or run_of_checkpoint(record.get("checkpoint") or ".")[1] is not None
 
 
 def _branch_record(folder: Path) -> dict | None:
@@ -591,6 +599,10 @@ def _load_branches(run: Run, branches) -> tuple[list[Run], list[str]]:
             continue
         if explicit and Path(record.get("parent_run", "")).resolve() != Path(run.run_dir).resolve():
             notes.append(f"{branch}: a branch of {record.get('parent_run')}, not of this run; left out of the fit")
+            continue
+        if _from_abandoned_line(record):
+            notes.append(f"{branch}: branched from {record.get('checkpoint')}, on a line of this run that a rollback "
+                         "or resume abandoned (its history is not this run's); left out of the fit")
             continue
         try:
             loaded.append(load_run(branch))

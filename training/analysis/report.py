@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .formatting import count, fmt, listed
 from .ids import FindingId, VerdictId
 from .rendering import render_markdown, write_report  # noqa: F401  (the report's outputs, re-exported)
-from .runs import Run
+from .runs import Run, shared_parent_steps
 from .summaries import RunSummary, summarize
 from .summary_types import LossSummary, Scenario, SpikeDetail
 from .thresholds import (
@@ -1012,9 +1012,13 @@ def branch_finding(s: RunSummary, found: Diagnosis) -> Finding | None:
         return None
     cooldown = branch.get("cooldown")
     what = (f"a cool-down of {cooldown['steps']} steps from step {cooldown['step']}" if cooldown else "a branch")
+    shared = shared_parent_steps(branch)
+    curves = f"its curves up to step {branch['step']} are the parent's" if shared >= branch["step"] else (
+        f"its curves up to step {shared} are the parent's; steps {shared + 1}-{branch['step']} were on a line of the "
+        "parent that a rollback or resume abandoned, whose curves the parent no longer holds (a gap, not another "
+        "history's values)")
     return Finding(FindingId.BRANCHED_FROM, "info", "A branch of another run",
-                   f"this run is {what} of {branch['parent_run']} (checkpoint {branch['checkpoint']}); its curves up "
-                   f"to step {branch['step']} are the parent's.")
+                   f"this run is {what} of {branch['parent_run']} (checkpoint {branch['checkpoint']}); {curves}.")
 
 
 def batch_finding(s: RunSummary, found: Diagnosis) -> Finding | None:

@@ -14,7 +14,7 @@ from tensorboard.compat.proto.event_pb2 import SessionLog
 
 from ..config_fields import flatten
 from ..errors import UserError
-from ..layout import RunLayout, Tags
+from ..layout import RunLayout, Tags, run_of_checkpoint, shared_history_step
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
@@ -240,11 +240,23 @@ def with_parent_history(scalars: dict, branch: dict, depth: int = 0) -> dict:
     grandparent = _read_json(RunLayout(parent).branch_file)
     if grandparent:
         history = with_parent_history(history, grandparent, depth + 1)
+    shared = shared_parent_steps(branch)
     merged = {}
     for tag in set(history) | set(scalars):
-        earlier = {s: v for s, v in history.get(tag, {}).items() if 0 < s <= step}
+        earlier = {s: v for s, v in history.get(tag, {}).items() if 0 < s <= shared}
         merged[tag] = dict(sorted({**earlier, **scalars.get(tag, {})}.items()))
     return merged
+
+
+def shared_parent_steps(branch: dict) -> int:
+    """How many of its parent's steps a branch shares with the parent's history as it is now: all up to the branch
+    step, unless it branched from a line of the parent that a rollback or resume abandoned; then only the steps
+    before that line was left (the parent's later steps are another history, and the abandoned line's own steps
+    are no longer in its TensorBoard files: the branch's curves have a gap there, not another run's values)."""
+    step = int(branch.get("step", 0))
+    line = branch.get("abandoned_branch") or run_of_checkpoint(branch.get("checkpoint") or ".")[1]
+    shared = shared_history_step(Path(branch.get("parent_run", "")), line) if line else None
+    return step if shared is None else min(step, shared)
 
 
 class RunReadError(UserError):

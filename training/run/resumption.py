@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config_fields import flatten
 from ..errors import ConfigError
-from ..layout import Tags
+from ..layout import Tags, run_of_checkpoint
 from ..optim.optimizers import peak_lrs
 from ..optim.schedules import Anchor, Schedule, anchor_to_dict
 from .checkpointing import append_jsonl, saved_run_config, write_json
@@ -61,6 +61,7 @@ class ResumePlan:
     schedule: str | None = None  # set when the schedule was re-planned or cooled down
     anchor: dict | None = None  # the schedule's re-plan (what the forecast needs to know the run's future)
     branch_of: Path | None = None
+    abandoned_branch: str | None = None  # the abandoned line of branch_of that the checkpoint lies in, if any
     reason: str | None = None  # why the settings were applied again (a spike-guard rollback), if not a resume
     new_schedule: Schedule | None = field(default=None, repr=False)  # the schedule from the resumed step on
     cooldown: dict | None = None  # the run's cool-down ({"step", "steps"}), kept or begun
@@ -100,7 +101,8 @@ class ResumePlan:
         append_jsonl(layout.changes_file, self.record())
         if self.branch_of is not None:
             write_json(layout.branch_file, {"parent_run": str(self.branch_of), "checkpoint": str(self.checkpoint),
-                                            "step": self.step, "cooldown": self.cooldown})
+                                            "step": self.step, "cooldown": self.cooldown,
+                                            "abandoned_branch": self.abandoned_branch})
 
 
 def schedule_after_resume(args, old: Schedule, step: int, cooldown: dict | None
@@ -131,11 +133,12 @@ def plan_resume(checkpoint: Path, config, progress, in_place: bool) -> ResumePla
     saved_settings = flatten(saved) or flatten(config.to_dict())
     old_schedule = Schedule.from_args(saved_settings, anchor=progress.schedule_anchor)
     new_schedule, description, cooldown = schedule_after_resume(args, old_schedule, step, progress.cooldown)
+    parent, abandoned = (None, None) if in_place else run_of_checkpoint(checkpoint)
     return ResumePlan(step=step, checkpoint=checkpoint, changes=changes,
                       lr_before=peak_lrs(_Args(saved_settings))[0] * old_schedule.factor(step),
                       lr_after=peak_lrs(args)[0] * new_schedule.factor(step), schedule=description,
-                      anchor=anchor_to_dict(new_schedule.anchor), branch_of=None if in_place else _run_of(checkpoint),
-                      new_schedule=new_schedule, cooldown=cooldown)
+                      anchor=anchor_to_dict(new_schedule.anchor), branch_of=parent,
+                      abandoned_branch=abandoned, new_schedule=new_schedule, cooldown=cooldown)
 
 
 def refuse_contradictions(args, checkpoint: Path, step: int, changes: dict, in_place: bool,
@@ -170,8 +173,3 @@ class _Args:
         self.max_lr, self.muon_lr = values.get("max_lr"), values.get("muon_lr")
         self.optimizer = values.get("optimizer", "adamw")
 
-
-def _run_of(checkpoint: Path) -> Path:
-    """``runs/x/checkpoints/step_N`` -> ``runs/x`` (the run a branch came from)."""
-    checkpoint = Path(checkpoint).resolve()
-    return checkpoint.parent.parent

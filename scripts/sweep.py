@@ -26,7 +26,7 @@ from training.run.preemption import Preempted
 from training.sweeps.config import load_sweep
 from training.sweeps.runner import run_sweep
 from training.sweeps.summary import ranked, write_summary
-from training.sweeps.transfer import write_transferred
+from training.sweeps.transfer import plan_transfer, write_transferred
 
 
 def parse(argv):
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     # (--cpu) are read, and the processes would then train as independent single-process runs in one folder.
     main_process = os.environ.get("RANK", "0") == "0"
     config = load_sweep(args.sweep)
+    transfer = plan_transfer(config, args.transfer_to, args.write) if args.transfer_to else None  # before training
     try:
         if not args.summarize:
             run_sweep(config, say=print if main_process else lambda line: None, rerun=args.rerun)
@@ -66,8 +67,8 @@ def main(argv=None) -> int:
         summary = write_summary(config)
         print(summary.read_text())
         print(f"wrote {summary}")
-        if args.transfer_to:
-            written = write_transferred(config, ranked(config), args.transfer_to, args.write)
+        if transfer:
+            written = write_transferred(transfer, ranked(config))
             print(f"wrote {written}: the winner transferred to full width; train it with\n"
                   f"  accelerate launch scripts/pretrain.py --config {written}")
     return 0

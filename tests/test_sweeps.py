@@ -250,39 +250,67 @@ def test_every_shipped_sweep_file_loads_and_every_run_is_valid(name):
 
 
 def test_tune_small_train_big_writes_the_winner_into_the_wide_preset(tmp_path, shakespeare_shards):
-    """μP's workflow: a sweep at width 32 under mup (base width = its own width), its winner's learning rates
-    written into a width-64 preset with mup_base_width 32; the target keeps its own depth, batch and length; a
-    standard-parametrization sweep and an existing file are refused, and the written preset trains."""
+    """μP's workflow: a sweep at width 32 under mup (base width = its own width), its winner's settings written into a
+    width-64 preset with mup_base_width 32, as the winner trained with them (defaults included, over the target's
+    own); the target keeps its own depth, batch and length, and each such difference is said; the written preset
+    trains."""
     from training.cli import load_preset
     from training.errors import UserError
     from training.sweeps.summary import ranked
-    from training.sweeps.transfer import write_transferred
+    from training.sweeps.transfer import plan_transfer, write_transferred
 
     path = write_sweep(tmp_path, shakespeare_shards, seeds=[1],
                        overrides={"parametrization": "mup", "mup_base_width": 32, "max_steps": 8})
     config = load_sweep(path)
+    target = tmp_path / "wide.yaml"
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["model"].update(n_embd=64, n_layer=3, init_std=0.05)  # the target's own init must not stay beside the lr
+    base["optimizer"] = {**base.get("optimizer", {}), "adam_beta2": 0.99, "weight_decay": 0.0}
+    base["train"].update(max_steps=3, output_dir=str(tmp_path / "wide_run"), total_batch_tokens=256)
+    target.write_text(yaml.safe_dump(base))
+    plan = plan_transfer(config, target, tmp_path / "tuned.yaml")
     run_sweep(config, say=lambda line: None)
     rows = ranked(config)
     assert rows[0]["variant"] == "fast"
-    target = tmp_path / "wide.yaml"
-    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
-    base["model"]["n_embd"] = 64
-    base["train"].update(max_steps=3, output_dir=str(tmp_path / "wide_run"), total_batch_tokens=256)
-    target.write_text(yaml.safe_dump(base))
-    written = write_transferred(config, rows, target, tmp_path / "tuned.yaml")
+    said = []
+    written = write_transferred(plan, rows, say=said.append)
     values = load_preset(written, say=lambda line: None)
     assert (values["max_lr"], values["min_lr"]) == (3e-3, 3e-4)
+    assert (values["init_std"], values["adam_beta2"], values["weight_decay"], values["optimizer"]) == \
+        (0.02, 0.95, 0.1, "adamw")  # what the tuned runs trained with (defaults), not the target's
     assert (values["parametrization"], values["mup_base_width"], values["n_embd"]) == ("mup", 32, 64)
-    assert values["total_batch_tokens"] == 256 and values["max_steps"] == 3  # the target's own, not the sweep's
+    assert values["total_batch_tokens"] == 256 and values["max_steps"] == 3 and values["n_layer"] == 3
+    assert "n_layer: 2 -> 3" in said[0] and "#   n_layer: 2 -> 3" in written.read_text()
     with pytest.raises(UserError, match="exists"):
-        write_transferred(config, rows, target, written)
-    (tmp_path / "sp").mkdir()
-    standard = load_sweep(write_sweep(tmp_path / "sp", shakespeare_shards))
-    with pytest.raises(UserError, match="standard parametrization"):
-        write_transferred(standard, rows, target, tmp_path / "other.yaml")
+        write_transferred(plan, rows)
     from training.cli import run_config_from_values
 
     from .helpers import train
 
     trainer = train(run_config_from_values(values))
     assert trainer.raw_model.config.parametrization == "mup" and trainer.raw_model.config.mup_width_mult == 2.0
+
+
+def test_a_transfer_that_cannot_be_written_is_refused_before_the_sweep_trains(tmp_path, shakespeare_shards, capsys):
+    """An sp sweep, a target narrower than the base, a --write that exists or lies under a file: refused by
+    sweep.py before any run folder exists (a GPU sweep would otherwise train for hours first)."""
+    from .test_errors import run_main
+
+    mup = {"parametrization": "mup", "mup_base_width": 32, "max_steps": 8}
+    path = write_sweep(tmp_path, shakespeare_shards, seeds=[1], overrides=mup)
+    narrow = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    narrow["model"].update(n_embd=16)
+    (tmp_path / "narrow.yaml").write_text(yaml.safe_dump(narrow))
+    (tmp_path / "mine.yaml").write_text("my notes\n")
+    (tmp_path / "sp").mkdir()
+    standard = write_sweep(tmp_path / "sp", shakespeare_shards)
+    for sweep, target, out, message in (
+            (standard, tmp_path / "base.yaml", tmp_path / "a.yaml", "standard parametrization"),
+            (path, tmp_path / "narrow.yaml", tmp_path / "a.yaml", "narrower than the width"),
+            (path, tmp_path / "base.yaml", tmp_path / "mine.yaml", "exists"),
+            (path, tmp_path / "base.yaml", tmp_path / "mine.yaml" / "x.yaml", "is a file")):
+        code, err = run_main("sweep", [sweep, "--transfer_to", target, "--write", out], capsys)
+        assert code != 0 and message in err
+    assert (tmp_path / "mine.yaml").read_text() == "my notes\n"
+    assert not any(load_sweep(sweep).run_dir(v, 1).exists() for sweep in (path, standard)
+                   for v in load_sweep(sweep).variants)

@@ -143,6 +143,27 @@ def test_a_branch_of_an_abandoned_line_is_not_given_the_parents_new_history(tmp_
     assert find_branches(load_run(parent)) == []
     loaded, notes = _load_branches(load_run(parent), [branch])
     assert loaded == [] and "abandoned" in notes[0]
+    # The parent's change at step 2 made its new line; the branch's history is the old line's: not inherited.
+    assert [r["step"] for r in load_run(branch).changes] == [6]
+
+
+def test_a_branch_inherits_the_parents_records_of_the_steps_it_shares(tmp_path, shakespeare_shards):
+    """A hand change the parent made before the branch step is the branch's history too (its analysis excuses a
+    spike after it as the parent's does); one made at or after the branch step is not."""
+    from training.analysis.runs import load_run
+
+    parent = tmp_path / "run"
+    train(tiny_run_config(parent, shakespeare_shards, max_steps=4, save_every=2))
+    train(tiny_run_config(parent, shakespeare_shards, max_steps=8, save_every=2, max_lr=1e-3,
+                          resume_from_checkpoint="latest"))
+    train(tiny_run_config(parent, shakespeare_shards, max_steps=10, save_every=2, max_lr=2e-3,
+                          resume_from_checkpoint="latest"))
+    assert [r["step"] for r in load_run(parent).changes] == [4, 8]
+    branch = tmp_path / "run-side"
+    train(tiny_run_config(branch, shakespeare_shards, max_steps=8, max_lr=1e-3,
+                          resume_from_checkpoint=str(RunLayout(parent).checkpoint_dir(6))))
+    changes = load_run(branch).changes
+    assert [r["step"] for r in changes] == [4, 6] and changes[0]["changes"]["optimizer.max_lr"] == [0.003, 0.001]
 
 
 def test_resuming_from_the_newest_checkpoint_abandons_nothing(tmp_path, shakespeare_shards):

@@ -138,6 +138,11 @@ class RunLayout:
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / checkpoint_name(step)
 
+    @property
+    def abandoned_dir(self) -> Path:
+        """``checkpoints/abandoned/``: one folder per line a return to an earlier checkpoint left behind."""
+        return self.checkpoints_dir / ABANDONED_DIR
+
     def checkpoint_model_dir(self, step: int) -> Path:
         return self.checkpoint_dir(step) / CHECKPOINT_MODEL_SUBDIR
 
@@ -238,7 +243,7 @@ def shared_history_step(run: Path, line: str) -> int | None:
     if origin is None:
         return None
     step, made = origin
-    folder = Path(run) / CHECKPOINTS_DIR / ABANDONED_DIR
+    folder = RunLayout(run).abandoned_dir
     later = [abandoned_line_origin(p.name) for p in folder.iterdir()] if folder.is_dir() else []
     return min([step] + [other[0] for other in later if other and other[1] > made])
 

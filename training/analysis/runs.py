@@ -192,7 +192,8 @@ def load_run(run_dir: str | Path, reference_loss: float | None = None, reference
                            "or damaged. Nothing to analyse.")
     config = yaml.safe_load(layout.config_file.read_text()) if layout.config_file.exists() else {}
     run = Run(name=run_dir.name, run_dir=run_dir, scalars=scalars, config=config, dataset_tokens=dataset_tokens,
-              changes=read_jsonl(layout.changes_file), interventions=read_jsonl(layout.interventions_file),
+              changes=parent_records(branch, "changes_file") + read_jsonl(layout.changes_file),
+              interventions=parent_records(branch, "interventions_file") + read_jsonl(layout.interventions_file),
               branch=branch)
     if reference_loss is not None:
         run.reference_loss, run.reference_source = reference_loss, "given (--reference_loss)"
@@ -248,15 +249,48 @@ def with_parent_history(scalars: dict, branch: dict, depth: int = 0) -> dict:
     return merged
 
 
+def parent_records(branch: dict | None, which: str, depth: int = 0) -> list[dict]:
+    """The records (``which``: ``"changes_file"`` or ``"interventions_file"``) of the history a branch shares with its
+    parent (and the parent's own parents): a hand change or a rollback of the parent before the branch step is part
+    of the branch's history too, so its analysis excuses and counts what the parent's does."""
+    if not branch or depth > 8:
+        return []
+    parent, shared = Path(branch.get("parent_run", "")), shared_parent_steps(branch)
+    layout = RunLayout(parent)
+    if not parent.is_dir():
+        return []
+    inherited = parent_records(_read_json(layout.branch_file), which, depth + 1) + read_jsonl(getattr(layout, which))
+    kept = [r for r in inherited if _in_shared_history(r, shared, which)]
+    line = _abandoned_line(branch)
+    if line:  # the records of the abandoned line's own steps went with it (checkpointing.set_aside_records)
+        aside = read_jsonl(layout.abandoned_dir / line / getattr(layout, which).name)
+        kept += [r for r in aside if not _in_shared_history(r, shared, which)
+                 and _in_shared_history(r, int(branch.get("step", 0)), which)]
+    return kept
+
+
+def _in_shared_history(record: dict, shared: int, which: str) -> bool:
+    """A return to an earlier step (a rollback: ``to_step``) and a resume's changes take effect after their step, so
+    they belong to the shared history only before the shared step; a skipped update at the shared step does too."""
+    if "to_step" in record:
+        return int(record["to_step"]) < shared
+    step = int(record.get("step", 0))
+    return step < shared if which == "changes_file" else step <= shared
+
+
 def shared_parent_steps(branch: dict) -> int:
     """How many of its parent's steps a branch shares with the parent's history as it is now: all up to the branch
     step, unless it branched from a line of the parent that a rollback or resume abandoned; then only the steps
     before that line was left (the parent's later steps are another history, and the abandoned line's own steps
     are no longer in its TensorBoard files: the branch's curves have a gap there, not another run's values)."""
-    step = int(branch.get("step", 0))
-    line = branch.get("abandoned_branch") or run_of_checkpoint(branch.get("checkpoint") or ".")[1]
+    step, line = int(branch.get("step", 0)), _abandoned_line(branch)
     shared = shared_history_step(Path(branch.get("parent_run", "")), line) if line else None
     return step if shared is None else min(step, shared)
+
+
+def _abandoned_line(branch: dict) -> str | None:
+    """The abandoned line of its parent a branch was taken from (None: the parent's own line)."""
+    return branch.get("abandoned_branch") or run_of_checkpoint(branch.get("checkpoint") or ".")[1]
 
 
 class RunReadError(UserError):

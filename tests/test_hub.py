@@ -227,6 +227,19 @@ def test_card_names_the_data_without_local_paths(trained_run):
     assert ModelCard(card).data.datasets is None
 
 
+def test_the_card_says_what_muon_and_mup_do_to_the_learning_rate_row():
+    """The learning-rate row is the schedule's; under μP the hidden matrices trained at a fraction of it, and under
+    Muon at its own rate: a card that says only "learning rate 0.003" would misreport both."""
+    from training.hub.staging import _optimizer_rows
+
+    model = {"n_embd": 256, "parametrization": "mup", "mup_base_width": 64}
+    assert _optimizer_rows({"n_embd": 256}, {"optimizer": "adamw"}) == []
+    (row,) = _optimizer_rows(model, {"optimizer": "adamw"})
+    assert "base width 64 (m = 4)" in row and "x 1/m, weight decay x m" in row
+    muon, mup = _optimizer_rows(model, {"optimizer": "muon", "max_lr": 1e-3, "muon_lr": 0.02, "muon_momentum": 0.95})
+    assert "lr 0.02" in muon and "1/sqrt(m)" in mup
+
+
 def test_card_names_a_hub_dataset_when_the_shards_came_from_one(tmp_path):
     import yaml
 

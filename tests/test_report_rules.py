@@ -405,7 +405,7 @@ def test_a_mup_runs_hidden_matrices_are_judged_at_the_rate_they_trained_at(tmp_p
 
     steps = range(10, 101, 10)
     names = ["h.0.mlp.c_fc.weight", "wte.weight"]
-    scalars = {Tags.TRAIN_LR: {s: 1e-3 for s in range(1, 101)}}
+    scalars = {Tags.TRAIN_LR: {s: 1e-3 for s in range(1, 101)}, Tags.TRAIN_LOSS: {s: 3.0 for s in range(1, 101)}}
     for name in names:
         scalars[Tags.WEIGHT_RMS + name] = {s: 0.02 for s in steps}
         scalars[Tags.UPDATE_RATIO + name] = {s: 1e-3 / 0.02 / (4 if name.startswith("h.") else 1) for s in steps}
@@ -419,6 +419,11 @@ def test_a_mup_runs_hidden_matrices_are_judged_at_the_rate_they_trained_at(tmp_p
     judged = expectation_summary(mup).per_parameter
     assert judged[names[0]].consistency == pytest.approx(1.0) and judged[names[1]].consistency == pytest.approx(1.0)
     assert expectation_summary(sp).per_parameter[names[0]].consistency == pytest.approx(0.25)
+    # How far the weights could have moved: the hidden matrix at 0.1 / 4 / 0.02, the embedding at 0.1 / 0.02.
+    from training.analysis.summaries import movement_ceiling
+
+    assert movement_ceiling(mup).ceiling == pytest.approx((1.25 + 5.0) / 2)
+    assert movement_ceiling(sp).ceiling == pytest.approx(5.0)
 
 
 def test_a_learning_run_on_data_read_many_times_is_told_more_data_not_more_steps(tmp_path):

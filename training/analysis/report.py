@@ -155,7 +155,8 @@ def init_finding(s: RunSummary, found: Diagnosis) -> Finding:
     diff, expected, standard = loss.initial_minus_expected, loss.expected_initial_loss, loss.standard_initial_loss
     std = s.setting("init_std", STANDARD_INIT_STD)
     evidence = (f"initial train loss {fmt(loss.initial_train_loss)} vs {fmt(expected)} expected at "
-                f"initialisation (ln(vocab) = {fmt(loss.uniform_loss)} plus n_embd x init_std^2 / 2 = "
+                f"initialisation (ln(vocab) = {fmt(loss.uniform_loss)} plus n_embd x init_std^2 / 2"
+                f"{' / m^2 (μP logit multiplier 1/m)' if s.setting('parametrization', 'sp') == 'mup' else ''} = "
                 f"{fmt(expected - loss.uniform_loss, 3)} for the random logits; difference {fmt(diff, 3)}, "
                 f"tolerance {INIT_TOLERANCE})")
     too_large = diff is not None and diff > INIT_TOLERANCE

@@ -599,9 +599,15 @@ def movement_ceiling(run: Run) -> Movement | None:
         total, source = float(train["max_lr"]) * float(loss_steps[-1]), "--max_lr (no learning rate was logged)"
     else:
         return None
-    rms_values = [np.median(list(run.scalars[t].values())) for t in run.tags(Tags.WEIGHT_RMS)]
+    tags = run.tags(Tags.WEIGHT_RMS)
+    rms_values = [float(np.median(list(run.scalars[t].values()))) for t in tags]
     rms = float(np.median(rms_values)) if rms_values else float(model.get("init_std") or STANDARD_INIT_STD)
-    return Movement(sum_lr=total, weight_rms=rms, ceiling=total / rms, lr_source=source,
+    # Per matrix, at the rate it trained at: under μP the hidden matrices' is the logged one x 1/m (AdamW).
+    group = "muon" if train.get("optimizer") == "muon" else "adamw"
+    ceilings = [total * mup_lr_scale(run, t[len(Tags.WEIGHT_RMS):], group) / r
+                for t, r in zip(tags, rms_values) if r > 0]
+    ceiling = float(np.median(ceilings)) if ceilings and train.get("parametrization") == "mup" else total / rms
+    return Movement(sum_lr=total, weight_rms=rms, ceiling=ceiling, lr_source=source,
                     rms_source="the logged weight RMS" if rms_values else "the init's standard deviation")
 
 

@@ -147,6 +147,20 @@ def _curves(folder: Path) -> list[str]:
     return ["## Training curves", "", *lines] if lines else []
 
 
+def _optimizer_rows(config: dict, train: dict) -> list[str]:
+    """The card's rows for Muon and μP, which change what the learning-rate row means for the hidden matrices."""
+    rows = []
+    if train.get("optimizer") == "muon":
+        rows.append(f"| Muon (hidden matrices) | lr {train.get('muon_lr') or train.get('max_lr')}, momentum "
+                    f"{train.get('muon_momentum')}, update RMS matched to AdamW's |")
+    if config.get("parametrization") == "mup" and config.get("mup_base_width"):
+        m = config["n_embd"] / config["mup_base_width"]
+        scale = "1/sqrt(m) (Muon)" if train.get("optimizer") == "muon" else "1/m, weight decay x m"
+        rows.append(f"| parametrization | μP relative to base width {config['mup_base_width']} (m = {m:g}): hidden "
+                    f"matrices at the learning rate above x {scale}; logits x 1/m (docs/mup.md) |")
+    return rows
+
+
 def _card_body(repo_id, config, state, train, data_name, ours, reference, folder: Path) -> str:
     params = state.get("parameters")
     lines = [f"# {repo_id.split('/')[-1]}", "",
@@ -165,6 +179,7 @@ def _card_body(repo_id, config, state, train, data_name, ours, reference, folder
              f"{train.get('lr_schedule') or 'cosine'}, {train.get('warmup_steps')} warmup steps |",
              f"| AdamW | betas ({train.get('adam_beta1')}, {train.get('adam_beta2')}), eps {train.get('adam_epsilon')},"
              f" weight decay {train.get('weight_decay')} |",
+             *_optimizer_rows(config, train),
              f"| gradient clipping | {train.get('grad_clip')} |",
              f"| micro-batch x sequence length | {train.get('micro_batch_size')} x {train.get('seq_len')} |",
              f"| hardware | {_num(state.get('num_processes'), '{}')} x {state.get('device', 'unknown')}, "

@@ -30,7 +30,8 @@ import torch
 
 from bench.common import machine, table
 from modeling import GPTConfig, GPTForCausalLM
-from training.optim.optimizers import build_optimizer
+from training.optim.config import OptimizerArguments
+from training.optim.optimizers import build_optimizers
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "mup_transfer.png"
 BASE_WIDTH = 64
@@ -40,16 +41,20 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="A text file (tinyshakespeare.txt).")
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[2.0 ** k for k in range(-13, -6)])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[2.0 ** k for k in range(-12, -5)])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq_len", type=int, default=64)
     parser.add_argument("--clip", type=float, default=1.0, help="Global gradient-norm clip (0: none). A global norm is "
                         "not width-invariant: under μP the gradient norm grows with width, so a fixed clip slows wide "
                         "models more.")
     parser.add_argument("--parametrizations", nargs="+", default=["sp", "mup"], choices=["sp", "mup"])
-    parser.add_argument("--out", type=Path, default=FIGURE)
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"],
+                        help="adamw, or muon (Muon on the hidden matrices at the same lr, AdamW on the rest: the "
+                        "training run's own --optimizer muon).")
+    parser.add_argument("--out", type=Path, default=FIGURE, help="The plot (PNG); the losses go beside it as the same "
+                        "name with .json (an existing .json that is not this benchmark's output is refused).")
     return parser.parse_args()
 
 
@@ -66,20 +71,23 @@ def batches(data: torch.Tensor, count: int, batch: int, seq_len: int, seed: int)
 
 
 def train_one(width: int, parametrization: str, lr: float, seed: int, train, val, args) -> float:
-    """Final validation loss of one run (inf if it diverged): warmup 10% then cosine to 10%, AdamW, wd 0.1, the
-    gradient clipped at --clip."""
+    """Final validation loss of one run (inf if it diverged): warmup 10% then cosine to 10%, wd 0.1, the gradient
+    clipped at --clip, the training run's own optimizers and groups (``build_optimizers``: under μP each group
+    already holds its scaled peak, which the loop below multiplies by the schedule)."""
     torch.manual_seed(seed)
     config = GPTConfig(vocab_size=256, n_positions=args.seq_len, n_embd=width, n_layer=2, n_head=4,
                        bos_token_id=0, eos_token_id=0, parametrization=parametrization,
                        mup_base_width=BASE_WIDTH if parametrization == "mup" else None)
     model = GPTForCausalLM(config)
-    optimizer = build_optimizer(model, lr, 0.1)
-    base = [group["lr"] for group in optimizer.param_groups]
+    optimizers = build_optimizers(model, OptimizerArguments(optimizer=args.optimizer, max_lr=lr, min_lr=lr / 10,
+                                                            weight_decay=0.1))
+    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+    peaks = [group["lr"] for group in groups]
     warmup = max(1, args.steps // 10)
     for step, tokens in enumerate(batches(train, args.steps, args.batch, args.seq_len, seed)):
         factor = (step + 1) / warmup if step < warmup else \
             0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
-        for group, peak in zip(optimizer.param_groups, base):
+        for group, peak in zip(groups, peaks):
             group["lr"] = peak * factor
         loss = model(tokens, labels=tokens).loss
         if not torch.isfinite(loss):
@@ -87,13 +95,22 @@ def train_one(width: int, parametrization: str, lr: float, seed: int, train, val
         loss.backward()
         if args.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
     model.eval()
     with torch.no_grad():
         losses = [float(model(t, labels=t).loss) for t in batches(val, 8, args.batch, args.seq_len, 1234)]
     value = float(np.mean(losses))
     return value if math.isfinite(value) else math.inf
+
+
+def at_grid_edge(losses: dict[float, float]) -> bool:
+    """The lowest loss is at the smallest or largest lr of the grid: the optimum may lie beyond it, and a "move" of
+    the best lr measured with it is a bound, not a measurement."""
+    lrs = sorted(losses)
+    i = int(np.argmin([losses[lr] for lr in lrs]))
+    return i in (0, len(lrs) - 1)
 
 
 def best_lr(losses: dict[float, float]) -> float:
@@ -109,7 +126,7 @@ def best_lr(losses: dict[float, float]) -> float:
     return lrs[i]
 
 
-def plot(results: dict, widths: list[int], out: Path) -> None:
+def plot(results: dict, widths: list[int], optimizer: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +140,7 @@ def plot(results: dict, widths: list[int], out: Path) -> None:
             axis.plot(lrs, [results[parametrization][width][lr] for lr in lrs], marker="o", label=f"width {width}")
         axis.set_xscale("log", base=2)
         axis.set_xlabel("learning rate")
-        axis.set_title(f"{parametrization}: validation loss after training (mean of seeds)")
+        axis.set_title(f"{parametrization}, {optimizer}: validation loss (mean of seeds)")
         axis.legend(fontsize=8)
     axes[0].set_ylabel("validation loss (bytes)")
     top = min(min(v.values()) for r in results.values() for v in r.values()) + 1.5
@@ -133,8 +150,23 @@ def plot(results: dict, widths: list[int], out: Path) -> None:
     figure.savefig(out, dpi=110)
 
 
+def check_output(json_path: Path) -> None:
+    """Refuse to replace a .json beside --out that this benchmark did not write (it may be the user's)."""
+    if not json_path.exists():
+        return
+    try:
+        previous = json.loads(json_path.read_text())
+        ours = isinstance(previous, dict) and previous and set(previous) <= {"sp", "mup"}
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise SystemExit(f"error: {json_path} exists and is not this benchmark's output; pass another --out "
+                         "(the losses are written beside the plot, as .json).")
+
+
 def main() -> None:
     args = parse_args()
+    check_output(args.out.with_suffix(".json"))
     torch.set_num_threads(2)
     train, val = byte_data(args.data)
     results = {p: {} for p in args.parametrizations}
@@ -153,18 +185,23 @@ def main() -> None:
     for parametrization in args.parametrizations:
         best = {w: best_lr(results[parametrization][w]) for w in args.widths}
         moves[parametrization] = max(best.values()) / min(best.values())
-        rows += [[parametrization, w, f"{best[w]:.3g}", f"{min(results[parametrization][w].values()):.3f}"]
-                 for w in args.widths]
-    print(f"\n{machine()}; {args.steps} steps of {args.batch}x{args.seq_len} bytes, seeds {args.seeds}, "
-          f"{time.perf_counter() - started:.0f} s\n")
+        rows += [[parametrization, w, f"{best[w]:.3g}" + (" (grid edge)" if at_grid_edge(results[parametrization][w])
+                                                           else ""),
+                  f"{min(results[parametrization][w].values()):.3f}"] for w in args.widths]
+    print(f"\n{machine()}; {args.optimizer}, {args.steps} steps of {args.batch}x{args.seq_len} bytes, "
+          f"seeds {args.seeds}, {time.perf_counter() - started:.0f} s\n")
     print(table(["parametrization", "width", "best lr", "best val loss"], rows))
     for parametrization, move in moves.items():
-        print(f"{parametrization}: the best lr moves {move:.2f}x over widths {args.widths[0]}-{args.widths[-1]}")
-    plot(results, args.widths, args.out)
+        edges = [w for w in args.widths if at_grid_edge(results[parametrization][w])]
+        caveat = (f" (not measured: the best lr of width(s) {', '.join(map(str, edges))} is at the edge of the grid, "
+                  "so the optimum may lie beyond it; widen --lrs)") if edges else ""
+        print(f"{parametrization}: the best lr moves {move:.2f}x over widths {args.widths[0]}-{args.widths[-1]}"
+              + caveat)
+    plot(results, args.widths, args.optimizer, args.out)
     args.out.with_suffix(".json").write_text(json.dumps({p: {str(w): {str(lr): v for lr, v in r.items()}
                                                              for w, r in d.items()} for p, d in results.items()},
                                                         indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

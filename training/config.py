@@ -100,8 +100,9 @@ class ModelArguments:
         base = self.mup_base_width
         if self.parametrization == "sp":
             return [] if base is None else [
-                (f"mup_base_width ({base}) is set but the parametrization is 'sp': it would have no effect; drop it "
-                 "or pass --parametrization mup")]
+                (f"mup_base_width ({base}) is set (on the command line, or by the preset or checkpoint the run "
+                 "starts from) but the parametrization is 'sp': it would have no effect; drop it or pass "
+                 "--parametrization mup")]
         if base is None:
             return [("parametrization 'mup' needs --mup_base_width, the width the hyperparameters were tuned at "
                      f"(e.g. 256; --mup_base_width {self.n_embd} makes this model the base)")]

@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """μTransfer, measured: does the best learning rate stay put across width under μP, and move under sp?
 
-Widths 64 / 128 / 256 / 512 at fixed depth (2 layers, 4 heads), a learning-rate grid of 7 points over 64x, 2 seeds,
-under the standard parametrization and under μP (base width 64), AdamW, the project's own model and optimizer groups
-(modeling/, training/optim/optimizers.py). The data is tiny shakespeare as bytes (a 256-token vocabulary): with
+Widths 64 / 128 / 256 / 512 at fixed depth (2 layers, 4 heads), a learning-rate grid of 7 points over 64x
+(2^-12 .. 2^-6), 2 seeds, 300 steps, under the standard parametrization and under μP (base width 64), AdamW (or
+--optimizer muon), the project's own model and optimizer groups (modeling/, training/optim/optimizers.py). The data is tiny shakespeare as bytes (a 256-token vocabulary): with
 GPT-2's 50304-wide logits a width-512 model is too slow for this grid on a CPU, and μP's width rules do not depend on
 the vocabulary. Prints the final validation loss per width and lr, the best lr per width, and how far the optimum
 moves over the 8x width range; writes bench/figures/mup_transfer.png (loss against lr, one line per width: the
 standard μTransfer plot).
 
-What it can show: whether the optimum learning rate transfers across width at this depth, batch and horizon. What it
-cannot: depth, batch size or horizon transfer (μP does not claim them), or anything at GPT-2's scale.
+What it can show: whether the optimum learning rate transfers across width at this depth, batch and horizon (a best
+lr at the edge of the grid is marked: then the move is a bound, not a measurement). What it cannot: depth, batch
+size or horizon transfer (μP does not claim them), whether μP beats a re-tuned sp, or anything at GPT-2's scale.
 
-    python bench/mup_transfer.py --data ../shared/data/tinyshakespeare.txt            # ~40 min on 2 CPU cores
+    python bench/mup_transfer.py --data ../shared/data/tinyshakespeare.txt            # ~1.5 h on 2 CPU cores
     python bench/mup_transfer.py --data ... --widths 64 256 --seeds 0 --steps 60      # a quick look
 """
 

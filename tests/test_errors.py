@@ -51,6 +51,25 @@ def test_data_folder_with_shards_but_no_training_shards(tmp_path, shakespeare_sh
     (folder / "x_val_000000.npy").symlink_to(next(shakespeare_shards.glob("*_val_*.npy")))
     code, err = run_main("pretrain", config_to_argv(tiny_run_config(tmp_path / "run", folder)), capsys)
     assert code == 2 and "holds token shards but no training shards" in err
+    assert not (tmp_path / "run").exists()  # refused before it wrote anything: no folder holding only a marker
+
+
+def test_a_refused_branch_leaves_its_folder_as_it_found_it(finished_run, shakespeare_shards, tmp_path, capsys):
+    """A branch refused once the checkpoint is read (another shape): a new --output_dir is not left behind holding
+    only the marker, an empty one stays empty, and a folder with the user's files keeps them."""
+    checkpoint = str(RunLayout(finished_run).checkpoint_dir(2))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine\n")
+    for name in ("new", "empty"):
+        config = tiny_run_config(tmp_path / name, shakespeare_shards, max_steps=6, n_layer=3,
+                                 resume_from_checkpoint=checkpoint)
+        code, err = run_main("pretrain", config_to_argv(config), capsys)
+        assert code == 2 and "Cannot resume" in err
+    assert not (tmp_path / "new").exists() and list((tmp_path / "empty").iterdir()) == []
+    config = tiny_run_config(tmp_path / "mine", shakespeare_shards, max_steps=6, resume_from_checkpoint=checkpoint)
+    code, err = run_main("pretrain", config_to_argv(config), capsys)
+    assert code == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "mine\n"
 
 
 @pytest.mark.parametrize("kind", ["file", "read-only"])

@@ -168,6 +168,34 @@ class RunFolderLock:
                 f"process is gone but this message persists, the filesystem keeps a stale lock: delete {self.path}.")
 
 
+def folder_state(folder: str | Path) -> str:
+    """``"absent"``, ``"empty"`` or ``"used"``: what a folder was before a run claimed it (``undo_unused_claim``)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return "absent"
+    try:
+        return "empty" if folder.is_dir() and not any(folder.iterdir()) else "used"
+    except OSError:
+        return "used"
+
+
+def undo_unused_claim(folder: str | Path, before: str) -> None:
+    """A run refused before it wrote anything but its marker leaves the folder as it found it: a new folder is
+    removed, an empty one emptied again (a retry, or another --output_dir, then starts clean). A folder that was in
+    use before, or holds anything else now, is left as it is."""
+    folder = Path(folder)
+    if before == "used":
+        return
+    try:
+        if {p.name for p in folder.iterdir()} - {MARKER_FILE}:
+            return
+        (folder / MARKER_FILE).unlink(missing_ok=True)
+        if before == "absent":
+            folder.rmdir()
+    except OSError:
+        pass
+
+
 def check_run_folder(folder: str | Path, resuming: bool, overwrite: bool, say=print) -> None:
     """Whose folder is this? A run resuming in place marks a folder of an older version as ours; a fresh run needs an
     empty folder, a new one, or (with ``overwrite``) a run folder of this project holding nothing but a run's files,

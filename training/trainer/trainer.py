@@ -54,7 +54,7 @@ from ..run.checkpointing import Checkpointer, append_jsonl, check_resume_compati
 from ..run.preemption import Preempted, SignalCatcher, resume_command
 from ..run.progress import RunProgress
 from ..run.resumption import ResumePlan, plan_resume, setting_changes
-from ..run.run_folder import RunFolderLock, check_run_folder
+from ..run.run_folder import RunFolderLock, check_run_folder, folder_state, undo_unused_claim
 from .builders import (
     announce_data_passes,
     build_accelerator,
@@ -117,6 +117,7 @@ class Trainer:
         enable_tf32(self.device)
         set_seed(config.train.seed)
         self.grad_accum = self.accelerator.gradient_accumulation_steps
+        self.folder_before = folder_state(config.train.output_dir)  # what to leave it as if the run is refused
         self.output_dir = prepare_output_dir(config.train.output_dir)
         self.layout = RunLayout(self.output_dir)
         self.lock = RunFolderLock(self.output_dir)
@@ -612,7 +613,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- teardown
     def release_run_folder(self) -> None:
+        """Give up the folder's lock; a run refused before it wrote anything but its marker (bad data, a checkpoint
+        it cannot resume) leaves the folder as it found it (``undo_unused_claim``)."""
         self.lock.release()
+        if self.accelerator.is_main_process:
+            undo_unused_claim(self.output_dir, self.folder_before)
 
     def _finish_trackers(self) -> None:
         self.log.block_runs.close()

@@ -60,9 +60,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..layout import RunLayout, Tags, checkpoint_step, run_of_checkpoint
+from ..layout import RunLayout, Tags, checkpoint_step
 from ..optim.schedules import Anchor, Schedule, decay_array
-from .runs import Run
+from .runs import Run, abandoned_line
 
 DECAY = 0.999  # lambda of the annealing momentum (Tissue et al.): the default, and the largest tried
 # The lambdas a fit tries when C is identified (the best fitting is kept): memories of 50 to 1000 steps (shorter
@@ -561,18 +561,11 @@ def find_branches(run: Run) -> list[Path]:
         for folder in sorted(here.parent.iterdir()):
             record = _branch_record(folder)
             if folder != here and record and Path(record.get("parent_run", "")).resolve() == here \
-                    and not _from_abandoned_line(record):
+                    and not abandoned_line(record):
                 found.append(folder)
         return found
     except OSError:
         return []
-
-
-def _from_abandoned_line(record: dict) -> bool:
-    """A branch taken from a checkpoint of an abandoned line of its parent (``checkpoints/abandoned/<line>/``; its
-    history before the branch step is that line's, not the parent's): not the parent's cool-down. Records written
-    before branch.json named the line give the checkpoint's path instead."""
-    return bool(record.get("abandoned_branch")) or run_of_checkpoint(record.get("checkpoint") or ".")[1] is not None
 
 
 def _branch_record(folder: Path) -> dict | None:
@@ -600,7 +593,7 @@ def _load_branches(run: Run, branches) -> tuple[list[Run], list[str]]:
         if explicit and Path(record.get("parent_run", "")).resolve() != Path(run.run_dir).resolve():
             notes.append(f"{branch}: a branch of {record.get('parent_run')}, not of this run; left out of the fit")
             continue
-        if _from_abandoned_line(record):
+        if abandoned_line(record):
             notes.append(f"{branch}: branched from {record.get('checkpoint')}, on a line of this run that a rollback "
                          "or resume abandoned (its history is not this run's); left out of the fit")
             continue

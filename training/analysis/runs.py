@@ -261,7 +261,7 @@ def parent_records(branch: dict | None, which: str, depth: int = 0) -> list[dict
         return []
     inherited = parent_records(_read_json(layout.branch_file), which, depth + 1) + read_jsonl(getattr(layout, which))
     kept = [r for r in inherited if _in_shared_history(r, shared, which)]
-    line = _abandoned_line(branch)
+    line = abandoned_line(branch)
     if line:  # the records of the abandoned line's own steps went with it (checkpointing.set_aside_records)
         aside = read_jsonl(layout.abandoned_dir / line / getattr(layout, which).name)
         kept += [r for r in aside if not _in_shared_history(r, shared, which)
@@ -283,13 +283,14 @@ def shared_parent_steps(branch: dict) -> int:
     step, unless it branched from a line of the parent that a rollback or resume abandoned; then only the steps
     before that line was left (the parent's later steps are another history, and the abandoned line's own steps
     are no longer in its TensorBoard files: the branch's curves have a gap there, not another run's values)."""
-    step, line = int(branch.get("step", 0)), _abandoned_line(branch)
+    step, line = int(branch.get("step", 0)), abandoned_line(branch)
     shared = shared_history_step(Path(branch.get("parent_run", "")), line) if line else None
     return step if shared is None else min(step, shared)
 
 
-def _abandoned_line(branch: dict) -> str | None:
-    """The abandoned line of its parent a branch was taken from (None: the parent's own line)."""
+def abandoned_line(branch: dict) -> str | None:
+    """The abandoned line of its parent a branch was taken from (None: the parent's own line). Its branch.json names
+    it; records written before it did give the checkpoint's path (``checkpoints/abandoned/<line>/step_N``)."""
     return branch.get("abandoned_branch") or run_of_checkpoint(branch.get("checkpoint") or ".")[1]
 
 

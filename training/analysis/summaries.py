@@ -602,11 +602,12 @@ def movement_ceiling(run: Run) -> Movement | None:
     tags = run.tags(Tags.WEIGHT_RMS)
     rms_values = [float(np.median(list(run.scalars[t].values()))) for t in tags]
     rms = float(np.median(rms_values)) if rms_values else float(model.get("init_std") or STANDARD_INIT_STD)
-    # Per matrix, at the rate it trained at: under μP the hidden matrices' is the logged one x 1/m (AdamW).
-    group = "muon" if train.get("optimizer") == "muon" else "adamw"
-    ceilings = [total * mup_lr_scale(run, t[len(Tags.WEIGHT_RMS):], group) / r
-                for t, r in zip(tags, rms_values) if r > 0]
-    ceiling = float(np.median(ceilings)) if ceilings and train.get("parametrization") == "mup" else total / rms
+    ceiling = total / rms
+    if train.get("parametrization") == "mup":  # per matrix, at the rate it trained at (hidden: logged lr x 1/m)
+        group = "muon" if train.get("optimizer") == "muon" else "adamw"
+        ceilings = [total * mup_lr_scale(run, t[len(Tags.WEIGHT_RMS):], group) / r
+                    for t, r in zip(tags, rms_values) if r > 0]
+        ceiling = float(np.median(ceilings)) if ceilings else ceiling
     return Movement(sum_lr=total, weight_rms=rms, ceiling=ceiling, lr_source=source,
                     rms_source="the logged weight RMS" if rms_values else "the init's standard deviation")
 

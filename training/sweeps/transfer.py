@@ -53,12 +53,12 @@ def plan_transfer(config: SweepConfig, target: str | Path, out: str | Path) -> T
     """Everything about a transfer that does not need the sweep's results, refused before anything trains: the sweep
     tunes μP at its base width and its variants differ only in what μP transfers; the target is a valid preset at
     least as wide as the base, with the tuned runs' heads; ``out`` is a new file in a folder that can exist."""
-    values = config.arguments(next(iter(config.variants)), config.seeds[0])
-    if values.get("parametrization") != "mup":
+    values = resolved(config.arguments(next(iter(config.variants)), config.seeds[0]))  # defaults included
+    if values["parametrization"] != "mup":
         raise UserError(f"{config.path}: its runs use the standard parametrization, whose best learning rate moves "
                         "with width; tune under --parametrization mup (set it in the sweep's overrides).")
-    width = int(values.get("n_embd") or 768)
-    if int(values.get("mup_base_width") or width) != width:
+    width, n_head = values["n_embd"], values["n_head"]
+    if values["mup_base_width"] != width:
         raise UserError(f"{config.path}: tune at the base width itself (mup_base_width {values['mup_base_width']} "
                         f"!= n_embd {width}): the transferred settings are the base width's.")
     varied = sorted({key for v in config.variants.values() for key in v} - set(TRANSFERABLE) - BOOKKEEPING)
@@ -68,13 +68,13 @@ def plan_transfer(config: SweepConfig, target: str | Path, out: str | Path) -> T
     out = Path(out)
     _check_output(out)
     target_values = load_preset(target, say=lambda line: None)  # a valid preset, of any version's layout
-    n_head, target_width = int(target_values.get("n_head") or 12), int(target_values.get("n_embd") or 768)
-    if n_head != int(values.get("n_head") or 12):
-        raise UserError(f"{target}: n_head {n_head} differs from the tuned runs' {values.get('n_head') or 12}; μP "
-                        "here widens at a fixed number of heads: tune with the target's n_head.")
-    if target_width < width:
-        raise UserError(f"{target}: n_embd {target_width} is narrower than the width the sweep tunes at ({width}); "
-                        "tune small, train big: transfer to a preset at least as wide as the sweep's runs.")
+    shape = resolved(target_values)
+    if shape["n_head"] != n_head:
+        raise UserError(f"{target}: n_head {shape['n_head']} differs from the tuned runs' {n_head}; μP here widens "
+                        "at a fixed number of heads: tune with the target's n_head.")
+    if shape["n_embd"] < width:
+        raise UserError(f"{target}: n_embd {shape['n_embd']} is narrower than the width the sweep tunes at "
+                        f"({width}); tune small, train big: transfer to a preset at least as wide as the sweep's runs.")
     return TransferPlan(config, Path(target), out, target_values, width, n_head)
 
 
@@ -120,14 +120,15 @@ def write_transferred(plan: TransferPlan, rows: list[dict], say=print) -> Path:
         else:
             flat[key] = tuned[key]
     flat.update(parametrization="mup", mup_base_width=plan.base_width)
-    differences = untransferred_differences(tuned, resolved(flat))  # (validates the preset to be written, too)
+    written = resolved(flat)  # (validates the preset to be written, too)
+    differences = untransferred_differences(tuned, written)
     preset: dict[str, dict] = {}
     for key, value in flat.items():
         preset.setdefault(SECTION_OF[key], {})[key] = value
-    ratio = float(flat.get("n_embd") or 768) / plan.base_width
+    ratio = written["n_embd"] / plan.base_width
     header = (f"# Written by scripts/sweep.py {plan.sweep.path} --transfer_to {plan.target} on {date.today()}: the\n"
               f"# winner of the sweep ({best['variant']}), tuned at width {plan.base_width}, transferred by μP to width "
-              f"{flat.get('n_embd') or 768} (m = {ratio:g}{'' if math.isclose(ratio, round(ratio)) else ', not whole'})"
+              f"{written['n_embd']} (m = {ratio:g}{'' if math.isclose(ratio, round(ratio)) else ', not whole'})"
               f".\n# Copied as the winner trained with them: {', '.join(TRANSFERABLE)}.\n")
     if differences:
         header += ("# Not transferred by μP and set otherwise here than in the tuned runs (the optimum is only known "
